@@ -1,0 +1,228 @@
+"""Invariant 6: checkpoints are safetensors + JSON, validated, and never unpickled."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.conftest import tiny_generator
+from texprod.errors import CheckpointError
+from texprod.generators import load_checkpoint, load_generator, save_generator
+from texprod.noise import NoiseField
+from texprod.render import render_reference
+
+NAME = "psgan-nearest-d4-k3"
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    gen = tiny_generator(NAME)
+    latents = {"brick": torch.linspace(-1, 1, gen.config.nz_global)}
+    return save_generator(gen, tmp_path / "model", name="tiny", description="for tests",
+                          provenance={"exemplars": [{"name": "brick.png", "sha256": "ab" * 32}]},
+                          latents=latents)
+
+
+def _render(gen, seed=1):
+    field = NoiseField(gen.config, seed, waves=gen.waves)
+    return render_reference(gen, field, 40, 30, output="float32")
+
+
+def test_round_trip_keeps_weights_config_card_and_pixels(checkpoint):
+    gen = tiny_generator(NAME)
+    loaded = load_checkpoint(checkpoint)
+    assert loaded.generator.config == gen.config
+    for (k, a), (k2, b) in zip(gen.state_dict().items(), loaded.generator.state_dict().items(),
+                               strict=True):
+        assert k == k2
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(a, b), k
+    assert np.array_equal(_render(gen), _render(loaded.generator))
+    card = loaded.card
+    assert card["provenance"]["name"] == "tiny"
+    assert card["provenance"]["texprod_version"]
+    assert card["provenance"]["created"]
+    assert card["provenance"]["exemplars"][0]["name"] == "brick.png"
+    assert torch.equal(loaded.latents["brick"], torch.linspace(-1, 1, gen.config.nz_global))
+    assert len(loaded.digest) == 64
+    # every way of naming the checkpoint loads it
+    for path in (checkpoint, checkpoint / "model.json", checkpoint / "generator.safetensors"):
+        assert load_generator(path).config == gen.config
+
+
+def test_digest_follows_the_weights(tmp_path, checkpoint):
+    other = save_generator(tiny_generator(NAME, seed=1), tmp_path / "other")
+    again = save_generator(tiny_generator(NAME), tmp_path / "again")
+    assert load_checkpoint(checkpoint).digest == load_checkpoint(again).digest
+    assert load_checkpoint(checkpoint).digest != load_checkpoint(other).digest
+
+
+def test_half_precision_checkpoint_loads_close_to_the_original(tmp_path):
+    gen = tiny_generator(NAME)
+    path = save_generator(gen, tmp_path / "fp16", dtype="float16")
+    assert path.joinpath("generator.safetensors").stat().st_size < \
+        save_generator(gen, tmp_path / "fp32").joinpath("generator.safetensors").stat().st_size
+    assert np.abs(_render(load_generator(path)) - _render(gen)).max() < 0.02
+
+
+def test_saving_never_overwrites_by_accident(checkpoint):
+    with pytest.raises(CheckpointError, match="already exists"):
+        save_generator(tiny_generator(NAME), checkpoint)
+    save_generator(tiny_generator(NAME, seed=3), checkpoint, overwrite=True)
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["model"]  # no temp dirs left
+
+
+def _rewrite_weights(checkpoint: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Replace the weights and record their true checksum, so only the content is wrong."""
+    weights = checkpoint / "generator.safetensors"
+    save_file(tensors, weights)
+    card = json.loads((checkpoint / "model.json").read_text())
+    card["weights"]["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (checkpoint / "model.json").write_text(json.dumps(card))
+
+
+def _state(checkpoint):
+    from safetensors.torch import load_file
+
+    return load_file(checkpoint / "generator.safetensors")
+
+
+def _edit_card(checkpoint: Path, edit) -> None:
+    card = json.loads((checkpoint / "model.json").read_text())
+    edit(card)
+    (checkpoint / "model.json").write_text(json.dumps(card))
+
+
+def test_truncated_weights(checkpoint):
+    weights = checkpoint / "generator.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match=r"generator.safetensors: truncated: the header "
+                                              r"describes \d+ bytes of tensor data"):
+        load_generator(checkpoint)
+
+
+def test_weights_cut_inside_the_header(checkpoint):
+    weights = checkpoint / "generator.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="not a safetensors file or truncated"):
+        load_generator(checkpoint)
+
+
+def test_wrong_shape(checkpoint):
+    state = _state(checkpoint)
+    key = "blocks.0.1.weight"
+    state[key] = torch.zeros(state[key].shape[0] + 1, *state[key].shape[1:])
+    _rewrite_weights(checkpoint, state)
+    with pytest.raises(CheckpointError, match=rf"{key}: got shape \[25, 12, 3, 3\], "
+                                              r"expected \[24, 12, 3, 3\]"):
+        load_generator(checkpoint)
+
+
+def test_nan_weights(checkpoint):
+    state = _state(checkpoint)
+    state["blocks.1.1.weight"][0, 0, 0, 0] = float("nan")
+    _rewrite_weights(checkpoint, state)
+    with pytest.raises(CheckpointError, match=r"blocks.1.1.weight: 1 non-finite values"):
+        load_generator(checkpoint)
+
+
+def test_missing_and_unexpected_tensors(checkpoint):
+    state = _state(checkpoint)
+    state["extra.weight"] = state.pop("blocks.0.2.running_var")
+    _rewrite_weights(checkpoint, state)
+    with pytest.raises(CheckpointError, match=r"missing \['blocks.0.2.running_var'\], "
+                                              r"unexpected \['extra.weight'\]"):
+        load_generator(checkpoint)
+
+
+def test_integer_weights_are_rejected(checkpoint):
+    state = _state(checkpoint)
+    state["blocks.0.1.weight"] = state["blocks.0.1.weight"].to(torch.int32)
+    _rewrite_weights(checkpoint, state)
+    with pytest.raises(CheckpointError, match="blocks.0.1.weight: dtype I32"):
+        load_generator(checkpoint)
+
+
+def test_checksum_mismatch(checkpoint):
+    weights = checkpoint / "generator.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_generator(checkpoint)
+
+
+class _Payload:
+    """A pickle that would create a file if it were ever unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_renamed_to_safetensors_is_never_unpickled(checkpoint, tmp_path):
+    marker = tmp_path / "pwned"
+    (checkpoint / "generator.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(CheckpointError, match="is a pickle or PyTorch zip archive, not "
+                                              "safetensors; texprod never unpickles"):
+        load_generator(checkpoint)
+    assert not marker.exists()
+
+
+def test_torch_save_file_renamed_to_safetensors(checkpoint):
+    torch.save(tiny_generator(NAME).state_dict(), checkpoint / "generator.safetensors")
+    with pytest.raises(CheckpointError, match="pickle or PyTorch zip archive"):
+        load_generator(checkpoint)
+
+
+def test_header_that_is_not_json(checkpoint):
+    header = b"{not json" + b" " * 7
+    (checkpoint / "generator.safetensors").write_bytes(
+        struct.pack("<Q", len(header)) + header + b"\0" * 64)
+    with pytest.raises(CheckpointError, match="header is not JSON"):
+        load_generator(checkpoint)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["config"].update(kernal=5), r"config: .*unknown keys \['kernal'\]"),
+    (lambda c: c.update(format_version=99), "format_version: got 99, this texprod reads version 1"),
+    (lambda c: c.update(format="something-else"), "format: got 'something-else'"),
+    (lambda c: c.update(extra=1), r"unknown keys \['extra'\]"),
+    (lambda c: c["config"].update(kernel=4), "kernel: got 4, the nearest-upsample variant"),
+    (lambda c: c["latents"].update(short=[0.5]), "latents.short: must be 4 finite numbers"),
+    (lambda c: c.pop("config"), "config: missing"),
+])
+def test_bad_model_cards(checkpoint, edit, message):
+    _edit_card(checkpoint, edit)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_generator(checkpoint)
+    assert "model.json" in str(info.value)
+
+
+def test_card_that_is_not_json(checkpoint):
+    (checkpoint / "model.json").write_text('{"format": "texprod-generator",\n  oops}')
+    with pytest.raises(CheckpointError, match="model.json: invalid JSON at line 2"):
+        load_generator(checkpoint)
+
+
+def test_missing_files_and_uris(tmp_path, checkpoint):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_generator(tmp_path / "nope")
+    (checkpoint / "generator.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="generator.safetensors: missing"):
+        load_generator(checkpoint)
+    (checkpoint / "model.json").unlink()
+    with pytest.raises(CheckpointError, match="model.json: missing"):
+        load_generator(checkpoint)
+    with pytest.raises(CheckpointError, match="only local checkpoint paths"):
+        load_generator("s3://bucket/models/x")

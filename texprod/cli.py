@@ -1,0 +1,221 @@
+"""The `texprod` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from texprod.errors import ConfigError, TexprodError
+
+log = logging.getLogger("texprod")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default, except where there is none or the help states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = default is not None and default is not False and default != "" \
+            and default != argparse.SUPPRESS
+        if shown and "default" not in text and not action.required and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _filters(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}, must be comma-separated channel counts like 512,256,128,64"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"got {text!r}, channel counts must be positive")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="texprod", formatter_class=_Formatter,
+        description="Huge, seamless, print-ready textures from SGAN / PSGAN generators.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = commands.add_parser("models", help="create and manage generator checkpoints",
+                                 formatter_class=_Formatter)
+    model_commands = models.add_subparsers(dest="models_command", required=True,
+                                           metavar="SUBCOMMAND")
+    init = model_commands.add_parser(
+        "init", formatter_class=_Formatter,
+        help="write a randomly initialised generator (for tests and benchmarks)",
+        description="Write a randomly initialised generator checkpoint. Its BatchNorm "
+                    "statistics are random too, so it behaves like a trained model in tests.",
+    )
+    init.add_argument("--out", required=True, type=Path, help="checkpoint directory to create")
+    init.add_argument("--arch", choices=["sgan", "psgan"], default="psgan",
+                      help="sgan: local noise only; psgan: local, global and periodic channels")
+    init.add_argument("--upsample", choices=["tconv", "nearest"], default="tconv",
+                      help="transposed convolutions (the papers) or nearest 2x + convolution")
+    init.add_argument("--depth", type=int, default=None,
+                      help="upsampling layers; output is 2^depth px per noise cell "
+                           "(default: 5, or len(--filters) + 1)")
+    init.add_argument("--kernel", type=int, default=5, help="convolution kernel size")
+    init.add_argument("--filters", type=_filters, default=None,
+                      help="channel widths of the hidden layers, comma-separated "
+                           "(default: 512,256,128,64 halving towards the output for the depth)")
+    init.add_argument("--nz-local", type=int, default=None,
+                      help="local noise channels (default: sgan 100, psgan 30)")
+    init.add_argument("--nz-global", type=int, default=None,
+                      help="global channels (default: psgan 60; sgan has none)")
+    init.add_argument("--nz-periodic", type=int, default=None,
+                      help="periodic channels (default: psgan 6; sgan has none)")
+    init.add_argument("--affine", action="store_true",
+                      help="planar waves with a free (kx, ky) per channel instead of axis-aligned")
+    init.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    init.add_argument("--name", default="", help="model name recorded in the model card")
+    init.add_argument("--force", action="store_true", help="replace an existing checkpoint")
+
+    render = commands.add_parser(
+        "render", formatter_class=_Formatter,
+        help="render a texture window to a plain RGB TIFF",
+        description="Render the window [x0, x0 + width) x [y0, y0 + height) of the infinite "
+                    "texture plane of a seed to an RGB TIFF. Tiled rendering is exact: any "
+                    "--tile and --batch give the same image as the one-pass reference.",
+    )
+    render.add_argument("--model", required=True, help="generator checkpoint directory")
+    render.add_argument("--width", required=True, type=int, help="width in pixels")
+    render.add_argument("--height", required=True, type=int, help="height in pixels")
+    render.add_argument("--out", required=True, type=Path, help="output .tif file")
+    render.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same texture)")
+    render.add_argument("--x0", type=int, default=0,
+                        help="left edge of the window on the infinite plane, pixels (may be < 0)")
+    render.add_argument("--y0", type=int, default=0,
+                        help="top edge of the window on the infinite plane, pixels (may be < 0)")
+    render.add_argument("--tile", type=int, default=1024,
+                        help="tile side in output pixels, rounded to whole noise cells; "
+                             "0 renders the one-pass reference")
+    render.add_argument("--batch", type=int, default=4, help="tiles per device batch")
+    render.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto picks CUDA when present")
+    render.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
+                        help="network precision; tf32 = fp32 with TensorFloat-32 convolutions "
+                             "on CUDA (noise and output maths stay exact)")
+    render.add_argument("--repeat", action="store_true",
+                        help="make the image exactly one period of a seamless repeat "
+                             "(width and height must be multiples of the cell size)")
+    render.add_argument("--bits", type=int, default=8, choices=[8, 16], help="bits per sample")
+    render.add_argument("--scratch", type=Path, default=None,
+                        help="directory for the scratch canvas (default: next to --out)")
+    return parser
+
+
+def _models_init(args: argparse.Namespace) -> int:
+    from texprod.generators import make_config, random_generator, save_generator
+
+    config = make_config(
+        arch=args.arch, upsample=args.upsample, depth=args.depth, kernel=args.kernel,
+        filters=args.filters, nz_local=args.nz_local, nz_global=args.nz_global,
+        nz_periodic=args.nz_periodic, affine=args.affine,
+    )
+    generator = random_generator(config, args.seed)
+    out = save_generator(
+        generator, args.out, name=args.name or args.out.name, overwrite=args.force,
+        description=f"randomly initialised {config.arch} (seed {args.seed}), for tests",
+        provenance={"init": {"kind": "random", "seed": args.seed}},
+    )
+    n_weights = sum(p.numel() for p in generator.parameters())
+    print(f"wrote {out}: {config.arch}/{config.upsample}, depth {config.depth}, "
+          f"kernel {config.kernel}, nz {config.nz}, {n_weights:,} weights, "
+          f"{config.cell_px} px per noise cell")
+    return 0
+
+
+def repeat_period(width: int, height: int, cell_px: int) -> tuple[int, int]:
+    """Period in cells for a --repeat image, or an error naming the nearest valid sizes."""
+    for name, value in (("width", width), ("height", height)):
+        if value % cell_px:
+            lower = value // cell_px * cell_px
+            options = [v for v in (lower, lower + cell_px) if v > 0]
+            raise ConfigError(
+                f"{name}: got {value}, --repeat needs a multiple of the model's cell size "
+                f"{cell_px} px; nearest valid: {' or '.join(map(str, options))}"
+            )
+    return height // cell_px, width // cell_px
+
+
+def _render(args: argparse.Namespace) -> int:
+    from texprod.canvas import ScratchCanvas
+    from texprod.generators import load_generator
+    from texprod.noise import NoiseField
+    from texprod.printfile import check_tiff_path, write_plain_tiff
+    from texprod.render import Renderer, render_reference
+    from texprod.tiling import plan_tiles
+
+    out = check_tiff_path(args.out)
+    for name in ("width", "height"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name}: got {getattr(args, name)}, must be at least 1 pixel")
+    if args.tile < 0:
+        raise ConfigError(f"--tile: got {args.tile}, must be 0 (one pass) or a size in pixels")
+    if args.batch < 1:
+        raise ConfigError(f"--batch: got {args.batch}, must be at least 1")
+    generator = load_generator(args.model)
+    cell = generator.config.cell_px
+    period = repeat_period(args.width, args.height, cell) if args.repeat else None
+    field = NoiseField(generator.config, args.seed, waves=generator.waves, period=period)
+    renderer = Renderer(generator, device=args.device, precision=args.precision)
+    plan = plan_tiles(args.width, args.height, cell, renderer.rf.halo, args.tile,
+                      x0=args.x0, y0=args.y0)
+    output = "uint8" if args.bits == 8 else "uint16"
+    log.info("rendering %dx%d px on %s (%s): %d tiles of %dx%d cells, halo %d",
+             args.width, args.height, renderer.device, args.precision, len(plan.tiles),
+             *plan.tile_cells, renderer.rf.halo)
+
+    started = time.perf_counter()
+    scratch = args.scratch or out.parent
+    with ScratchCanvas(scratch, args.width, args.height, generator.config.out_channels,
+                       np.dtype(output)) as canvas:
+        if args.tile == 0:
+            pixels = render_reference(generator, field, args.width, args.height, args.x0,
+                                      args.y0, device=str(renderer.device),
+                                      precision=args.precision, output=output)
+            canvas.write(plan.tiles[0], pixels)
+        else:
+            tiles = renderer.tiles(field, plan, batch=args.batch, output=output)
+            for tile, pixels in tqdm(tiles, total=len(plan.tiles), unit="tile",
+                                     desc="render", disable=None):
+                canvas.write(tile, pixels)
+        rendered = time.perf_counter() - started
+        write_plain_tiff(canvas.to_vips(), out)
+    total = time.perf_counter() - started
+    megapixels = args.width * args.height / 1e6
+    print(f"wrote {out}: {args.width}x{args.height} px, {args.bits}-bit, "
+          f"render {rendered:.1f} s ({megapixels / rendered:.2f} Mpx/s), total {total:.1f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"models": _models_init, "render": _render}
+    try:
+        return handlers[args.command](args)
+    except TexprodError as e:
+        print(f"texprod: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("texprod: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""One exception hierarchy for everything texprod reports to a user.
+
+User errors name the field, the value and what is allowed, e.g.
+``--tile: got -3, must be 0 (one pass) or a positive number of pixels``.
+"""
+
+
+class TexprodError(Exception):
+    """Base class: a problem the user can fix, with a message that says how."""
+
+
+class ConfigError(TexprodError):
+    """An invalid option, spec field or architecture setting."""
+
+
+class CheckpointError(TexprodError):
+    """A generator checkpoint that is missing, corrupt or inconsistent."""
+
+
+class RenderError(TexprodError):
+    """A render that cannot be carried out as asked (device, size, memory)."""

@@ -1,0 +1,285 @@
+"""Generator checkpoints: a directory with safetensors weights and a JSON model card.
+
+    NAME/
+      generator.safetensors   weights (float32, float16 or bfloat16)
+      model.json              format version, architecture config, provenance, latents
+
+Loading never unpickles anything (DESIGN invariant 6): the safetensors header is parsed and
+checked before any tensor is read, and every problem names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from texprod.errors import CheckpointError, TexprodError
+from texprod.generators.config import GeneratorConfig
+from texprod.generators.model import Generator
+
+FORMAT = "texprod-generator"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "generator.safetensors"
+CARD_FILE = "model.json"
+CARD_KEYS = {"format", "format_version", "config", "weights", "provenance", "latents"}
+SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# safetensors dtype codes we accept for weights
+LOAD_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+MAX_HEADER_BYTES = 16 * 2**20
+
+
+@dataclass
+class Checkpoint:
+    generator: Generator
+    card: dict[str, Any]
+    path: Path  # the checkpoint directory
+    latents: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """Content digest of the model: architecture config and weights."""
+        return model_digest(self.card["config"], self.card["weights"]["sha256"])
+
+
+def model_digest(config: dict[str, Any], weights_sha256: str) -> str:
+    canonical = json.dumps({"config": config, "weights": weights_sha256}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _state_tensors(generator: Generator) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint stores: parameters and BN statistics (not batch counters)."""
+    return {k: v for k, v in generator.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def save_generator(
+    generator: Generator,
+    path: str | os.PathLike,
+    *,
+    name: str = "",
+    description: str = "",
+    provenance: dict[str, Any] | None = None,
+    latents: dict[str, torch.Tensor] | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
+    """Write `generator` as a checkpoint directory at `path`; it appears only when complete."""
+    from texprod import __version__
+
+    if dtype not in SAVE_DTYPES:
+        raise CheckpointError(f"dtype: got {dtype!r}, must be one of {', '.join(SAVE_DTYPES)}")
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise CheckpointError(f"{out}: already exists (pass overwrite to replace it)")
+    latents = latents or {}
+    nz_global = generator.config.nz_global
+    for key, value in latents.items():
+        if tuple(value.shape) != (nz_global,):
+            raise CheckpointError(
+                f"latents.{key}: got shape {tuple(value.shape)}, expected ({nz_global},)"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tensors = {k: v.detach().to("cpu", SAVE_DTYPES[dtype]).contiguous()
+                   for k, v in _state_tensors(generator).items()}
+        save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": FORMAT})
+        card = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": generator.config.to_dict(),
+            "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE),
+                        "dtype": dtype},
+            "provenance": {
+                "name": name,
+                "description": description,
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "texprod_version": __version__,
+                "exemplars": [],
+                **(provenance or {}),
+            },
+            "latents": {k: [float(x) for x in v.tolist()] for k, v in latents.items()},
+        }
+        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    if path.is_dir():
+        return path
+    if path.name in (CARD_FILE, WEIGHTS_FILE) or path.suffix == ".safetensors":
+        return path.parent
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint (expected a directory with "
+                              f"{CARD_FILE} and {WEIGHTS_FILE})")
+    raise CheckpointError(f"{path}: not a checkpoint directory, {CARD_FILE} or {WEIGHTS_FILE}")
+
+
+def _read_card(card_path: Path) -> dict[str, Any]:
+    if not card_path.is_file():
+        raise CheckpointError(f"{card_path}: missing (a checkpoint needs its model card)")
+    try:
+        card = json.loads(card_path.read_text())
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{card_path}: not a text file ({e})") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{card_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: expected a JSON object, got {type(card).__name__}")
+    if card.get("format") != FORMAT:
+        raise CheckpointError(f"{card_path}: format: got {card.get('format')!r}, expected {FORMAT!r}")
+    if card.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{card_path}: format_version: got {card.get('format_version')!r}, "
+            f"this texprod reads version {FORMAT_VERSION}"
+        )
+    unknown = sorted(set(card) - CARD_KEYS)
+    if unknown:
+        raise CheckpointError(f"{card_path}: unknown keys {unknown}, allowed: {sorted(CARD_KEYS)}")
+    for key in ("config", "weights"):
+        if not isinstance(card.get(key), dict):
+            raise CheckpointError(f"{card_path}: {key}: missing or not an object")
+    return card
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """Parse and check the header of a safetensors file without reading any tensor."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (the checkpoint has no weights file)")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+            raise CheckpointError(
+                f"{path}: is a pickle or PyTorch zip archive, not safetensors; texprod never "
+                "unpickles checkpoints (convert the weights with safetensors)"
+            )
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: truncated ({size} bytes, no safetensors header)")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(
+                f"{path}: not a safetensors file or truncated (header length {header_len} "
+                f"bytes, file {size} bytes)"
+            )
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path}: not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (header is not an object)")
+    header.pop("__metadata__", None)
+    data_end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    available = size - 8 - header_len
+    if data_end > available:
+        raise CheckpointError(
+            f"{path}: truncated: the header describes {data_end} bytes of tensor data, "
+            f"the file holds {available}"
+        )
+    return header
+
+
+def load_checkpoint(path_or_uri: str | os.PathLike) -> Checkpoint:
+    """Rebuild a generator from a checkpoint and validate everything about it."""
+    text = os.fspath(path_or_uri)
+    if "://" in text and not text.startswith("file://"):
+        raise CheckpointError(
+            f"model: got {text!r}; only local checkpoint paths can be loaded here "
+            "(fetch remote models to a local path first)"
+        )
+    directory = _checkpoint_dir(Path(text.removeprefix("file://")))
+    card_path = directory / CARD_FILE
+    card = _read_card(card_path)
+    try:
+        config = GeneratorConfig.from_dict(card["config"])
+    except TexprodError as e:
+        raise CheckpointError(f"{card_path}: config: {e}") from None
+    except TypeError as e:
+        raise CheckpointError(f"{card_path}: config: {e}") from None
+
+    weights_path = directory / card["weights"].get("file", WEIGHTS_FILE)
+    header = read_safetensors_header(weights_path)
+    recorded = card["weights"].get("sha256")
+    if recorded is not None and _sha256(weights_path) != recorded:
+        raise CheckpointError(
+            f"{weights_path}: checksum mismatch: sha256 differs from the one in {CARD_FILE} "
+            "(the file was changed or corrupted)"
+        )
+    generator = Generator(config)
+    expected = _state_tensors(generator)
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights_path}: tensors do not match the architecture in {CARD_FILE}: "
+            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+        )
+    for key, want in expected.items():
+        info = header[key]
+        if info.get("dtype") not in LOAD_DTYPES:
+            raise CheckpointError(
+                f"{weights_path}: {key}: dtype {info.get('dtype')}, "
+                f"must be one of {', '.join(LOAD_DTYPES)}"
+            )
+        if list(info.get("shape", [])) != list(want.shape):
+            raise CheckpointError(
+                f"{weights_path}: {key}: got shape {info.get('shape')}, "
+                f"expected {list(want.shape)} for this architecture"
+            )
+    state: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(weights_path, framework="pt") as f:
+            for key in expected:
+                state[key] = f.get_tensor(key).to(torch.float32)
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{weights_path}: unreadable: {e}") from None
+    for key, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{weights_path}: {key}: {bad} non-finite values (NaN or inf)")
+    generator.load_state_dict(state, strict=False)
+    generator.eval()
+
+    latents = {}
+    for name, values in (card.get("latents") or {}).items():
+        if not isinstance(values, list) or len(values) != config.nz_global or not all(
+            isinstance(v, int | float) and math.isfinite(v) for v in values
+        ):
+            raise CheckpointError(
+                f"{card_path}: latents.{name}: must be {config.nz_global} finite numbers"
+            )
+        latents[name] = torch.tensor(values, dtype=torch.float32)
+    return Checkpoint(generator, card, directory, latents)
+
+
+def load_generator(path_or_uri: str | os.PathLike) -> Generator:
+    """The generator of a checkpoint, in inference mode."""
+    return load_checkpoint(path_or_uri).generator

@@ -1,0 +1,174 @@
+"""The SGAN / PSGAN generator: a fully convolutional upsampling stack.
+
+Input Z (B, nz, h, w) with channels ordered [local | global | periodic];
+output (B, out_channels, h * 2^depth, w * 2^depth) in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from texprod.generators.config import GeneratorConfig
+
+
+class WaveVectors(nn.Module):
+    """Wave vectors of the periodic channels, in radians per noise cell.
+
+    (N, nz_global) -> (N, nz_periodic, 2) as (kx, ky). PSGAN derives them with an MLP
+    from the global channels; without global channels they are learned constants.
+    Axis-aligned waves run along x for even channels and along y for odd ones.
+    """
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.nz_periodic = config.nz_periodic
+        self.affine = config.affine
+        n_out = config.wave_params
+        if config.nz_global > 0:
+            self.mlp: nn.Module | None = nn.Sequential(
+                nn.Linear(config.nz_global, config.wave_hidden),
+                nn.ReLU(),
+                nn.Linear(config.wave_hidden, n_out),
+            )
+            self.register_parameter("const", None)
+        else:
+            self.mlp = None
+            self.const = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, z_global: torch.Tensor) -> torch.Tensor:
+        n = z_global.shape[0]
+        if self.mlp is not None:
+            raw = self.mlp(z_global)  # (N, n_out)
+        else:
+            raw = self.const.expand(n, -1)
+        if self.affine:
+            return raw.reshape(n, self.nz_periodic, 2)
+        # axis-aligned: (kx, 0) on even channels, (0, ky) on odd channels
+        on_x = torch.arange(self.nz_periodic, device=raw.device) % 2 == 0
+        zero = torch.zeros_like(raw)
+        return torch.stack([torch.where(on_x, raw, zero), torch.where(on_x, zero, raw)], dim=-1)
+
+
+def _upsampling_block(config: GeneratorConfig, c_in: int, c_out: int, last: bool) -> nn.Sequential:
+    """One 2x upsampling layer: (B, c_in, h, w) -> (B, c_out, 2h, 2w)."""
+    k = config.kernel
+    layers: list[nn.Module] = []
+    if config.upsample == "tconv":
+        # padding and output_padding chosen so the output is exactly 2x the input
+        layers.append(
+            nn.ConvTranspose2d(
+                c_in, c_out, k, stride=2, padding=(k - 1) // 2,
+                output_padding=1 if k % 2 else 0, bias=last,
+            )
+        )
+    else:
+        layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        layers.append(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=last))
+    if last:
+        layers.append(nn.Tanh())
+    else:
+        layers += [nn.BatchNorm2d(c_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        self.waves = WaveVectors(config) if config.nz_periodic > 0 else None
+        widths = [config.nz, *config.filters, config.out_channels]
+        self.blocks = nn.ModuleList(
+            _upsampling_block(config, widths[i], widths[i + 1], last=i == config.depth - 1)
+            for i in range(config.depth)
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.dim() == 4 and z.shape[1] == self.config.nz, (
+            f"z: got shape {tuple(z.shape)}, expected (B, {self.config.nz}, h, w)"
+        )
+        x = z
+        for block in self.blocks:
+            x = block(x)  # (B, C, h, w) -> (B, C', 2h, 2w)
+        return x
+
+
+def fold_batchnorm(generator: Generator) -> Generator:
+    """A copy of `generator` with every inference-mode BatchNorm folded into the conv before it.
+
+    BN(conv(x)) = s * (W x + b - mean) + beta with s = gamma / sqrt(var + eps), so the
+    folded conv has weights s * W and bias s * (b - mean) + beta: same output, one op fewer.
+    """
+    folded = copy.deepcopy(generator).eval()
+    for block in folded.blocks:
+        for i, module in enumerate(block):
+            if not isinstance(module, nn.BatchNorm2d):
+                continue
+            conv = block[i - 1]
+            assert isinstance(conv, nn.ConvTranspose2d | nn.Conv2d), (
+                f"BatchNorm follows {type(conv).__name__}, expected a convolution"
+            )
+            with torch.no_grad():
+                scale = module.weight / torch.sqrt(module.running_var + module.eps)  # (C_out,)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+                # ConvTranspose2d weights are (C_in, C_out, k, k); Conv2d weights (C_out, C_in, k, k)
+                shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+                conv.weight.mul_(scale.reshape(shape))
+                conv.bias = nn.Parameter((bias - module.running_mean) * scale + module.bias)
+            block[i] = nn.Identity()
+    return folded
+
+
+def init_random(generator: Generator, seed: int) -> None:
+    """Random weights, deterministic in `seed` (BatchNorm statistics: see `randomize_statistics`)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in generator.modules():
+            if isinstance(module, nn.ConvTranspose2d | nn.Conv2d | nn.Linear):
+                if isinstance(module, nn.ConvTranspose2d):
+                    # (C_in, C_out, k, k); a stride-s output sees ~1/s^2 of the taps
+                    fan_in = module.weight.shape[0] * module.weight[0, 0].numel()
+                    fan_in /= module.stride[0] * module.stride[1]
+                else:
+                    fan_in = module.weight[0].numel()
+                module.weight.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=gen)
+                if module.bias is not None:
+                    module.bias.uniform_(-0.1, 0.1, generator=gen)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5, generator=gen)
+                module.bias.uniform_(-0.3, 0.3, generator=gen)
+        if generator.waves is not None:
+            # wave numbers of 0.3-1.5 rad per cell: periods of about 4-20 cells
+            last = generator.waves.mlp[-1] if generator.waves.mlp is not None else None
+            target = last.bias if last is not None else generator.waves.const
+            sign = torch.randint(0, 2, target.shape, generator=gen) * 2 - 1
+            target.copy_(sign * (0.3 + 1.2 * torch.rand(target.shape, generator=gen)))
+            if last is not None:
+                last.weight.mul_(0.1)
+    generator.eval()
+
+
+def randomize_statistics(generator: Generator, calibration: torch.Tensor, seed: int) -> None:
+    """Random, realistic BatchNorm running statistics, deterministic in `seed`.
+
+    Each BatchNorm's statistics are first measured on the activations that `calibration`
+    noise (B, nz, h, w) produces, so a random model gives texture rather than saturated tanh,
+    then perturbed so that tests cannot be fooled by identity normalisation.
+    """
+    gen = torch.Generator().manual_seed(seed + 1)
+    bns = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch sets the statistics exactly
+    generator.train()
+    with torch.no_grad():
+        generator(calibration)
+        for bn in bns:
+            bn.momentum = 0.1
+            n = bn.num_features
+            bn.running_mean.add_(0.2 * torch.randn(n, generator=gen) * bn.running_var.sqrt())
+            bn.running_var.mul_(torch.empty(n).uniform_(0.6, 1.6, generator=gen))
+    generator.eval()

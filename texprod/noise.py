@@ -1,0 +1,197 @@
+"""The noise field Z as a function of global cell coordinates (DESIGN invariant 1).
+
+Every channel at cell (y, x) is computed from (seed, channel, y, x) alone, so any window
+equals the same cells of any larger window, on any device:
+
+- local channels: a counter-based integer hash, uniform in [-1, 1) with 24-bit resolution,
+  bit-identical on CPU and CUDA (only int64 adds, xors, shifts and products < 2^63);
+- global channels: a `GlobalField` over global coordinates (constant per seed for now);
+- periodic channels: sin(kx * x + ky * y + phase), wave vectors from the generator's
+  wave MLP of the global channels, phase from the seed.
+
+In repeat mode with period (Py, Px) cells, coordinates wrap modulo the period and wave
+vectors snap to multiples of 2*pi / P, so the field (and the texture) is exactly periodic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+from texprod.errors import ConfigError
+from texprod.generators.config import GeneratorConfig
+
+MASK32 = 0xFFFFFFFF
+# Independent streams of the hash, so channels of different kinds never share values.
+STREAM_LOCAL, STREAM_GLOBAL, STREAM_PHASE = 1, 2, 3
+_ROW_SALT, _COL_SALT = 0x9E3779B9, 0x85EBCA6B
+
+
+def _mul32(x, c: int):
+    """(x * c) mod 2^32 for x in [0, 2^32), split so no int64 product overflows."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & MASK32
+
+
+def mix32(x):
+    """Bijective 32-bit mixer (Wellons' lowbias32 constants); Python ints or int64 tensors."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def channel_key(seed: int, stream: int, channel: int) -> int:
+    """32-bit key of one channel of one stream; seeds may use up to 64 bits."""
+    if seed < 0 or seed >= 2**64:
+        raise ConfigError(f"seed: got {seed}, must be between 0 and 2^64 - 1")
+    h = mix32((seed & MASK32) ^ mix32(((seed >> 32) + _COL_SALT) & MASK32))
+    h = mix32(h ^ mix32((stream * _ROW_SALT) & MASK32))
+    return mix32(h ^ mix32((channel + _ROW_SALT) & MASK32))
+
+
+def _coordinate_keys(coords: torch.Tensor, salt: int) -> torch.Tensor:
+    return mix32(((coords & MASK32) + salt) & MASK32)
+
+
+def hash_uniform(keys: Sequence[int], ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Uniform [-1, 1) values for channels `keys` at cells ys x xs.
+
+    keys: C channel keys; ys (h,), xs (w,) int64 cell coordinates -> (C, h, w) float32.
+    """
+    k = torch.tensor(list(keys), dtype=torch.int64, device=ys.device)  # (C,)
+    rows = mix32(k[:, None] ^ _coordinate_keys(ys, _ROW_SALT)[None, :])  # (C, h)
+    cells = mix32(rows[:, :, None] ^ _coordinate_keys(xs, _COL_SALT)[None, None, :])  # (C, h, w)
+    # top 24 bits -> exact float32 in [0, 2^24); scaled to [-1, 1) with exact arithmetic
+    return (cells >> 8).to(torch.float32) * (2.0**-23) - 1.0
+
+
+def seeded_uniform(seed: int, stream: int, n: int) -> torch.Tensor:
+    """n values uniform in [-1, 1) that depend only on (seed, stream): (n,) float32."""
+    origin = torch.zeros(1, dtype=torch.int64)
+    keys = [channel_key(seed, stream, c) for c in range(n)]
+    return hash_uniform(keys, origin, origin)[:, 0, 0]
+
+
+def global_latent(seed: int, nz_global: int) -> torch.Tensor:
+    """The global latent a seed stands for: (nz_global,) uniform in [-1, 1)."""
+    return seeded_uniform(seed, STREAM_GLOBAL, nz_global)
+
+
+class GlobalField(Protocol):
+    """The global channels as a function of global cell coordinates."""
+
+    nz_global: int
+
+    def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """ys (h,), xs (w,) int64 cell coordinates -> (nz_global, h, w) float32."""
+
+    def constant(self) -> torch.Tensor | None:
+        """The single latent if the field does not vary over space, else None."""
+
+
+class ConstantField:
+    """The same global latent at every cell (one texture over the whole print)."""
+
+    def __init__(self, latent: torch.Tensor):
+        assert latent.dim() == 1, f"latent: got shape {tuple(latent.shape)}, expected (nz_global,)"
+        self.latent = latent.to(torch.float32)
+        self.nz_global = latent.shape[0]
+
+    def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        latent = self.latent.to(ys.device)
+        return latent[:, None, None].expand(-1, ys.shape[0], xs.shape[0])
+
+    def constant(self) -> torch.Tensor | None:
+        return self.latent
+
+
+WaveFn = Callable[[torch.Tensor], torch.Tensor]  # (N, nz_global) -> (N, nz_periodic, 2)
+
+
+class NoiseField:
+    """Z for any window of the infinite (or periodic) plane of noise cells."""
+
+    def __init__(
+        self,
+        config: GeneratorConfig,
+        seed: int,
+        *,
+        waves: WaveFn | None = None,
+        period: tuple[int, int] | None = None,
+        global_field: GlobalField | None = None,
+    ):
+        self.config = config
+        self.seed = seed
+        if period is not None:
+            py, px = period
+            if py < 1 or px < 1:
+                raise ConfigError(f"period: got {period} cells, both sides must be >= 1")
+        self.period = period
+        if config.nz_periodic and waves is None:
+            raise ConfigError("waves: a generator with periodic channels needs its wave vectors")
+        self.waves = waves
+        if global_field is None:
+            global_field = ConstantField(global_latent(seed, config.nz_global))
+        if global_field.nz_global != config.nz_global:
+            raise ConfigError(
+                f"global field: got {global_field.nz_global} channels, "
+                f"the model has nz_global = {config.nz_global}"
+            )
+        self.global_field = global_field
+        self._local_keys = [channel_key(seed, STREAM_LOCAL, c) for c in range(config.nz_local)]
+        # phases uniform in [0, 2 pi), one per periodic channel
+        self._phase = (seeded_uniform(seed, STREAM_PHASE, config.nz_periodic) + 1.0) * math.pi
+
+    def window(self, y0: int, x0: int, h: int, w: int, device: torch.device | str = "cpu"
+               ) -> torch.Tensor:
+        """Z for cells [y0, y0 + h) x [x0, x0 + w): (nz, h, w) float32 on `device`."""
+        ys = torch.arange(y0, y0 + h, dtype=torch.int64, device=device)
+        xs = torch.arange(x0, x0 + w, dtype=torch.int64, device=device)
+        if self.period is not None:
+            ys = torch.remainder(ys, self.period[0])
+            xs = torch.remainder(xs, self.period[1])
+        parts = []
+        if self.config.nz_local:
+            parts.append(hash_uniform(self._local_keys, ys, xs))  # (nz_local, h, w)
+        z_global = self.global_field.sample(ys, xs)  # (nz_global, h, w)
+        if self.config.nz_global:
+            parts.append(z_global)
+        if self.config.nz_periodic:
+            parts.append(self._periodic(z_global, ys, xs))  # (nz_periodic, h, w)
+        return torch.cat(parts, dim=0)
+
+    def windows(self, origins: Sequence[tuple[int, int]], h: int, w: int,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+        """A batch of equal-sized windows: (B, nz, h, w)."""
+        return torch.stack([self.window(y, x, h, w, device) for y, x in origins])
+
+    def wave_vectors(self, z_global: torch.Tensor) -> torch.Tensor:
+        """(N, nz_global) -> (N, nz_periodic, 2) wave vectors, snapped in repeat mode."""
+        assert self.waves is not None
+        k = self.waves(z_global.to(torch.float32)).to(torch.float32)
+        if self.period is not None:
+            step = torch.tensor([2 * math.pi / self.period[1], 2 * math.pi / self.period[0]],
+                                device=k.device)  # (kx step, ky step)
+            k = torch.round(k / step) * step
+        return k
+
+    def _periodic(self, z_global: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor
+                  ) -> torch.Tensor:
+        h, w = ys.shape[0], xs.shape[0]
+        latent = self.global_field.constant()
+        if latent is not None:
+            k = self.wave_vectors(latent.to(xs.device)[None, :])  # (1, P, 2)
+            k = k.reshape(1, 1, -1, 2)  # (1, 1, P, 2)
+        else:
+            flat = z_global.permute(1, 2, 0).reshape(h * w, -1)  # (h*w, nz_global)
+            k = self.wave_vectors(flat).reshape(h, w, -1, 2)  # (h, w, P, 2)
+        # float64 phase so large coordinates keep their precision
+        k = k.to(torch.float64)
+        arg = (k[..., 0] * xs.to(torch.float64)[None, :, None]
+               + k[..., 1] * ys.to(torch.float64)[:, None, None]
+               + self._phase.to(device=xs.device, dtype=torch.float64))  # (h, w, P)
+        return torch.sin(torch.remainder(arg, 2 * math.pi)).to(torch.float32).permute(2, 0, 1)

@@ -1,0 +1,189 @@
+"""Run a generator over a tile plan on a device and yield finished tiles.
+
+The fast path (`Renderer`) folds BatchNorm into the convolutions, batches equal-shaped
+tiles and, after every block, crops each map to the positions the tile's interior still
+needs (margins from the receptive field), so the halo costs almost nothing at the
+expensive late layers. `render_reference` is the plain one-pass computation the tests
+compare against: the whole canvas plus the same halo, the unmodified network, one call.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from texprod.errors import RenderError
+from texprod.generators import Generator, fold_batchnorm, receptive_field
+from texprod.noise import NoiseField
+from texprod.tiling import Tile, TilePlan, plan_tiles
+
+log = logging.getLogger(__name__)
+
+# tf32: float32 tensors, TensorFloat-32 convolutions on CUDA (the same as fp32 elsewhere)
+PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
+              "fp16": torch.float16}
+OUTPUTS = {"uint8": (torch.uint8, 255), "uint16": (torch.uint16, 65535), "float32": (None, None)}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":")[0] not in ("cpu", "cuda"):
+        raise RenderError(f"device: got {name!r}, must be one of {', '.join(DEVICES)}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RenderError(f"device: got {name!r}, but no CUDA device is available here "
+                          "(use auto or cpu)")
+    return torch.device(name)
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise RenderError(f"{name}: got {value!r}, must be one of {', '.join(choices)}")
+
+
+def quantize(x: torch.Tensor, output: str) -> torch.Tensor:
+    """(B, C, h, w) in [-1, 1] -> (B, h, w, C) of the output dtype, computed where x lives."""
+    dtype, top = OUTPUTS[output]
+    x = x.float()
+    if dtype is not None:
+        x = ((x + 1.0) * (top / 2.0)).round_().clamp_(0, top).to(dtype)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def field_on(field: NoiseField, device: torch.device) -> NoiseField:
+    """The same field with its wave MLP on `device` (noise is then computed there)."""
+    if field.waves is None or not isinstance(field.waves, torch.nn.Module):
+        return field
+    moved = copy.copy(field)
+    moved.waves = copy.deepcopy(field.waves).to(device=device, dtype=torch.float32)
+    return moved
+
+
+class Renderer:
+    """A generator prepared for fast, exact tiled inference on one device."""
+
+    def __init__(self, generator: Generator, device: str = "auto", precision: str = "fp32"):
+        _check_choice("precision", precision, PRECISIONS)
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        self.rf = receptive_field(generator.blocks)
+        model = fold_batchnorm(generator).eval()
+        model.waves = None  # the noise field owns the wave MLP
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        self.channels_last = self.device.type == "cuda"
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+            # PyTorch allows TF32 in cuDNN convolutions by default; fp32 must mean fp32
+            torch.backends.cudnn.allow_tf32 = precision == "tf32"
+
+    def forward_interior(self, z: torch.Tensor, tile_cells: tuple[int, int]) -> torch.Tensor:
+        """Z windows with halo (B, nz, ty + 2H, tx + 2H) -> interiors (B, C, ty*S, tx*S)."""
+        halo = self.rf.halo
+        offset = [halo, halo]  # index of the interior's first position in the current map
+        f = 1
+        x = z
+        for block, scale, (left, right) in zip(
+            self.model.blocks, self.rf.scales, self.rf.margins[1:], strict=True
+        ):
+            x = block(x)  # (B, C, h, w) -> (B, C', scale*h, scale*w)
+            f *= scale
+            ys, xs = (o * scale - left for o in offset)
+            x = x[:, :, ys: ys + tile_cells[0] * f + left + right,
+                  xs: xs + tile_cells[1] * f + left + right]
+            offset = [left, left]
+        return x
+
+    @torch.inference_mode()
+    def tiles(self, field: NoiseField, plan: TilePlan, batch: int = 4, output: str = "uint8"
+              ) -> Iterator[tuple[Tile, np.ndarray]]:
+        """Render `plan` in batches; yield (tile, pixels (h, w, C)) in plan order."""
+        _check_choice("output", output, OUTPUTS)
+        if batch < 1:
+            raise RenderError(f"batch: got {batch}, must be at least 1")
+        if plan.cell_px != self.rf.cell_px or plan.halo != self.rf.halo:
+            raise RenderError(
+                f"plan: got cell {plan.cell_px} px / halo {plan.halo}, the generator needs "
+                f"cell {self.rf.cell_px} px / halo {self.rf.halo}"
+            )
+        field = field_on(field, self.device)
+        wy, wx = plan.window_cells
+        pending: tuple[list[Tile], torch.Tensor, torch.cuda.Event | None] | None = None
+        for start in range(0, len(plan.tiles), batch):
+            chunk = list(plan.tiles[start: start + batch])
+            z = field.windows(plan.origins(chunk), wy, wx, self.device).to(self.dtype)
+            if self.channels_last:
+                z = z.contiguous(memory_format=torch.channels_last)
+            pixels = quantize(self.forward_interior(z, plan.tile_cells), output)  # (B, h, w, C)
+            if self.device.type == "cuda":
+                # copy out asynchronously; the host writes this batch while the next computes
+                host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
+                host.copy_(pixels, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                current = (chunk, host, event)
+            else:
+                current = (chunk, pixels, None)
+            if pending is not None:
+                yield from _split(*pending)
+            pending = current
+        if pending is not None:
+            yield from _split(*pending)
+
+
+def _split(chunk: list[Tile], pixels: torch.Tensor, event) -> Iterator[tuple[Tile, np.ndarray]]:
+    if event is not None:
+        event.synchronize()
+    array = pixels.numpy()
+    for tile, image in zip(chunk, array, strict=True):
+        yield tile, image[tile.src_y: tile.src_y + tile.h, tile.src_x: tile.src_x + tile.w]
+
+
+@torch.inference_mode()
+def render_reference(
+    generator: Generator,
+    field: NoiseField,
+    width: int,
+    height: int,
+    x0: int = 0,
+    y0: int = 0,
+    device: str = "cpu",
+    precision: str = "fp32",
+    output: str = "uint8",
+) -> np.ndarray:
+    """The canvas in one pass of the unmodified network: (height, width, C)."""
+    _check_choice("precision", precision, PRECISIONS)
+    _check_choice("output", output, OUTPUTS)
+    dev = resolve_device(device)
+    rf = receptive_field(generator.blocks)
+    plan = plan_tiles(width, height, rf.cell_px, rf.halo, 0, x0=x0, y0=y0)
+    (tile,) = plan.tiles
+    wy, wx = plan.window_cells
+    model = copy.deepcopy(generator).eval().to(device=dev, dtype=PRECISIONS[precision])
+    if dev.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    z = field_on(field, dev).windows(plan.origins([tile]), wy, wx, dev)  # (1, nz, wy, wx)
+    image = model(z.to(PRECISIONS[precision]))  # (1, C, wy*S, wx*S)
+    s, h = rf.cell_px, rf.halo
+    interior = image[:, :, h * s: image.shape[2] - h * s, h * s: image.shape[3] - h * s]
+    pixels = quantize(interior, output)[0].cpu().numpy()
+    return pixels[tile.src_y: tile.src_y + tile.h, tile.src_x: tile.src_x + tile.w]
+
+
+def render_canvas(renderer: Renderer, field: NoiseField, plan: TilePlan, batch: int = 4,
+                  output: str = "uint8") -> np.ndarray:
+    """All tiles of a plan assembled in memory: (height, width, C). For tests and small work."""
+    canvas = None
+    for tile, pixels in renderer.tiles(field, plan, batch=batch, output=output):
+        if canvas is None:
+            canvas = np.zeros((plan.height, plan.width, pixels.shape[2]), dtype=pixels.dtype)
+        canvas[tile.y: tile.y + tile.h, tile.x: tile.x + tile.w] = pixels
+    assert canvas is not None
+    return canvas
