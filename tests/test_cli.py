@@ -147,9 +147,10 @@ def test_every_option_has_help_and_shows_its_default():
     result = texprod("render", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    for option, default in [("--seed", "0"), ("--x0", "0"), ("--y0", "0"), ("--tile", "1024"),
-                            ("--batch", "4"), ("--device", "auto"), ("--precision", "fp32"),
-                            ("--bits", "8")]:
+    for option, default in [("--seed", "0"), ("--x0", "0"), ("--y0", "0"),
+                            ("--tile", "512 on the CPU, 2048 on CUDA"),
+                            ("--batch", "1 on the CPU, 4 on CUDA"), ("--device", "auto"),
+                            ("--precision", "fp32"), ("--bits", "8")]:
         assert option in text and f"(default: {default})" in text
     assert "(default: None)" not in text
     result = texprod("models", "init", "--help")

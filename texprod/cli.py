@@ -99,10 +99,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="left edge of the window on the infinite plane, pixels (may be < 0)")
     render.add_argument("--y0", type=int, default=0,
                         help="top edge of the window on the infinite plane, pixels (may be < 0)")
-    render.add_argument("--tile", type=int, default=1024,
+    render.add_argument("--tile", type=int, default=None,
                         help="tile side in output pixels, rounded to whole noise cells; "
-                             "0 renders the one-pass reference")
-    render.add_argument("--batch", type=int, default=4, help="tiles per device batch")
+                             "0 renders the one-pass reference (default: 512 on the CPU, "
+                             "2048 on CUDA)")
+    render.add_argument("--batch", type=int, default=None,
+                        help="tiles per device batch (default: 1 on the CPU, 4 on CUDA)")
     render.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto picks CUDA when present")
     render.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
@@ -156,22 +158,25 @@ def _render(args: argparse.Namespace) -> int:
     from texprod.generators import load_generator
     from texprod.noise import NoiseField
     from texprod.printfile import check_tiff_path, write_plain_tiff
-    from texprod.render import Renderer, render_reference
+    from texprod.render import Renderer, default_tiling, render_reference
     from texprod.tiling import plan_tiles
 
     out = check_tiff_path(args.out)
     for name in ("width", "height"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name}: got {getattr(args, name)}, must be at least 1 pixel")
-    if args.tile < 0:
+    if args.tile is not None and args.tile < 0:
         raise ConfigError(f"--tile: got {args.tile}, must be 0 (one pass) or a size in pixels")
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         raise ConfigError(f"--batch: got {args.batch}, must be at least 1")
     generator = load_generator(args.model)
     cell = generator.config.cell_px
     period = repeat_period(args.width, args.height, cell) if args.repeat else None
     field = NoiseField(generator.config, args.seed, waves=generator.waves, period=period)
     renderer = Renderer(generator, device=args.device, precision=args.precision)
+    default_tile, default_batch = default_tiling(renderer.device)
+    args.tile = default_tile if args.tile is None else args.tile
+    args.batch = default_batch if args.batch is None else args.batch
     plan = plan_tiles(args.width, args.height, cell, renderer.rf.halo, args.tile,
                       x0=args.x0, y0=args.y0)
     output = "uint8" if args.bits == 8 else "uint16"

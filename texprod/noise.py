@@ -60,11 +60,13 @@ def _coordinate_keys(coords: torch.Tensor, salt: int) -> torch.Tensor:
 def hash_uniform(keys: Sequence[int], ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
     """Uniform [-1, 1) values for channels `keys` at cells ys x xs.
 
-    keys: C channel keys; ys (h,), xs (w,) int64 cell coordinates -> (C, h, w) float32.
+    keys: C channel keys; ys (..., h), xs (..., w) int64 cell coordinates with the same
+    leading (batch) dims -> (..., C, h, w) float32.
     """
     k = torch.tensor(list(keys), dtype=torch.int64, device=ys.device)  # (C,)
-    rows = mix32(k[:, None] ^ _coordinate_keys(ys, _ROW_SALT)[None, :])  # (C, h)
-    cells = mix32(rows[:, :, None] ^ _coordinate_keys(xs, _COL_SALT)[None, None, :])  # (C, h, w)
+    rows = mix32(k[:, None] ^ _coordinate_keys(ys, _ROW_SALT)[..., None, :])  # (..., C, h)
+    col_keys = _coordinate_keys(xs, _COL_SALT)[..., None, None, :]  # (..., 1, 1, w)
+    cells = mix32(rows[..., None] ^ col_keys)  # (..., C, h, w)
     # top 24 bits -> exact float32 in [0, 2^24); scaled to [-1, 1) with exact arithmetic
     return (cells >> 8).to(torch.float32) * (2.0**-23) - 1.0
 
@@ -87,7 +89,7 @@ class GlobalField(Protocol):
     nz_global: int
 
     def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        """ys (h,), xs (w,) int64 cell coordinates -> (nz_global, h, w) float32."""
+        """ys (B, h), xs (B, w) int64 cell coordinates -> (B, nz_global, h, w) float32."""
 
     def constant(self) -> torch.Tensor | None:
         """The single latent if the field does not vary over space, else None."""
@@ -103,7 +105,7 @@ class ConstantField:
 
     def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         latent = self.latent.to(ys.device)
-        return latent[:, None, None].expand(-1, ys.shape[0], xs.shape[0])
+        return latent[None, :, None, None].expand(ys.shape[0], -1, ys.shape[1], xs.shape[1])
 
     def constant(self) -> torch.Tensor | None:
         return self.latent
@@ -149,25 +151,26 @@ class NoiseField:
     def window(self, y0: int, x0: int, h: int, w: int, device: torch.device | str = "cpu"
                ) -> torch.Tensor:
         """Z for cells [y0, y0 + h) x [x0, x0 + w): (nz, h, w) float32 on `device`."""
-        ys = torch.arange(y0, y0 + h, dtype=torch.int64, device=device)
-        xs = torch.arange(x0, x0 + w, dtype=torch.int64, device=device)
+        return self.windows([(y0, x0)], h, w, device)[0]
+
+    def windows(self, origins: Sequence[tuple[int, int]], h: int, w: int,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+        """Equal-sized windows at cell origins (y0, x0): (B, nz, h, w) float32 on `device`."""
+        start = torch.tensor(list(origins), dtype=torch.int64, device=device)  # (B, 2)
+        ys = start[:, 0:1] + torch.arange(h, dtype=torch.int64, device=device)  # (B, h)
+        xs = start[:, 1:2] + torch.arange(w, dtype=torch.int64, device=device)  # (B, w)
         if self.period is not None:
             ys = torch.remainder(ys, self.period[0])
             xs = torch.remainder(xs, self.period[1])
         parts = []
         if self.config.nz_local:
-            parts.append(hash_uniform(self._local_keys, ys, xs))  # (nz_local, h, w)
-        z_global = self.global_field.sample(ys, xs)  # (nz_global, h, w)
+            parts.append(hash_uniform(self._local_keys, ys, xs))  # (B, nz_local, h, w)
+        z_global = self.global_field.sample(ys, xs)  # (B, nz_global, h, w)
         if self.config.nz_global:
             parts.append(z_global)
         if self.config.nz_periodic:
-            parts.append(self._periodic(z_global, ys, xs))  # (nz_periodic, h, w)
-        return torch.cat(parts, dim=0)
-
-    def windows(self, origins: Sequence[tuple[int, int]], h: int, w: int,
-                device: torch.device | str = "cpu") -> torch.Tensor:
-        """A batch of equal-sized windows: (B, nz, h, w)."""
-        return torch.stack([self.window(y, x, h, w, device) for y, x in origins])
+            parts.append(self._periodic(z_global, ys, xs))  # (B, nz_periodic, h, w)
+        return torch.cat(parts, dim=1)
 
     def wave_vectors(self, z_global: torch.Tensor) -> torch.Tensor:
         """(N, nz_global) -> (N, nz_periodic, 2) wave vectors, snapped in repeat mode."""
@@ -181,17 +184,18 @@ class NoiseField:
 
     def _periodic(self, z_global: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor
                   ) -> torch.Tensor:
-        h, w = ys.shape[0], xs.shape[0]
+        """sin(kx x + ky y + phase): (B, nz_periodic, h, w)."""
+        (b, h), w = ys.shape, xs.shape[1]
         latent = self.global_field.constant()
         if latent is not None:
             k = self.wave_vectors(latent.to(xs.device)[None, :])  # (1, P, 2)
-            k = k.reshape(1, 1, -1, 2)  # (1, 1, P, 2)
+            k = k[:, :, None, None, :]  # (1, P, 1, 1, 2)
         else:
-            flat = z_global.permute(1, 2, 0).reshape(h * w, -1)  # (h*w, nz_global)
-            k = self.wave_vectors(flat).reshape(h, w, -1, 2)  # (h, w, P, 2)
+            flat = z_global.permute(0, 2, 3, 1).reshape(b * h * w, -1)  # (B*h*w, nz_global)
+            k = self.wave_vectors(flat).reshape(b, h, w, -1, 2).permute(0, 3, 1, 2, 4)
         # float64 phase so large coordinates keep their precision
-        k = k.to(torch.float64)
-        arg = (k[..., 0] * xs.to(torch.float64)[None, :, None]
-               + k[..., 1] * ys.to(torch.float64)[:, None, None]
-               + self._phase.to(device=xs.device, dtype=torch.float64))  # (h, w, P)
-        return torch.sin(torch.remainder(arg, 2 * math.pi)).to(torch.float32).permute(2, 0, 1)
+        k = k.to(torch.float64)  # (B or 1, P, h or 1, w or 1, 2)
+        arg = (k[..., 0] * xs.to(torch.float64)[:, None, None, :]
+               + k[..., 1] * ys.to(torch.float64)[:, None, :, None]
+               + self._phase.to(device=xs.device, dtype=torch.float64)[None, :, None, None])
+        return torch.sin(torch.remainder(arg, 2 * math.pi)).to(torch.float32)

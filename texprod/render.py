@@ -42,6 +42,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def default_tiling(device: torch.device) -> tuple[int, int]:
+    """(tile px, batch) that render fastest by default (BENCHMARKS.md): small tiles that stay
+    in cache on the CPU, large batched tiles that fill a GPU."""
+    return (2048, 4) if device.type == "cuda" else (512, 1)
+
+
 def _check_choice(name: str, value: str, choices) -> None:
     if value not in choices:
         raise RenderError(f"{name}: got {value!r}, must be one of {', '.join(choices)}")
@@ -104,7 +110,11 @@ class Renderer:
     @torch.inference_mode()
     def tiles(self, field: NoiseField, plan: TilePlan, batch: int = 4, output: str = "uint8"
               ) -> Iterator[tuple[Tile, np.ndarray]]:
-        """Render `plan` in batches; yield (tile, pixels (h, w, C)) in plan order."""
+        """Render `plan` in batches; yield (tile, pixels (h, w, C)) in plan order.
+
+        On CUDA the pixels are views of a pinned host buffer that is reused two batches
+        later: consume (copy) each tile before asking for the next batch.
+        """
         _check_choice("output", output, OUTPUTS)
         if batch < 1:
             raise RenderError(f"batch: got {batch}, must be at least 1")
@@ -115,30 +125,50 @@ class Renderer:
             )
         field = field_on(field, self.device)
         wy, wx = plan.window_cells
-        pending: tuple[list[Tile], torch.Tensor, torch.cuda.Event | None] | None = None
+        copier = _HostCopier(self.device) if self.device.type == "cuda" else None
+        pending = None
         for start in range(0, len(plan.tiles), batch):
             chunk = list(plan.tiles[start: start + batch])
             z = field.windows(plan.origins(chunk), wy, wx, self.device).to(self.dtype)
             if self.channels_last:
                 z = z.contiguous(memory_format=torch.channels_last)
             pixels = quantize(self.forward_interior(z, plan.tile_cells), output)  # (B, h, w, C)
-            if self.device.type == "cuda":
-                # copy out asynchronously; the host writes this batch while the next computes
-                host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
-                host.copy_(pixels, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-                current = (chunk, host, event)
-            else:
-                current = (chunk, pixels, None)
-            if pending is not None:
+            current = (chunk, copier.start(pixels) if copier else (pixels, None))
+            if pending is not None:  # on CUDA the device computes `current` meanwhile
                 yield from _split(*pending)
             pending = current
         if pending is not None:
             yield from _split(*pending)
 
 
-def _split(chunk: list[Tile], pixels: torch.Tensor, event) -> Iterator[tuple[Tile, np.ndarray]]:
+class _HostCopier:
+    """Device-to-host copies on a side stream into two alternating pinned buffers."""
+
+    def __init__(self, device: torch.device):
+        self.stream = torch.cuda.Stream(device)
+        self.buffers: list[torch.Tensor | None] = [None, None]
+        self.turn = 0
+
+    def start(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event]:
+        buffer = self.buffers[self.turn]
+        if buffer is None or buffer.shape[1:] != pixels.shape[1:] \
+                or buffer.shape[0] < pixels.shape[0] or buffer.dtype != pixels.dtype:
+            buffer = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
+            self.buffers[self.turn] = buffer
+        self.turn ^= 1
+        host = buffer[: pixels.shape[0]]
+        self.stream.wait_stream(torch.cuda.current_stream(pixels.device))
+        with torch.cuda.stream(self.stream):
+            host.copy_(pixels, non_blocking=True)
+            pixels.record_stream(self.stream)  # keep the device memory until the copy ends
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return host, event
+
+
+def _split(chunk: list[Tile], copied: tuple[torch.Tensor, torch.cuda.Event | None]
+           ) -> Iterator[tuple[Tile, np.ndarray]]:
+    pixels, event = copied
     if event is not None:
         event.synchronize()
     array = pixels.numpy()
