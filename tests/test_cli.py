@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,9 @@ def test_render_writes_an_rgb_tiff(model, tmp_path):
         image = page.asarray()
     assert image.std() > 5
     assert [p.name for p in tmp_path.iterdir()] == ["a.tif"]  # no scratch or partial files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of a temporary file
 
 
 def test_tiled_cli_render_equals_the_one_pass_reference(model, tmp_path):

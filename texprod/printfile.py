@@ -22,6 +22,12 @@ def check_tiff_path(path: str | os.PathLike) -> Path:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_plain_tiff(image: pyvips.Image, path: str | os.PathLike) -> Path:
     """Save `image` as a tiled, LZW-compressed TIFF; the file appears only when complete."""
     out = check_tiff_path(path)
@@ -33,6 +39,7 @@ def write_plain_tiff(image: pyvips.Image, path: str | os.PathLike) -> Path:
         image.tiffsave(str(tmp), compression="lzw", predictor="horizontal", tile=True,
                        tile_width=256, tile_height=256, bigtiff=image.width * image.height
                        * image.bands * (2 if image.format == "ushort" else 1) > 3.5 * 2**30)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get normal modes
         tmp.replace(out)
     except BaseException:
         tmp.unlink(missing_ok=True)
