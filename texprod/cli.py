@@ -116,7 +116,78 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--bits", type=int, default=8, choices=[8, 16], help="bits per sample")
     render.add_argument("--scratch", type=Path, default=None,
                         help="directory for the scratch canvas (default: next to --out)")
+    generate = commands.add_parser(
+        "generate", formatter_class=_Formatter,
+        help="run a print job: render, export a print-ready TIFF, proof and preflight",
+        description="Run the job a YAML spec describes and check the result. A bare name "
+                    "(box_packaging) is looked up in specs/.",
+    )
+    generate.add_argument("spec", help="job spec: a YAML file or a name in specs/")
+    generate.add_argument("--set", dest="overrides", action="append", default=[],
+                          metavar="KEY=VALUE",
+                          help="override a spec field, e.g. --set print.dpi=150 (repeatable)")
+    generate.add_argument("--dry-run", action="store_true",
+                          help="print the plan (sizes, tiles, disk, estimated time) and stop")
+
+    inspect = commands.add_parser(
+        "inspect", formatter_class=_Formatter,
+        help="read a print TIFF back and check every promise",
+        description="Check a TIFF's size, resolution, bleed/trim, colour space, ICC profile, "
+                    "bit depth, alpha, compression, BigTIFF flag, ink coverage and provenance. "
+                    "Exit status 1 if any check fails.",
+    )
+    inspect.add_argument("file", type=Path, help="the TIFF to check")
+    inspect.add_argument("--spec", default=None,
+                         help="also check against what this job spec promises")
+    inspect.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="KEY=VALUE", help="spec overrides, as for generate")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.add_argument("--no-tac", action="store_true",
+                         help="skip measuring ink coverage (reads only the tags)")
     return parser
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from texprod.job import check_disk_space, describe_plan, plan_job, run_job
+    from texprod.spec import load_spec, resolve_spec_path
+
+    spec_path = resolve_spec_path(args.spec)
+    spec = load_spec(spec_path, args.overrides)
+    plan = plan_job(spec, spec_path.parent)
+    print(describe_plan(plan))
+    if args.dry_run:
+        check_disk_space(plan)
+        return 0
+    bar = tqdm(total=len(plan.tiles.tiles), unit="tile", desc="render", disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        result = run_job(spec, spec_path.parent, progress=progress, plan=plan)
+    finally:
+        bar.close()
+    print(result.report.table())
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    megapixels = plan.geometry.megapixels
+    print(f"wrote {result.tiff.path} ({result.tiff.bytes / 1e6:.1f} MB): {timings}; "
+          f"{megapixels / result.timings['total']:.2f} Mpx/s end to end")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from texprod.preflight import inspect_tiff
+
+    expect = None
+    if args.spec:
+        from texprod.job import expectations, plan_job
+        from texprod.spec import load_spec, resolve_spec_path
+
+        spec_path = resolve_spec_path(args.spec)
+        expect = expectations(plan_job(load_spec(spec_path, args.overrides), spec_path.parent))
+    report = inspect_tiff(args.file, expect, measure_tac=not args.no_tac)
+    print(report.to_json() if args.json else report.table())
+    return 0 if report.ok else 1
 
 
 def _models_init(args: argparse.Namespace) -> int:
@@ -154,7 +225,7 @@ def repeat_period(width: int, height: int, cell_px: int) -> tuple[int, int]:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from texprod.canvas import ScratchCanvas
+    from texprod.canvas import BandWriter, ScratchCanvas
     from texprod.generators import load_generator
     from texprod.noise import NoiseField
     from texprod.printfile import check_tiff_path, write_plain_tiff
@@ -185,19 +256,20 @@ def _render(args: argparse.Namespace) -> int:
              *plan.tile_cells, renderer.rf.halo)
 
     started = time.perf_counter()
-    scratch = args.scratch or out.parent
+    scratch = (args.scratch or out.parent) / f".{out.name}.canvas.raw"
     with ScratchCanvas(scratch, args.width, args.height, generator.config.out_channels,
                        np.dtype(output)) as canvas:
+        bands = BandWriter(canvas, plan)
         if args.tile == 0:
             pixels = render_reference(generator, field, args.width, args.height, args.x0,
                                       args.y0, device=str(renderer.device),
                                       precision=args.precision, output=output)
-            canvas.write(plan.tiles[0], pixels)
+            bands.add(plan.tiles[0], pixels)
         else:
             tiles = renderer.tiles(field, plan, batch=args.batch, output=output)
             for tile, pixels in tqdm(tiles, total=len(plan.tiles), unit="tile",
                                      desc="render", disable=None):
-                canvas.write(tile, pixels)
+                bands.add(tile, pixels)
         rendered = time.perf_counter() - started
         write_plain_tiff(canvas.to_vips(), out)
     total = time.perf_counter() - started
@@ -211,10 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"models": _models_init, "render": _render}
+    handlers = {"models": _models_init, "render": _render, "generate": _generate,
+                "inspect": _inspect}
     try:
         return handlers[args.command](args)
     except TexprodError as e:
+        print(f"texprod: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the user named cannot be read or written
         print(f"texprod: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

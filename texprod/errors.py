@@ -19,3 +19,7 @@ class CheckpointError(TexprodError):
 
 class RenderError(TexprodError):
     """A render that cannot be carried out as asked (device, size, memory)."""
+
+
+class SpecError(ConfigError):
+    """An invalid job spec; the message names the field, the value and the YAML line."""

@@ -58,6 +58,14 @@ class TilePlan:
         ty, tx = self.tile_cells
         return len(self.tiles) * ty * tx * self.cell_px**2
 
+    @property
+    def bands(self) -> list[tuple[Tile, ...]]:
+        """Tiles grouped by tile row, top to bottom: each group fills full-width canvas rows."""
+        rows: dict[int, list[Tile]] = {}
+        for tile in self.tiles:
+            rows.setdefault(tile.y, []).append(tile)
+        return [tuple(rows[y]) for y in sorted(rows)]
+
     def origins(self, tiles: tuple[Tile, ...] | list[Tile]) -> list[tuple[int, int]]:
         """Noise-window origins (cell y, cell x) of `tiles`, halo included."""
         return [(t.cell_y - self.halo, t.cell_x - self.halo) for t in tiles]

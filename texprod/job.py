@@ -1,0 +1,449 @@
+"""A print job: job spec -> plan -> render -> export -> proof -> preflight.
+
+Each stage is a library function the Prefect flow wraps as a task; `run_job` chains them
+for the CLI. Everything that can be checked is checked in `plan_job`, before any pixel is
+rendered: the spec, the model, the output profile, BigTIFF limits and free disk space.
+Nothing half-written is ever left: outputs appear under their final names only when
+complete, and a failed job removes its scratch canvas and partial files.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from texprod import __version__
+from texprod.canvas import BandWriter, ScratchCanvas
+from texprod.colour import OutputColour, resolve_colour, to_output
+from texprod.errors import TexprodError
+from texprod.generators import Checkpoint, load_checkpoint, receptive_field
+from texprod.geometry import PrintGeometry, print_geometry
+from texprod.noise import NoiseField
+from texprod.preflight import Expectations, InspectionReport, inspect_tiff
+from texprod.printfile import TiffOptions, WrittenTiff, bigtiff_decision, write_print_tiff
+from texprod.proof import make_proof
+from texprod.render import Renderer, default_tiling, render_reference, resolve_device
+from texprod.spec import JobSpec
+from texprod.storage import resolve_model
+from texprod.tiling import TilePlan, plan_tiles
+
+log = logging.getLogger(__name__)
+
+DISK_MARGIN = 64 * 2**20  # headroom beyond the computed sizes
+BENCHMARKS_JSON = resources.files("texprod") / "data" / "benchmarks.json"
+
+Progress = Callable[[int, int], None]  # (tiles done, tiles total)
+
+
+class PreflightError(TexprodError):
+    """The written file does not keep the spec's promises."""
+
+
+@dataclass(frozen=True)
+class JobOutputs:
+    tiff: Path
+    proof: Path | None
+    thumbnail: Path | None
+
+
+@dataclass
+class JobPlan:
+    spec: JobSpec
+    checkpoint: Checkpoint
+    model_path: Path
+    spec_digest: str
+    geometry: PrintGeometry
+    colour: OutputColour
+    tiff: TiffOptions
+    bigtiff: bool
+    bigtiff_reason: str
+    tiles: TilePlan
+    device: str
+    tile_px: int
+    batch: int
+    period: tuple[int, int] | None
+    outputs: JobOutputs
+    scratch_path: Path
+    scratch_bytes: int
+    output_bytes: int  # upper bound: uncompressed size plus headers
+    estimate: str = ""
+
+    @property
+    def short_digest(self) -> str:
+        return self.spec_digest[:12]
+
+    @property
+    def render_bits(self) -> int:
+        return self.colour.bits
+
+
+@dataclass
+class JobResult:
+    plan: JobPlan
+    tiff: WrittenTiff
+    tac_max: float | None
+    report: InspectionReport
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def plan_job(spec: JobSpec, spec_dir: Path | None = None) -> JobPlan:
+    """Resolve and check everything a job needs; raises before any rendering."""
+    model_path = resolve_model(spec.model, spec_dir)
+    checkpoint = load_checkpoint(model_path)
+    config = checkpoint.generator.config
+    if config.out_channels != 3:
+        raise TexprodError(f"model: {model_path} renders {config.out_channels} channels; "
+                           "prints need an RGB (3-channel) generator")
+    geometry = print_geometry(spec.print, config.cell_px if spec.texture.repeat else None)
+    colour = resolve_colour(spec.print)
+    tiff = TiffOptions(compression=spec.tiff.compression, layout=spec.tiff.layout,
+                       bigtiff=spec.tiff.bigtiff, embed_icc=spec.tiff.embed_icc)
+    bigtiff, reason = bigtiff_decision(geometry.width_px, geometry.height_px, colour.bands,
+                                       colour.bits, tiff)
+
+    renderer_device = resolve_device(spec.render.device)
+    auto_tile, auto_batch = default_tiling(renderer_device)
+    tile_px = auto_tile if spec.render.tile_px == "auto" else spec.render.tile_px
+    batch = auto_batch if spec.render.batch == "auto" else spec.render.batch
+    halo = receptive_field(checkpoint.generator.blocks).halo
+    # repeat: the trim box is one period, so the canvas starts a bleed before cell 0
+    period = None
+    x0 = y0 = 0
+    if spec.texture.repeat:
+        _, _, w, h = geometry.trim_box
+        period = (h // config.cell_px, w // config.cell_px)
+        x0 = y0 = -geometry.bleed_px
+    tiles = plan_tiles(geometry.width_px, geometry.height_px, config.cell_px, halo, tile_px,
+                       x0=x0, y0=y0)
+
+    digest = spec.digest(checkpoint.digest)
+    out_dir = Path(spec.output.dir).expanduser()
+    stem = f"{spec.name}-{digest[:12]}"
+    outputs = JobOutputs(
+        tiff=out_dir / f"{stem}.tif",
+        proof=out_dir / f"{stem}.proof.jpg" if spec.output.proof else None,
+        thumbnail=out_dir / f"{stem}.thumb.jpg" if spec.output.proof else None,
+    )
+    scratch_dir = Path(spec.render.scratch_dir).expanduser() if spec.render.scratch_dir \
+        else out_dir
+    sample_bytes = colour.bits // 8
+    plan = JobPlan(
+        spec=spec, checkpoint=checkpoint, model_path=model_path, spec_digest=digest,
+        geometry=geometry, colour=colour, tiff=tiff, bigtiff=bigtiff, bigtiff_reason=reason,
+        tiles=tiles, device=str(renderer_device), tile_px=tile_px, batch=batch, period=period,
+        outputs=outputs, scratch_path=scratch_dir / f".{stem}.canvas.raw",
+        scratch_bytes=geometry.width_px * geometry.height_px * 3 * sample_bytes,
+        output_bytes=geometry.width_px * geometry.height_px * colour.bands * sample_bytes
+        + 2**20,
+    )
+    plan.estimate = estimate(plan)
+    return plan
+
+
+def check_disk_space(plan: JobPlan) -> None:
+    """Fail before rendering if the scratch canvas and the output will not fit."""
+    needs: dict[Path, list[tuple[str, int]]] = {}
+    for label, directory, size in (
+        ("scratch canvas", plan.scratch_path.parent, plan.scratch_bytes),
+        ("output", plan.outputs.tiff.parent, plan.output_bytes),
+    ):
+        directory.mkdir(parents=True, exist_ok=True)
+        key = next((d for d in needs if d.stat().st_dev == directory.stat().st_dev), directory)
+        needs.setdefault(key, []).append((label, size))
+    for directory, items in needs.items():
+        need = sum(size for _, size in items) + DISK_MARGIN
+        free = shutil.disk_usage(directory).free
+        if free < need:
+            what = " + ".join(f"{label} {_size(size)}" for label, size in items)
+            raise TexprodError(
+                f"disk: {directory} has {_size(free)} free, the job needs {_size(need)} "
+                f"({what} + {_size(DISK_MARGIN)} headroom); free space there or point "
+                "render.scratch_dir / output.dir elsewhere"
+            )
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def open_canvas(plan: JobPlan) -> ScratchCanvas:
+    """The job's scratch canvas; one left by an interrupted run of the same spec resumes."""
+    dtype = np.uint8 if plan.render_bits == 8 else np.uint16
+    identity = {"spec_digest": plan.spec_digest, "tile_cells": list(plan.tiles.tile_cells),
+                "x0": plan.tiles.x0, "y0": plan.tiles.y0}
+    try:
+        return ScratchCanvas(plan.scratch_path, plan.geometry.width_px, plan.geometry.height_px,
+                             3, dtype, identity=identity)
+    except OSError as e:
+        raise _disk_error(e, plan.scratch_path) from None
+
+
+def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = None,
+               progress: Progress | None = None) -> list[int]:
+    """Render the plan's tile bands (all, or the given ones) into the canvas.
+
+    Bands the canvas already has (a resumed job) are skipped. Returns the bands rendered.
+    """
+    generator = plan.checkpoint.generator
+    field = NoiseField(generator.config, plan.spec.seed, waves=generator.waves,
+                       period=plan.period)
+    output = "uint8" if plan.render_bits == 8 else "uint16"
+    wanted = range(len(plan.tiles.bands)) if bands is None else bands
+    todo = [b for b in wanted if b not in canvas.done_bands]
+    total = len(plan.tiles.tiles)
+    done = total - sum(len(plan.tiles.bands[b]) for b in todo)
+    if progress:
+        progress(done, total)
+    if not todo:
+        return []
+    writer = BandWriter(canvas, plan.tiles)
+    try:
+        if plan.tile_px == 0:  # the one-pass reference
+            g = plan.geometry
+            pixels = render_reference(generator, field, g.width_px, g.height_px,
+                                      plan.tiles.x0, plan.tiles.y0, device=plan.device,
+                                      precision=plan.spec.render.precision, output=output)
+            writer.add(plan.tiles.tiles[0], pixels)
+            if progress:
+                progress(total, total)
+            return todo
+        renderer = Renderer(generator, device=plan.device, precision=plan.spec.render.precision)
+        for band in todo:
+            sub = _band_plan(plan.tiles, band)
+            for tile, pixels in renderer.tiles(field, sub, batch=plan.batch, output=output):
+                writer.add(tile, pixels)
+                done += 1
+                if progress:
+                    progress(done, total)
+    except OSError as e:
+        raise _disk_error(e, plan.scratch_path) from None
+    return todo
+
+
+def _band_plan(plan: TilePlan, band: int) -> TilePlan:
+    return TilePlan(plan.width, plan.height, plan.x0, plan.y0, plan.cell_px, plan.halo,
+                    plan.tile_cells, plan.bands[band])
+
+
+def _disk_error(error: OSError, path: Path) -> Exception:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return TexprodError(f"disk full while writing {path}: {error.strerror}")
+    return error
+
+
+def provenance(plan: JobPlan, tac_max: float | None = None) -> dict:
+    g, c = plan.geometry, plan.colour
+    return {"texprod": {
+        "version": __version__,
+        "spec_name": plan.spec.name,
+        "spec_digest": plan.spec_digest,
+        "model_digest": plan.checkpoint.digest,
+        "model_name": plan.checkpoint.card.get("provenance", {}).get("name", ""),
+        "seed": plan.spec.seed,
+        "width_px": g.width_px,
+        "height_px": g.height_px,
+        "dpi": g.dpi,
+        "trim_box_px": list(g.trim_box),
+        "bleed_px": g.bleed_px,
+        "trim_mm": [round(v, 3) for v in g.trim_mm],
+        "bleed_mm": plan.spec.print.bleed_mm,
+        "repeat": plan.spec.texture.repeat,
+        "color": c.color,
+        "bits": c.bits,
+        "icc_profile": c.description,
+        "intent": c.intent,
+        "black_point_compensation": c.black_point_compensation,
+        "embed_icc": plan.tiff.embed_icc,
+        "tac_limit": plan.spec.print.tac_limit if c.color == "cmyk" else None,
+        "tac_max": None if tac_max is None else round(tac_max, 2),
+        "compression": plan.tiff.compression,
+        "layout": plan.tiff.layout,
+        "bigtiff": plan.bigtiff,
+        "bigtiff_reason": plan.bigtiff_reason,
+    }}
+
+
+class _InkMeter:
+    """Total area coverage (C+M+Y+K, %) measured band by band during export."""
+
+    def __init__(self, limit: float, top: int):
+        self.limit, self.top = limit, top
+        self.max = 0.0
+
+    def __call__(self, y: int, band: np.ndarray) -> None:
+        total = band.sum(axis=2, dtype=np.uint32)  # (h, w)
+        worst = float(total.max()) * 100.0 / self.top
+        self.max = max(self.max, worst)
+        if worst > self.limit + 1e-9:
+            row, col = np.unravel_index(int(total.argmax()), total.shape)
+            raise TexprodError(
+                f"print.tac_limit: total ink {worst:.1f}% at pixel ({col}, {y + row}) exceeds "
+                f"the limit {self.limit:g}%; lower the texture's darkest tones, use a profile "
+                "with a lower ink limit, or raise print.tac_limit if the press allows it"
+            )
+
+
+def export_job(plan: JobPlan, canvas: ScratchCanvas) -> tuple[WrittenTiff, float | None]:
+    """Colour-convert the canvas and write the print TIFF; returns it and the max TAC."""
+    image = to_output(canvas.to_vips(), plan.colour)
+    meter = None
+    if plan.colour.color == "cmyk":
+        meter = _InkMeter(plan.spec.print.tac_limit, 255 if plan.colour.bits == 8 else 65535)
+    description = json.dumps(provenance(plan))
+    try:
+        written = write_print_tiff(
+            image, plan.outputs.tiff, options=plan.tiff, dpi=plan.geometry.dpi,
+            icc_profile=plan.colour.profile if plan.tiff.embed_icc else None,
+            description=description, on_band=meter,
+        )
+    except OSError as e:
+        raise _disk_error(e, plan.outputs.tiff) from None
+    return written, None if meter is None else meter.max
+
+
+def proof_job(plan: JobPlan, canvas: ScratchCanvas) -> tuple[Path, Path] | None:
+    if plan.outputs.proof is None or plan.outputs.thumbnail is None:
+        return None
+    return make_proof(canvas.to_vips(), plan.geometry.trim_box, plan.colour,
+                      plan.outputs.proof, plan.outputs.thumbnail)
+
+
+def expectations(plan: JobPlan) -> Expectations:
+    """Every promise the spec makes about the file, for preflight."""
+    g, c = plan.geometry, plan.colour
+    return Expectations(
+        width_px=g.width_px, height_px=g.height_px, dpi=g.dpi, trim_box_px=g.trim_box,
+        bleed_px=g.bleed_px, color=c.color, bits=c.bits, compression=plan.tiff.compression,
+        layout=plan.tiff.layout, bigtiff=plan.bigtiff, embed_icc=plan.tiff.embed_icc,
+        icc_description=c.description if plan.tiff.embed_icc else None,
+        tac_limit=plan.spec.print.tac_limit if c.color == "cmyk" else None,
+        spec_digest=plan.spec_digest, model_digest=plan.checkpoint.digest, seed=plan.spec.seed,
+    )
+
+
+def preflight_job(plan: JobPlan, path: Path | None = None) -> InspectionReport:
+    return inspect_tiff(path or plan.outputs.tiff, expectations(plan))
+
+
+def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | None = None,
+            plan: JobPlan | None = None) -> JobResult:
+    """The whole job on this machine. On failure it leaves no scratch and no output."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    plan = plan or plan_job(spec, spec_dir)
+    check_disk_space(plan)
+    timings["plan"] = time.perf_counter() - started
+    written_paths: list[Path] = []
+    canvas = open_canvas(plan)
+    try:
+        t = time.perf_counter()
+        render_job(plan, canvas, progress=progress)
+        timings["render"] = time.perf_counter() - t
+        t = time.perf_counter()
+        written, tac = export_job(plan, canvas)
+        written_paths.append(written.path)
+        timings["export"] = time.perf_counter() - t
+        t = time.perf_counter()
+        written_paths += proof_job(plan, canvas) or []
+        timings["proof"] = time.perf_counter() - t
+        t = time.perf_counter()
+        report = preflight_job(plan)
+        timings["preflight"] = time.perf_counter() - t
+        if not report.ok:
+            raise PreflightError(f"preflight failed for {plan.outputs.tiff}:\n{report.table()}")
+    except BaseException:
+        for path in written_paths:  # a failed job leaves no output behind
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        canvas.close(remove=True)
+    timings["total"] = time.perf_counter() - started
+    return JobResult(plan, written, tac, report, timings)
+
+
+# ------------------------------------------------------------------------------ estimates
+
+
+def estimate(plan: JobPlan) -> str:
+    """Expected seconds from the last recorded benchmark for this device kind."""
+    try:
+        records = json.loads((BENCHMARKS_JSON).read_text())
+    except (OSError, ValueError):
+        return "no benchmark recorded (run make bench)"
+    kind = "cuda" if plan.device.startswith("cuda") else "cpu"
+    render = records.get("render", {}).get(f"{kind}/{plan.spec.render.precision}")
+    if not render:
+        return f"no {kind} {plan.spec.render.precision} benchmark recorded (run make bench)"
+    mpx = plan.geometry.megapixels
+    seconds = mpx / render["mpx_s"]
+    text = (f"render ~{_duration(seconds)} at {render['mpx_s']:.2f} Mpx/s "
+            f"({render['device']}, {render['date']})")
+    export = records.get("export", {}).get(plan.colour.color)
+    if export:
+        export_s = plan.output_bytes / 1e6 / export["mb_s"]
+        text += f"; export ~{_duration(export_s)} at {export['mb_s']:.0f} MB/s"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def describe_plan(plan: JobPlan) -> str:
+    """The dry-run text: what the job would do, and what it would cost."""
+    g, c, t = plan.geometry, plan.colour, plan.tiles
+    trim_w, trim_h = g.trim_mm
+    size_w, size_h = g.size_mm
+    _, _, tw, th = g.trim_box
+    config = plan.checkpoint.generator.config
+    requested = g.requested_trim_mm
+    snapped = (f" (snapped from {requested[0]:g} x {requested[1]:g} mm to whole "
+               f"{config.cell_px}-px noise cells)" if g.snapped else "")
+    bigtiff = "BigTIFF" if plan.bigtiff else "classic TIFF"
+    rows = [
+        ("job", f"{plan.spec.name} (spec digest {plan.short_digest})"),
+        ("model", f"{plan.model_path} ({config.arch}/{config.upsample}, depth {config.depth}, "
+                  f"{config.cell_px} px per cell, digest {plan.checkpoint.digest[:12]})"),
+        ("print", f"{trim_w:.1f} x {trim_h:.1f} mm trim + {g.bleed_mm:.2f} mm bleed = "
+                  f"{size_w:.1f} x {size_h:.1f} mm at {g.dpi:g} dpi{snapped}"),
+        ("pixels", f"{g.width_px} x {g.height_px} px with bleed ({g.megapixels:.1f} Mpx); "
+                   f"trim {tw} x {th} px at ({g.bleed_px}, {g.bleed_px})"),
+        ("colour", f"{c.color.upper()} {c.bits}-bit, {c.description}, {c.intent}"
+                   f"{' + BPC' if c.black_point_compensation and c.profile_path else ''}"
+                   + (f", TAC limit {plan.spec.print.tac_limit:g}%" if c.color == "cmyk"
+                      else "")),
+        ("tiff", f"{plan.tiff.compression} {plan.tiff.layout}, {bigtiff} "
+                 f"({plan.bigtiff_reason}), ICC {'embedded' if plan.tiff.embed_icc else 'not embedded'}"),
+        ("render", f"{plan.device} {plan.spec.render.precision}, "
+                   + ("one pass" if plan.tile_px == 0 else
+                      f"tiles {t.tile_cells[1] * t.cell_px} x {t.tile_cells[0] * t.cell_px} px "
+                      f"(halo {t.halo} cells)")
+                   + f", {len(t.tiles)} tiles in {len(t.bands)} bands, batch {plan.batch}"
+                   + (f", repeat period {plan.period[1]} x {plan.period[0]} cells"
+                      if plan.period else "")),
+        ("disk", f"scratch {_size(plan.scratch_bytes)} in {plan.scratch_path.parent}, output "
+                 f"at most {_size(plan.output_bytes)} in {plan.outputs.tiff.parent}"),
+        ("estimate", plan.estimate),
+        ("outputs", ", ".join(str(p) for p in (plan.outputs.tiff, plan.outputs.proof,
+                                                 plan.outputs.thumbnail) if p is not None)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+

@@ -1,0 +1,306 @@
+"""Job specs: YAML validated by pydantic, with errors that name the field, value and line.
+
+A spec names the generator, the print geometry, colour and TIFF settings, how to render
+and where to put the outputs. Every field except `model` and the print size has a
+documented default; unknown keys are errors so typos never pass silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from texprod.errors import SpecError
+
+SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _between(lo: float, hi: float):
+    def check(value):
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {_num(lo)} and {_num(hi)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _positive_max(hi: float):
+    def check(value):
+        if not 0 < value <= hi:
+            raise ValueError(f"must be greater than 0 and at most {_num(hi)}")
+        return value
+
+    return AfterValidator(check)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextureSpec(_Strict):
+    repeat: bool = Field(False, description="the print (trim box) is one exact period of a "
+                                            "seamless repeat; sizes snap to whole noise cells")
+
+
+class PrintSpec(_Strict):
+    width_mm: Annotated[float, _positive_max(100_000)] | None = Field(
+        None, description="trim width in mm (or give width_px/height_px)")
+    height_mm: Annotated[float, _positive_max(100_000)] | None = Field(
+        None, description="trim height in mm")
+    width_px: Annotated[int, _between(1, 1_000_000)] | None = Field(
+        None, description="trim width in pixels, for screen work")
+    height_px: Annotated[int, _between(1, 1_000_000)] | None = Field(
+        None, description="trim height in pixels")
+    dpi: Annotated[float, _between(72, 2400)] = Field(300, description="pixels per inch")
+    bleed_mm: Annotated[float, _between(0, 50)] = Field(
+        3, description="bleed on every side; the texture continues into it")
+    color: Literal["rgb", "cmyk"] = Field("cmyk", description="output colour space")
+    icc_profile: str = Field(
+        "default", description="output profile: default (FOGRA39 for cmyk, sRGB for rgb) or "
+                               "a path to an ICC output profile of the output colour space")
+    intent: Literal["perceptual", "relative", "saturation", "absolute"] = Field(
+        "relative", description="rendering intent of the colour conversion")
+    tac_limit: Annotated[float, _between(100, 400)] = Field(
+        300, description="total area coverage limit in %, checked on CMYK output")
+    bit_depth: Literal[8, 16] = Field(8, description="bits per sample")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> PrintSpec:
+        mm = (self.width_mm, self.height_mm)
+        px = (self.width_px, self.height_px)
+        if any(v is not None for v in mm) and any(v is not None for v in px):
+            raise ValueError("give the size either in mm (width_mm, height_mm) or in pixels "
+                             "(width_px, height_px), not both")
+        if all(v is None for v in mm + px):
+            raise ValueError("the print size is required: width_mm and height_mm "
+                             "(or width_px and height_px)")
+        given = mm if any(v is not None for v in mm) else px
+        if any(v is None for v in given):
+            names = ("width_mm", "height_mm") if given is mm else ("width_px", "height_px")
+            missing = names[given.index(None)]
+            raise ValueError(f"{missing} is missing: give both {names[0]} and {names[1]}")
+        return self
+
+
+class TiffSpec(_Strict):
+    compression: Literal["lzw", "deflate", "none"] = Field(
+        "lzw", description="lossless compression, with horizontal predictor")
+    layout: Literal["tiled", "strips"] = Field("tiled", description="TIFF data layout")
+    bigtiff: Literal["auto", "always", "never"] = Field(
+        "auto", description="auto: BigTIFF only when the file could pass 4 GB")
+    embed_icc: bool = Field(True, description="embed the output ICC profile")
+
+
+class RenderSpec(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA "
+                                                                       "when present")
+    precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field("fp32", description="network "
+                                                                                   "precision")
+    tile_px: Literal["auto"] | Annotated[int, _between(0, 65_536)] = Field(
+        "auto", description="tile side in pixels (0: one pass); auto: 512 on the CPU, "
+                            "2048 on CUDA")
+    batch: Literal["auto"] | Annotated[int, _between(1, 256)] = Field(
+        "auto", description="tiles per device batch; auto: 1 on the CPU, 4 on CUDA")
+    scratch_dir: str | None = Field(None, description="directory for the scratch canvas "
+                                                      "(default: the output directory)")
+
+
+class OutputSpec(_Strict):
+    dir: str = Field("out/", description="output directory")
+    proof: bool = Field(True, description="write an sRGB proof JPEG and a thumbnail")
+
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _check_name(value: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+                         "letter or digit (it is used in file names)")
+    return value
+
+
+def _check_model(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must name a model (a checkpoint path)")
+    return value
+
+
+class JobSpec(_Strict):
+    name: Annotated[str, AfterValidator(_check_name)] = Field(description="used in output names")
+    model: Annotated[str, AfterValidator(_check_model)] = Field(
+        description="generator checkpoint: a local path")
+    description: str = Field("", description="free text, recorded in the provenance")
+    seed: Annotated[int, _between(0, 2**64 - 1)] = Field(0, description="noise seed")
+    texture: TextureSpec = TextureSpec()
+    print: PrintSpec
+    tiff: TiffSpec = TiffSpec()
+    render: RenderSpec = RenderSpec()
+    output: OutputSpec = OutputSpec()
+
+    def digest(self, model_digest: str) -> str:
+        """What determines the output's pixels and file: everything but where and how fast.
+
+        The model enters by content digest (not its path); rendering device, tiling, batch
+        and directories do not change the image (tiles are exact) and are left out.
+        """
+        content = self.model_dump(mode="json", exclude={"name", "model", "description",
+                                                        "output"})
+        content["render"] = {"precision": self.render.precision}
+        content["model_digest"] = model_digest
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _yaml_node_at(root: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+    """The YAML node a pydantic error location points to (or its nearest parent)."""
+    node, key = root, None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        pair = next(((k, v) for k, v in node.value if k.value == part), None)
+        if pair is None:
+            break
+        key, node = pair
+    # a section's problem is reported at its key, a value's at the value
+    return key if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and key else node
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = JobSpec
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _field_path(error: dict) -> tuple:
+    # pydantic adds union branches and validator names to loc; keep the field names
+    if error["type"] == "extra_forbidden":
+        return tuple(error["loc"])
+    names = _all_field_names()
+    return tuple(p for p in error["loc"] if isinstance(p, int) or p in names)
+
+
+def _describe(loc: tuple, errors: list[dict]) -> str:
+    """One message for all errors pydantic reported on one field (one per union branch)."""
+    field = ".".join(str(p) for p in loc) or "spec"
+    first = errors[0]
+    if first["type"] == "extra_forbidden":
+        return f"{field}: unknown key, allowed keys here: {', '.join(_allowed_keys(loc))}"
+    if first["type"] == "missing":
+        return f"{field}: missing, this field is required"
+    if first["type"] == "value_error" and isinstance(first["input"], dict):
+        return f"{field}: {first['msg'].removeprefix('Value error, ')}"  # a section-level rule
+    rules = []  # each completes "got VALUE, ..."
+    for error in errors:
+        if error["type"] == "literal_error":
+            expected = error["ctx"]["expected"]
+            rule = "must be " + (f"one of {expected.replace(' or ', ', ')}"
+                                 if " or " in expected else expected)
+        else:
+            rule = error["msg"].removeprefix("Value error, ")
+            rule = rule.replace("Input should be", "must be")
+        rules.append(rule)
+    rules = list(dict.fromkeys(rules))
+    rules[1:] = [r.removeprefix("must be ") for r in rules[1:]]
+    return f"{field}: got {first['input']!r}, {' or '.join(rules)}"
+
+
+def _all_field_names() -> set[str]:
+    names: set[str] = set()
+    for model in (JobSpec, TextureSpec, PrintSpec, TiffSpec, RenderSpec, OutputSpec):
+        names.update(model.model_fields)
+    return names
+
+
+def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None) -> JobSpec:
+    """Validate spec data; raise SpecError listing every problem with its field and line."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a job spec must be a mapping of fields, got "
+                        f"{type(data).__name__}")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as e:
+        by_field: dict[tuple, list[dict]] = {}
+        for error in e.errors():
+            by_field.setdefault(_field_path(error), []).append(error)
+        problems = []
+        for loc, errors in by_field.items():
+            line = ""
+            node = _yaml_node_at(root, loc) if root is not None else None
+            if node is not None:
+                line = f" (line {node.start_mark.line + 1})"
+            problems.append(_describe(loc, errors) + line)
+        raise SpecError(f"{source}: invalid job spec:\n  " + "\n  ".join(problems)) from None
+
+
+def resolve_spec_path(name: str | os.PathLike) -> Path:
+    """A spec file by path, or a bare name looked up in specs/ (with or without .yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (SPECS_DIR / path.name, SPECS_DIR / f"{path.name}.yaml"):
+        if path.parent == Path(".") and candidate.is_file():
+            return candidate
+    raise SpecError(f"spec: {str(name)!r} not found (a YAML file, or a name in {SPECS_DIR})")
+
+
+def _set_override(data: dict, assignment: str) -> None:
+    """Apply one `dotted.key=value` override; the value is parsed as YAML."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set: got {assignment!r}, must be key=value like print.dpi=150")
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+
+
+def load_spec(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
+    """Read and validate a YAML job spec. Relative model and output paths stay as written."""
+    spec_path = resolve_spec_path(path)
+    text = spec_path.read_text()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpecError(f"{spec_path}: not valid YAML{where}: {problem}") from None
+    for assignment in overrides:
+        if not isinstance(data, dict):
+            break
+        _set_override(data, assignment)
+    return parse_spec(data, str(spec_path), root)
