@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install test bench lint clean
+.PHONY: install test bench generate lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,53 @@ test: $(PY)
 
 bench: $(PY)
 	$(PY) bench/bench_render.py
+	$(PY) bench/bench_export.py
+	$(PY) bench/bench_job.py
+
+# make generate SPEC=box_packaging.yaml  (a path, or a name in specs/); ARGS="--dry-run"
+generate: $(PY)
+	@test -n "$(SPEC)" || { echo "usage: make generate SPEC=box_packaging.yaml [ARGS=...]"; exit 2; }
+	$(VENV)/bin/texprod generate $(SPEC) $(ARGS)
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf out scratch .pytest_cache build *.egg-info
+
+# --- Operating: Prefect server, workers, deployments, self-hosted stack (README: "Operating texprod")
+PREFECT := $(VENV)/bin/prefect
+COMPOSE ?= docker compose
+STACK := $(COMPOSE) -f infra/docker-compose.yml --env-file infra/.env
+HOST ?= 127.0.0.1
+PORT ?= 4200
+# Refuse to run a worker or deploy against Prefect's throwaway ephemeral API.
+NEED_API = @$(PY) -c "import sys; from prefect.settings import get_current_settings as s; \
+  sys.exit(0 if s().api.url else 'PREFECT_API_URL is not set: run make server, then export PREFECT_API_URL=http://$(HOST):$(PORT)/api')"
+
+.PHONY: server worker deploy up down
+
+# Local Prefect server with the UI at http://$(HOST):$(PORT) (SQLite under ~/.prefect); Ctrl-C stops it
+server: $(PY)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PREFECT) server start --host $(HOST) --port $(PORT)
+
+# Process worker on pool `gpu` (created if missing), one run at a time; GPU=N pins it to one GPU
+worker: $(PY)
+	$(NEED_API)
+	$(PREFECT) work-pool inspect gpu >/dev/null 2>&1 || $(PREFECT) work-pool create gpu --type process
+	TEXPROD_HOME=$(CURDIR) $(if $(GPU),CUDA_VISIBLE_DEVICES=$(GPU)) \
+	  $(PREFECT) worker start --pool gpu --limit 1 $(if $(GPU),--name $(shell hostname)-gpu$(GPU))
+
+# Create or update every deployment in infra/prefect.yaml (schedules arrive inactive)
+deploy: $(PY)
+	$(NEED_API)
+	env -u TEXPROD_HOME $(PREFECT) --no-prompt deploy --all --prefect-file infra/prefect.yaml
+
+# Start the self-hosted stack (Postgres, Prefect server, MinIO + buckets, GPU worker) from infra/.env
+up:
+	@test -f infra/.env || { echo "cp infra/.env.example infra/.env and set its passwords first"; exit 2; }
+	$(STACK) up -d --build
+
+# Stop the self-hosted stack; volumes are kept (ARGS=-v deletes them: database, buckets, outputs)
+down:
+	$(STACK) down $(ARGS)

@@ -16,24 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = REPO / "BENCHMARKS.md"
-HEADER = (
-    "# Benchmarks\n\n"
-    "Results of the scripts in `bench/`, newest last. Each section records the date (UTC),\n"
-    "the device and the exact command; throughput is canvas pixels per second.\n"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, append_section, cpu_name, update_record  # noqa: E402
+
 CHILD_TIMEOUT_S = 1800
 WRITERS = ("tiffsave", "write_print_tiff")
 
@@ -132,16 +125,6 @@ def cached_texture(cache: Path, size: int, bands: int, seed: int) -> tuple[Path,
 # ----------------------------------------------------------------------------- parent
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=16384, help="image side in pixels")
@@ -230,17 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
 
     if not args.no_append:
-        cmd = " ".join(shlex.quote(a) for a in [Path(sys.executable).as_posix(),
-                                                "bench/bench_export.py",
-                                                *(argv if argv is not None else sys.argv[1:])])
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        section = (f"\n## {stamp} — export — {cpu_model()} ({os.cpu_count()} cores)\n\n"
-                   f"`{cmd}`\n\n{table}\n")
-        if not BENCHMARKS.exists():
-            BENCHMARKS.write_text(HEADER)
-        with BENCHMARKS.open("a") as f:
-            f.write(section)
-        print(f"appended to {BENCHMARKS}", file=sys.stderr)
+        append_section("export", cpu_name(), table)
+        for r in rows:
+            if r["writer"] == "write_print_tiff":
+                update_record("export", r["colour"].lower(), {
+                    "mb_s": round(r["raw"] / r["seconds"] / 1e6, 1), "device": cpu_name(),
+                    "size": args.size})
     return 0
 
 

@@ -16,21 +16,15 @@ import json
 import math
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = REPO / "BENCHMARKS.md"
-HEADER = (
-    "# Benchmarks\n\n"
-    "Results of the scripts in `bench/`, newest last. Each section records the date (UTC),\n"
-    "the device and the exact command; throughput is canvas pixels per second.\n"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import append_section, device_name, update_record  # noqa: E402
+
 CPU_WARMUP_PX = 512  # warm-up canvas side on the CPU
 CHILD_TIMEOUT_S = 1800
 
@@ -148,23 +142,6 @@ def _macs(gen, rf, plan, cropped: bool) -> int:
 # ----------------------------------------------------------------------------- parent
 
 
-def device_name(device: str) -> str:
-    """CPU model and core count, or the CUDA device's name."""
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name()
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} ({len(os.sched_getaffinity(0))} cores)"
-
-
 def plan_configs(device: str, size: int | None, quick: bool) -> list[Config]:
     """The default configurations for one device."""
     if device == "cpu":
@@ -242,16 +219,6 @@ def summary(rows: list[dict]) -> list[str]:
     return lines
 
 
-def append_results(text: str, devices: list[str], command: str) -> None:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    names = " + ".join(device_name(d) for d in devices)
-    section = f"\n## {stamp} — render — {names}\n\n`{command}`\n\n{text}\n"
-    if not BENCHMARKS.exists():
-        BENCHMARKS.write_text(HEADER)
-    with BENCHMARKS.open("a") as f:
-        f.write(section)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small canvas, fewer rows")
@@ -290,9 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([table(rows), "", threads, "", *summary(rows)])
     print(text)
     if not args.no_append:
-        script = Path(sys.argv[0]).resolve().relative_to(REPO, walk_up=True)
-        append_results(text, devices, shlex.join(["python", str(script), *sys.argv[1:]]))
-        print(f"\nappended to {BENCHMARKS}", file=sys.stderr)
+        append_section("render", " + ".join(device_name(d) for d in devices), text)
+        for device, precision in dict.fromkeys((r["device"], r["precision"]) for r in rows):
+            tiled = [r for r in rows if (r["device"], r["precision"]) == (device, precision)
+                     and r["mode"] == "tiled" and "error" not in r]
+            if tiled:
+                best = max(tiled, key=lambda r: r["mpx_s"])
+                update_record("render", f"{device}/{precision}", {
+                    "mpx_s": round(best["mpx_s"], 3), "device": device_name(device),
+                    "tile": best["tile"], "batch": best["batch"]})
     return 0
 
 

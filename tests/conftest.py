@@ -7,6 +7,7 @@ import functools
 import pytest
 import torch
 
+from tests.s3_server import s3_bucket, s3_server  # noqa: F401
 from texprod.generators import GeneratorConfig, random_generator
 
 torch.set_num_threads(2)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from texprod.cli import main
 from texprod.errors import SpecError
 from texprod.geometry import mm_to_px, print_geometry
 from texprod.spec import JobSpec, PrintSpec, load_spec
@@ -122,13 +123,19 @@ BAD_SPECS = [
 
 
 @pytest.mark.parametrize("print_block, message, line", BAD_SPECS)
-def test_bad_specs_name_the_field_value_and_line(tmp_path, print_block, message, line):
+def test_bad_specs_name_the_field_value_and_line(tmp_path, monkeypatch, capsys, print_block,
+                                                  message, line):
     text = "name: box\nmodel: models/x\n" + print_block
     with pytest.raises(SpecError) as info:
         load_spec(write(tmp_path, text))
     assert message in str(info.value)
     if line is not None:
         assert f"(line {line})" in str(info.value)
+    # through the command: the same message, exit status 2, and no file of any kind
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "spec.yaml"]) == 2
+    assert message in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.yaml"]
 
 
 @pytest.mark.parametrize("text, message", [

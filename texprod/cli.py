@@ -82,6 +82,41 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     init.add_argument("--name", default="", help="model name recorded in the model card")
     init.add_argument("--force", action="store_true", help="replace an existing checkpoint")
+    registry_help = "model registry, s3://BUCKET[/prefix] (default: env TEXPROD_REGISTRY)"
+    push = model_commands.add_parser(
+        "push", formatter_class=_Formatter,
+        help="publish a checkpoint to the model registry as NAME@VERSION",
+        description="Check a checkpoint, render a 512 x 512 preview and upload weights, "
+                    "preview and model card to s3://BUCKET[/prefix]/models/NAME/VERSION/. "
+                    "The model card goes up last: until it is there the version does not "
+                    "exist for list and pull.",
+    )
+    push.add_argument("path", type=Path,
+                      help="checkpoint directory (model.json + generator.safetensors)")
+    push.add_argument("ref", metavar="NAME@VERSION",
+                      help="model name and version: letters, digits, '.', '_', '-'")
+    push.add_argument("--registry", default=None, help=registry_help)
+    push.add_argument("--force", action="store_true", help="replace an existing version")
+    pull = model_commands.add_parser(
+        "pull", formatter_class=_Formatter,
+        help="fetch a model from the registry into the local cache",
+        description="Download NAME@VERSION into the local model cache (TEXPROD_CACHE, "
+                    "default ~/.cache/texprod; once per content, verified on every use) and "
+                    "print its path, or copy it to --out.",
+    )
+    pull.add_argument("ref", metavar="NAME@VERSION", help="the model to fetch")
+    pull.add_argument("--registry", default=None, help=registry_help)
+    pull.add_argument("--out", type=Path, default=None,
+                      help="also copy the checkpoint to this new directory "
+                           "(default: leave it in the cache only)")
+    listing = model_commands.add_parser(
+        "list", formatter_class=_Formatter,
+        help="list the models in the registry",
+        description="List the complete versions in the registry: name, version, "
+                    "architecture, weights size, creation time and training exemplars.",
+    )
+    listing.add_argument("--registry", default=None, help=registry_help)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     render = commands.add_parser(
         "render", formatter_class=_Formatter,
@@ -119,8 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser(
         "generate", formatter_class=_Formatter,
         help="run a print job: render, export a print-ready TIFF, proof and preflight",
-        description="Run the job a YAML spec describes and check the result. A bare name "
-                    "(box_packaging) is looked up in specs/.",
+        description="Run the job a YAML spec describes as a Prefect flow run (reporting to "
+                    "PREFECT_API_URL if set, else to an ephemeral local API) and check the "
+                    "result. A bare name (box_packaging) is looked up in specs/.",
     )
     generate.add_argument("spec", help="job spec: a YAML file or a name in specs/")
     generate.add_argument("--set", dest="overrides", action="append", default=[],
@@ -148,30 +184,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from texprod.job import check_disk_space, describe_plan, plan_job, run_job
     from texprod.spec import load_spec, resolve_spec_path
 
     spec_path = resolve_spec_path(args.spec)
-    spec = load_spec(spec_path, args.overrides)
-    plan = plan_job(spec, spec_path.parent)
-    print(describe_plan(plan))
+    spec = load_spec(spec_path, args.overrides)  # spec errors stop here, before any run
     if args.dry_run:
+        from texprod.job import check_disk_space, describe_plan, plan_job
+
+        plan = plan_job(spec, spec_path.parent)
+        print(describe_plan(plan))
         check_disk_space(plan)
         return 0
-    bar = tqdm(total=len(plan.tiles.tiles), unit="tile", desc="render", disable=None)
+    from flows.generate import generate_texture  # imports Prefect: only when running
 
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
-    try:
-        result = run_job(spec, spec_path.parent, progress=progress, plan=plan)
-    finally:
-        bar.close()
-    print(result.report.table())
-    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
-    megapixels = plan.geometry.megapixels
-    print(f"wrote {result.tiff.path} ({result.tiff.bytes / 1e6:.1f} MB): {timings}; "
-          f"{megapixels / result.timings['total']:.2f} Mpx/s end to end")
+    summary = generate_texture(spec=str(spec_path), overrides=list(args.overrides))
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())
+    for output in summary["outputs"]:
+        print(f"wrote {output['uri']} ({output['bytes'] / 1e6:.1f} MB, "
+              f"sha256 {output['sha256'][:16]}...)")
+    print(f"{summary['megapixels']:.1f} Mpx: {timings}; "
+          f"{summary['megapixels'] / summary['timings']['total']:.2f} Mpx/s end to end")
     return 0
 
 
@@ -210,6 +242,36 @@ def _models_init(args: argparse.Namespace) -> int:
           f"{config.cell_px} px per noise cell")
     return 0
 
+
+def _models_push(args: argparse.Namespace) -> int:
+    from texprod import registry
+
+    uri = registry.push(args.path, args.ref, args.registry, force=args.force)
+    print(f"pushed {args.ref} to {uri}")
+    return 0
+
+
+def _models_pull(args: argparse.Namespace) -> int:
+    from texprod import registry
+
+    path = registry.pull(args.ref, args.registry, args.out)
+    print(f"pulled {args.ref} to {path}")
+    return 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    import json
+
+    from texprod import registry
+
+    models = registry.list_models(args.registry)
+    if args.json:
+        print(json.dumps(models, indent=2))
+    elif not models:
+        print(f"no models in {registry.resolve_registry(args.registry)}")
+    else:
+        print(registry.format_table(models))
+    return 0
 
 def repeat_period(width: int, height: int, cell_px: int) -> tuple[int, int]:
     """Period in cells for a --repeat image, or an error naming the nearest valid sizes."""
@@ -285,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     handlers = {"models": _models_init, "render": _render, "generate": _generate,
                 "inspect": _inspect}
+    if args.command == "models" and args.models_command != "init":
+        handlers["models"] = {"push": _models_push, "pull": _models_pull,
+                              "list": _models_list}[args.models_command]
     try:
         return handlers[args.command](args)
     except TexprodError as e:

@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from texprod.printfile import TiffOptions, WrittenTiff, bigtiff_decision, write_
 from texprod.proof import make_proof
 from texprod.render import Renderer, default_tiling, render_reference, resolve_device
 from texprod.spec import JobSpec
-from texprod.storage import resolve_model
+from texprod.storage import is_s3, resolve_model, split_s3, upload_file
 from texprod.tiling import TilePlan, plan_tiles
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,20 @@ class PreflightError(TexprodError):
 
 @dataclass(frozen=True)
 class JobOutputs:
+    """Where the files are written locally and, for s3:// output dirs, where they go."""
+
     tiff: Path
     proof: Path | None
     thumbnail: Path | None
+    remote_dir: str | None = None  # s3://bucket/prefix/ when output.dir is on S3
+
+    @property
+    def local(self) -> list[Path]:
+        return [p for p in (self.tiff, self.proof, self.thumbnail) if p is not None]
+
+    def final(self, path: Path) -> str:
+        """The output's final location: its S3 URI, or the local path."""
+        return f"{self.remote_dir}{path.name}" if self.remote_dir else str(path)
 
 
 @dataclass
@@ -95,9 +107,15 @@ class JobResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def plan_job(spec: JobSpec, spec_dir: Path | None = None) -> JobPlan:
-    """Resolve and check everything a job needs; raises before any rendering."""
-    model_path = resolve_model(spec.model, spec_dir)
+def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | None = None
+             ) -> JobPlan:
+    """Resolve and check everything a job needs; raises before any rendering.
+
+    `model_path`: the model already fetched to a local checkpoint (the flow fetches it in a
+    task of its own, with retries); otherwise the spec's model reference is resolved here.
+    """
+    if model_path is None:
+        model_path = resolve_model(spec.model, spec_dir, registry=spec.registry)
     checkpoint = load_checkpoint(model_path)
     config = checkpoint.generator.config
     if config.out_channels != 3:
@@ -126,12 +144,21 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None) -> JobPlan:
                        x0=x0, y0=y0)
 
     digest = spec.digest(checkpoint.digest)
-    out_dir = Path(spec.output.dir).expanduser()
+    remote_dir = None
+    if is_s3(spec.output.dir):
+        split_s3(spec.output.dir)  # validates the URI
+        remote_dir = spec.output.dir.rstrip("/") + "/"
+        # staged locally, uploaded when complete
+        out_dir = Path(spec.render.scratch_dir or tempfile.gettempdir()).expanduser() \
+            / "texprod-staging"
+    else:
+        out_dir = Path(spec.output.dir).expanduser()
     stem = f"{spec.name}-{digest[:12]}"
     outputs = JobOutputs(
         tiff=out_dir / f"{stem}.tif",
         proof=out_dir / f"{stem}.proof.jpg" if spec.output.proof else None,
         thumbnail=out_dir / f"{stem}.thumb.jpg" if spec.output.proof else None,
+        remote_dir=remote_dir,
     )
     scratch_dir = Path(spec.render.scratch_dir).expanduser() if spec.render.scratch_dir \
         else out_dir
@@ -156,7 +183,7 @@ def check_disk_space(plan: JobPlan) -> None:
         ("scratch canvas", plan.scratch_path.parent, plan.scratch_bytes),
         ("output", plan.outputs.tiff.parent, plan.output_bytes),
     ):
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = _existing_ancestor(directory)  # a dry run creates no directories
         key = next((d for d in needs if d.stat().st_dev == directory.stat().st_dev), directory)
         needs.setdefault(key, []).append((label, size))
     for directory, items in needs.items():
@@ -169,6 +196,13 @@ def check_disk_space(plan: JobPlan) -> None:
                 f"({what} + {_size(DISK_MARGIN)} headroom); free space there or point "
                 "render.scratch_dir / output.dir elsewhere"
             )
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _size(n: float) -> str:
@@ -192,10 +226,12 @@ def open_canvas(plan: JobPlan) -> ScratchCanvas:
 
 
 def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = None,
-               progress: Progress | None = None) -> list[int]:
+               progress: Progress | None = None, renderer: Renderer | None = None
+               ) -> list[int]:
     """Render the plan's tile bands (all, or the given ones) into the canvas.
 
     Bands the canvas already has (a resumed job) are skipped. Returns the bands rendered.
+    Pass a `renderer` to reuse one prepared generator across calls (one band per call).
     """
     generator = plan.checkpoint.generator
     field = NoiseField(generator.config, plan.spec.seed, waves=generator.waves,
@@ -220,7 +256,7 @@ def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = N
             if progress:
                 progress(total, total)
             return todo
-        renderer = Renderer(generator, device=plan.device, precision=plan.spec.render.precision)
+        renderer = renderer or make_renderer(plan)
         for band in todo:
             sub = _band_plan(plan.tiles, band)
             for tile, pixels in renderer.tiles(field, sub, batch=plan.batch, output=output):
@@ -231,6 +267,11 @@ def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = N
     except OSError as e:
         raise _disk_error(e, plan.scratch_path) from None
     return todo
+
+
+def make_renderer(plan: JobPlan) -> Renderer:
+    return Renderer(plan.checkpoint.generator, device=plan.device,
+                    precision=plan.spec.render.precision)
 
 
 def _band_plan(plan: TilePlan, band: int) -> TilePlan:
@@ -338,6 +379,27 @@ def preflight_job(plan: JobPlan, path: Path | None = None) -> InspectionReport:
     return inspect_tiff(path or plan.outputs.tiff, expectations(plan))
 
 
+def upload_job(plan: JobPlan) -> list[dict]:
+    """Upload the finished local outputs to the S3 output dir, then drop the staged copies.
+
+    Each object appears at its final key only when its upload completes.
+    """
+    if plan.outputs.remote_dir is None:
+        return []
+    metadata = {"spec-digest": plan.spec_digest, "model-digest": plan.checkpoint.digest,
+                "seed": str(plan.spec.seed), "texprod-version": __version__,
+                "spec-name": plan.spec.name}
+    types = {".tif": "image/tiff", ".jpg": "image/jpeg"}
+    uploaded = []
+    # the TIFF last: a consumer that sees it sees a complete set
+    for path in sorted(plan.outputs.local, key=lambda p: p == plan.outputs.tiff):
+        uploaded.append(upload_file(path, plan.outputs.final(path), metadata=metadata,
+                                    content_type=types.get(path.suffix)))
+    for path in plan.outputs.local:
+        path.unlink(missing_ok=True)
+    return uploaded
+
+
 def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | None = None,
             plan: JobPlan | None = None) -> JobResult:
     """The whole job on this machine. On failure it leaves no scratch and no output."""
@@ -347,6 +409,7 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
     check_disk_space(plan)
     timings["plan"] = time.perf_counter() - started
     written_paths: list[Path] = []
+    plan.outputs.tiff.parent.mkdir(parents=True, exist_ok=True)
     canvas = open_canvas(plan)
     try:
         t = time.perf_counter()
@@ -364,6 +427,9 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         timings["preflight"] = time.perf_counter() - t
         if not report.ok:
             raise PreflightError(f"preflight failed for {plan.outputs.tiff}:\n{report.table()}")
+        t = time.perf_counter()
+        if upload_job(plan):
+            timings["upload"] = time.perf_counter() - t
     except BaseException:
         for path in written_paths:  # a failed job leaves no output behind
             path.unlink(missing_ok=True)
@@ -441,8 +507,8 @@ def describe_plan(plan: JobPlan) -> str:
         ("disk", f"scratch {_size(plan.scratch_bytes)} in {plan.scratch_path.parent}, output "
                  f"at most {_size(plan.output_bytes)} in {plan.outputs.tiff.parent}"),
         ("estimate", plan.estimate),
-        ("outputs", ", ".join(str(p) for p in (plan.outputs.tiff, plan.outputs.proof,
-                                                 plan.outputs.thumbnail) if p is not None)),
+        ("outputs", ", ".join(plan.outputs.final(p) for p in plan.outputs.local)
+         + (f" (staged in {plan.outputs.tiff.parent})" if plan.outputs.remote_dir else "")),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -124,7 +124,7 @@ class RenderSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    dir: str = Field("out/", description="output directory")
+    dir: str = Field("out/", description="output directory, or s3://bucket/prefix/")
     proof: bool = Field(True, description="write an sRGB proof JPEG and a thumbnail")
 
 
@@ -147,8 +147,12 @@ def _check_model(value: str) -> str:
 class JobSpec(_Strict):
     name: Annotated[str, AfterValidator(_check_name)] = Field(description="used in output names")
     model: Annotated[str, AfterValidator(_check_model)] = Field(
-        description="generator checkpoint: a local path")
+        description="generator: a checkpoint path, s3://bucket/prefix, NAME@VERSION from the "
+                    "registry, or bundled:NAME")
     description: str = Field("", description="free text, recorded in the provenance")
+    registry: str | None = Field(
+        None, description="model registry s3://BUCKET[/prefix] that NAME@VERSION models are "
+                          "resolved against (default: the TEXPROD_REGISTRY environment variable)")
     seed: Annotated[int, _between(0, 2**64 - 1)] = Field(0, description="noise seed")
     texture: TextureSpec = TextureSpec()
     print: PrintSpec
@@ -163,7 +167,7 @@ class JobSpec(_Strict):
         and directories do not change the image (tiles are exact) and are left out.
         """
         content = self.model_dump(mode="json", exclude={"name", "model", "description",
-                                                        "output"})
+                                                        "output", "registry"})
         content["render"] = {"precision": self.render.precision}
         content["model_digest"] = model_digest
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))

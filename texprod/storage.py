@@ -1,19 +1,865 @@
-"""Where things are: model references and output locations.
+"""Where things are: model references, local paths and S3 objects, the model cache.
 
-For now: local paths and models bundled with the package (`bundled:NAME`); S3 URIs and the
-model registry come with the production-job work.
+One interface for local paths and ``s3://bucket/key`` URIs:
+
+- ``upload_file`` / ``upload_bytes``: an object appears at its final key only when complete
+  (multipart uploads become visible on CompleteMultipartUpload, and every failure aborts
+  the multipart upload; a single PUT is atomic). Every upload carries an SHA-256 checksum
+  that S3 verifies, and the whole file's SHA-256 in the object's metadata (``sha256``).
+- ``download_file``: into a temporary file beside the target, checked (size, SHA-256), then
+  renamed; nothing partial is left on failure.
+- ``fetch_model``: a checkpoint directory on S3, downloaded once into a local cache keyed
+  by its content digest and verified on every use.
+- ``resolve_model``: a spec's ``model`` (path, ``bundled:NAME``, ``s3://...`` or
+  ``NAME@VERSION`` from the registry) as a local checkpoint path.
+
+S3 settings come from the standard AWS chain (environment, ``AWS_PROFILE``, config files,
+instance roles) plus these variables:
+
+=============================  ==============================================================
+``AWS_ENDPOINT_URL``           S3-compatible endpoint (MinIO, moto); honoured by boto3 itself
+``AWS_REGION``                 region (else ``AWS_DEFAULT_REGION``, else us-east-1)
+``TEXPROD_S3_MAX_ATTEMPTS``    attempts per request, including the first (default 5)
+``TEXPROD_S3_CONNECT_TIMEOUT`` seconds (default 10)
+``TEXPROD_S3_READ_TIMEOUT``    seconds (default 60)
+``TEXPROD_S3_PART_SIZE``       multipart part size and threshold in bytes (default 16 MiB)
+``TEXPROD_S3_CONCURRENCY``     parallel part transfers (default 8)
+``TEXPROD_S3_ADDRESSING_STYLE`` auto | path | virtual (default: path with a custom endpoint)
+``TEXPROD_CACHE``              local cache directory (default ~/.cache/texprod)
+``TEXPROD_REGISTRY``           model registry, ``s3://BUCKET[/prefix]`` (see registry.py)
+=============================  ==============================================================
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import mimetypes
 import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from texprod.errors import SpecError
+from texprod.errors import CheckpointError, ConfigError, SpecError, TexprodError
+
+log = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
 BUNDLED_DIR = resources.files("texprod") / "data" / "models"
+
+S3_SCHEME = "s3://"
+DEFAULT_REGION = "us-east-1"
+MiB = 2**20
+DEFAULT_PART_SIZE = 16 * MiB
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
+WEIGHTS_FILE = "generator.safetensors"
+CARD_FILE = "model.json"
+SOURCE_FILE = "source.json"
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_META_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "TokenRefreshRequired", "InvalidClientTokenId", "AuthFailure", "UnrecognizedClientException",
+}
+_DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "403", "Forbidden"}
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+class StorageError(TexprodError):
+    """A transfer or lookup that failed; the message names the URI and the cause."""
+
+    transient = False  # worth retrying later (the flow retries only these)
+
+
+class NoSuchObject(StorageError):
+    """The object (or the local file) does not exist."""
+
+
+class NoSuchBucket(StorageError):
+    """The bucket does not exist."""
+
+
+class CredentialsError(StorageError):
+    """No credentials were found, or the server rejected them."""
+
+
+class AccessDenied(StorageError):
+    """The credentials are valid but lack permission."""
+
+
+class EndpointUnreachable(StorageError):
+    """The S3 endpoint could not be reached (after the configured retries)."""
+
+    transient = True
+
+
+class IntegrityError(StorageError):
+    """Transferred bytes that do not match their size or checksum."""
+
+    transient = True
+
+
+# -- URIs ----------------------------------------------------------------------------------
+
+
+def is_s3(uri: str | os.PathLike) -> bool:
+    """Whether `uri` is an ``s3://`` URI (anything else is a local path)."""
+    return isinstance(uri, str) and uri.startswith(S3_SCHEME)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> ("bucket", "some/key"); the key may be empty."""
+    if not is_s3(uri):
+        raise StorageError(f"{uri!r}: not an S3 URI, expected s3://BUCKET/KEY")
+    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise StorageError(
+            f"{uri!r}: bucket {bucket!r} is not a valid bucket name (3-63 characters: "
+            "lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
+        )
+    return bucket, key
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Append path parts to an S3 URI or a local path."""
+    if is_s3(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(base).joinpath(*parts))
+
+
+def _object(uri: str) -> tuple[str, str]:
+    bucket, key = split_s3(uri)
+    if not key or key.endswith("/"):
+        raise StorageError(f"{uri!r}: names a bucket or a prefix, expected s3://BUCKET/KEY")
+    return bucket, key
+
+
+def _check_scheme(uri: str | os.PathLike) -> None:
+    text = os.fspath(uri)
+    if not is_s3(text) and (re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text)
+                            or text.lower().startswith("s3:")):
+        raise StorageError(f"{text!r}: unsupported location; use a local path or "
+                           "s3://BUCKET/KEY")
+
+
+# -- client --------------------------------------------------------------------------------
+
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _env_number(name: str, default: float, minimum: float, kind: type = int) -> Any:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return kind(default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{name}: got {text!r}, must be a number >= {minimum}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: got {text!r}, must be >= {minimum}")
+    return value
+
+
+def _endpoint_setting() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def s3_region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def max_attempts() -> int:
+    return _env_number("TEXPROD_S3_MAX_ATTEMPTS", 5, 1)
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client with texprod's settings, cached per endpoint and region.
+
+    Credentials and the endpoint come from boto3's standard chain (``AWS_ENDPOINT_URL`` is
+    honoured by boto3 itself). Requests are retried (standard mode: exponential backoff
+    with jitter on throttling, 5xx and connection errors) up to ``TEXPROD_S3_MAX_ATTEMPTS``
+    attempts. Checksums are only computed or validated where texprod asks for them, so
+    S3-compatible stores that reject the default CRC trailers work too.
+    """
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    endpoint = _endpoint_setting()
+    region = s3_region()
+    attempts = max_attempts()
+    connect = _env_number("TEXPROD_S3_CONNECT_TIMEOUT", 10, 0.1, float)
+    read = _env_number("TEXPROD_S3_READ_TIMEOUT", 60, 0.1, float)
+    style = os.environ.get("TEXPROD_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
+    if style not in ("auto", "path", "virtual"):
+        raise ConfigError(f"TEXPROD_S3_ADDRESSING_STYLE: got {style!r}, "
+                          "must be auto, path or virtual")
+    # a fingerprint of the credential settings is part of the key, so that credentials
+    # changed in the environment take effect (boto3 reads them when a client is made)
+    credentials = hashlib.sha256("\0".join(os.environ.get(k, "") for k in (
+        "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    )).encode()).hexdigest()
+    key = (endpoint, region, attempts, connect, read, style, credentials)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            config = Config(
+                region_name=region,
+                signature_version="s3v4",
+                s3={"addressing_style": style},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                # botocore's "max_attempts" counts retries (N + 1 requests in all);
+                # "total_max_attempts" counts every attempt, like AWS_MAX_ATTEMPTS
+                retries={"total_max_attempts": attempts, "mode": "standard"},
+                connect_timeout=connect,
+                read_timeout=read,
+                max_pool_connections=max(10, _concurrency() + 2),
+            )
+            try:  # sessions are not thread-safe: one per client, made under the lock
+                client = boto3.session.Session(region_name=region).client("s3", config=config)
+            except BotoCoreError as e:  # e.g. AWS_PROFILE names no profile
+                raise CredentialsError(f"cannot set up the S3 client: {e}") from None
+            _clients[key] = client
+    return client
+
+
+def clear_client_cache() -> None:
+    """Forget cached clients (after changing credentials in the environment, in tests)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+def _concurrency() -> int:
+    return _env_number("TEXPROD_S3_CONCURRENCY", 8, 1)
+
+
+def _transfer_config(part_size: int | None = None) -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    part = part_size if part_size is not None else _env_number(
+        "TEXPROD_S3_PART_SIZE", DEFAULT_PART_SIZE, MIN_PART_SIZE)
+    if part < MIN_PART_SIZE:
+        raise ConfigError(f"part size: got {part} bytes, S3 needs at least {MIN_PART_SIZE}")
+    concurrency = _concurrency()
+    # s3transfer raises the part size by itself where a file would need > 10,000 parts
+    config = TransferConfig(multipart_threshold=part, multipart_chunksize=part,
+                            max_concurrency=concurrency, preferred_transfer_client="classic")
+    # boto3's TransferConfig does not take these, s3transfer reads them: bound the parts
+    # buffered in memory (default 10 of up to 16 MiB each for uploads)
+    config.max_in_memory_upload_chunks = concurrency
+    return config
+
+
+# -- error mapping -------------------------------------------------------------------------
+
+
+def _endpoint_of(client: Any | None) -> str:
+    if client is not None:
+        return client.meta.endpoint_url
+    return _endpoint_setting() or f"https://s3.{s3_region()}.amazonaws.com"
+
+
+def _map_error(exc: BaseException, uri: str, action: str, client: Any | None) -> StorageError:
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return CredentialsError(
+            f"no usable S3 credentials for {uri}: {exc} (set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+        )
+    if isinstance(exc, ConnectionError):  # EndpointConnectionError, ConnectTimeout, ...
+        return EndpointUnreachable(
+            f"cannot reach the S3 endpoint {_endpoint_of(client)} to {action} {uri} "
+            f"(tried {max_attempts()} times): {exc}; is the endpoint right "
+            "(AWS_ENDPOINT_URL) and the server up?"
+        )
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = error.get("Message") or ""
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        bucket = split_s3(uri)[0] if is_s3(uri) else uri
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NoSuchObject(f"{uri}: no such object")
+        if code == "NoSuchBucket":
+            return NoSuchBucket(f"s3://{bucket}: no such bucket (at {_endpoint_of(client)}; "
+                                f"needed to {action} {uri})")
+        if code in _CREDENTIAL_CODES:
+            return CredentialsError(
+                f"S3 credentials rejected for {uri}: {code}: {message} (check "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE, "
+                f"and that they belong to {_endpoint_of(client)})"
+            )
+        if code in _DENIED_CODES:
+            return AccessDenied(f"access denied to {uri} ({action}): "
+                                f"{message or 'HTTP 403 Forbidden'}")
+        if code in ("PreconditionFailed", "412"):
+            return IntegrityError(f"{uri}: the object changed while it was being read "
+                                  f"({action}); try again")
+        return StorageError(f"{uri}: S3 {action} failed: {code or status}: {message}")
+    from botocore.exceptions import BotoCoreError
+    from s3transfer.exceptions import RetriesExceededError
+
+    if isinstance(exc, RetriesExceededError):
+        return EndpointUnreachable(f"{uri}: {action} kept failing: {exc.last_exception}")
+    if isinstance(exc, BotoCoreError):
+        return StorageError(f"{uri}: S3 {action} failed: {exc}")
+    raise TypeError(f"not an S3 error: {exc!r}")
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str, action: str, client: Any | None = None) -> Iterator[None]:
+    """Turn botocore / s3transfer errors into StorageError subclasses naming the cause."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from s3transfer.exceptions import RetriesExceededError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError, RetriesExceededError) as e:
+        raise _map_error(e, uri, action, client) from e
+
+
+def _diagnose(client: Any, uri: str, action: str) -> None:
+    """After a HEAD answered 403 / 404 (HEAD responses have no error body): ask a request
+    that does carry an error code, so missing buckets and bad credentials are named."""
+    bucket, key = split_s3(uri)
+    with _s3_errors(uri, action, client):
+        client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+
+
+def _head(client: Any, uri: str, action: str = "look up") -> dict[str, Any] | None:
+    """HEAD an object: its headers, or None if the bucket exists and the key does not."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = _object(uri)
+    try:
+        with _s3_errors(uri, action, client):
+            return client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except StorageError as e:
+        if not isinstance(e.__cause__, ClientError):
+            raise
+        _diagnose(client, uri, action)  # raises NoSuchBucket, CredentialsError, ...
+        if isinstance(e, NoSuchObject):
+            return None
+        raise
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _metadata(metadata: dict[str, str] | None, sha256: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in (metadata or {}).items():
+        k = str(key).lower()
+        v = str(value)
+        if not _META_KEY_RE.match(k):
+            raise StorageError(f"metadata: key {key!r} must be lowercase letters, digits and "
+                               "'-' (S3 sends metadata as HTTP headers)")
+        if not v.isascii() or any(ord(c) < 32 for c in v):
+            raise StorageError(f"metadata.{key}: got {value!r}, must be printable ASCII")
+        out[k] = v
+    out.setdefault("sha256", sha256)
+    if sum(len(k) + len(v) for k, v in out.items()) > 2048:
+        raise StorageError("metadata: more than 2 KB in total (S3's limit for user metadata)")
+    return out
+
+
+def _content_type(name: str, content_type: str | None) -> str:
+    if content_type:
+        return content_type
+    guessed, _ = mimetypes.guess_type(name)
+    if name.endswith(".json"):
+        return "application/json"
+    return guessed or "application/octet-stream"
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') if value else value
+
+
+def _subscribers(progress: Callable[[int], None] | None = None, size: int | None = None,
+                 etag: str | None = None) -> list[Any]:
+    """s3transfer subscribers: forward the bytes transferred to `progress(int)`; give a
+    download the size and ETag we already know (it then skips its own HEAD, and every
+    ranged GET carries If-Match: that ETag, so a concurrent overwrite fails the download)."""
+    from s3transfer.subscribers import BaseSubscriber
+
+    class Subscriber(BaseSubscriber):
+        def on_queued(self, future: Any, **kwargs: Any) -> None:
+            if size is not None and etag is not None:
+                future.meta.provide_transfer_size(size)
+                future.meta.provide_object_etag(etag)
+
+        def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+            if progress is not None:
+                progress(bytes_transferred)
+
+    return [Subscriber()]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(name, 0o644)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_copy(src: Path, dest: Path, expected_sha256: str | None = None) -> str:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, name)
+        digest = sha256_file(name)
+        if expected_sha256 and digest != expected_sha256:
+            raise IntegrityError(f"{src}: sha256 {digest} does not match the expected "
+                                 f"{expected_sha256}")
+        os.chmod(name, 0o644)
+        os.replace(name, dest)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+# -- transfers -----------------------------------------------------------------------------
+
+
+def upload_file(
+    local: str | os.PathLike,
+    uri: str,
+    metadata: dict[str, str] | None = None,
+    content_type: str | None = None,
+    *,
+    part_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Upload a file; the object appears at `uri` only when complete.
+
+    Files above the part size (default 16 MiB, ``TEXPROD_S3_PART_SIZE``) go up as a parallel
+    multipart upload that any failure (or Ctrl-C) aborts; smaller ones as one PUT. Every
+    request carries an SHA-256 checksum the server verifies, and the object's metadata gets
+    the whole file's ``sha256`` (besides `metadata`). A local `uri` is an atomic copy.
+    `progress` is called with byte counts as they are sent.
+
+    Returns {"uri", "etag", "sha256", "bytes"} (etag is None for local copies).
+    """
+    from boto3.s3.transfer import create_transfer_manager
+
+    _check_scheme(uri)
+    src = Path(local)
+    if not src.is_file():
+        raise NoSuchObject(f"{src}: no such file to upload")
+    size = src.stat().st_size
+    digest = sha256_file(src)
+    meta = _metadata(metadata, digest)
+    if not is_s3(uri):
+        dest = Path(uri)
+        _atomic_copy(src, dest, digest)
+        return {"uri": str(dest), "etag": None, "sha256": digest, "bytes": size}
+
+    bucket, key = _object(uri)
+    client = s3_client()
+    extra = {"Metadata": meta, "ContentType": _content_type(src.name, content_type),
+             "ChecksumAlgorithm": "SHA256"}
+    subscribers = _subscribers(progress)
+    log.info("uploading %s (%d bytes) to %s", src, size, uri)
+    with _s3_errors(uri, "upload", client):
+        # s3transfer registers abort_multipart_upload as a failure cleanup as soon as the
+        # upload is created; leaving the `with` on an exception (KeyboardInterrupt included)
+        # cancels outstanding parts and runs it, so no multipart upload is left behind.
+        with create_transfer_manager(client, _transfer_config(part_size)) as manager:
+            future = manager.upload(str(src), bucket, key, extra_args=extra,
+                                    subscribers=subscribers)
+            future.result()
+        head = client.head_object(Bucket=bucket, Key=key)
+    if head["ContentLength"] != size:
+        raise IntegrityError(f"{uri}: uploaded {size} bytes, the server holds "
+                             f"{head['ContentLength']}")
+    return {"uri": uri, "etag": _etag(head.get("ETag")), "sha256": digest, "bytes": size}
+
+
+def upload_bytes(
+    data: bytes,
+    uri: str,
+    metadata: dict[str, str] | None = None,
+    content_type: str | None = None,
+) -> dict[str, Any]:
+    """Upload bytes as one object (one PUT with an SHA-256 checksum; atomic)."""
+    _check_scheme(uri)
+    digest = hashlib.sha256(data).hexdigest()
+    meta = _metadata(metadata, digest)
+    if not is_s3(uri):
+        _atomic_write_bytes(Path(uri), data)
+        return {"uri": uri, "etag": None, "sha256": digest, "bytes": len(data)}
+    bucket, key = _object(uri)
+    client = s3_client()
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    with _s3_errors(uri, "upload", client):
+        response = client.put_object(
+            Bucket=bucket, Key=key, Body=data, Metadata=meta,
+            ContentType=_content_type(key.rsplit("/", 1)[-1], content_type),
+            ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
+        )
+    return {"uri": uri, "etag": _etag(response.get("ETag")), "sha256": digest,
+            "bytes": len(data)}
+
+
+def download_file(
+    uri: str,
+    local: str | os.PathLike,
+    expected_sha256: str | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Download an object to `local` (replacing it), verified, atomically.
+
+    The bytes go to a temporary file in the target's directory; the size must match the
+    object's and the SHA-256 must match `expected_sha256` (or, if not given, the ``sha256``
+    the object's metadata records, when it has one) before the file is renamed into place.
+    Ranged parallel GETs are pinned to the object's ETag, so a concurrent overwrite fails
+    instead of mixing versions. Returns {"uri", "path", "etag", "sha256", "bytes"}.
+    """
+    from boto3.s3.transfer import create_transfer_manager
+
+    _check_scheme(uri)
+    dest = Path(local)
+    if expected_sha256 is not None and not _SHA256_RE.match(expected_sha256):
+        raise ConfigError(f"expected_sha256: got {expected_sha256!r}, must be 64 hex digits")
+    if not is_s3(uri):
+        src = Path(uri)
+        if not src.is_file():
+            raise NoSuchObject(f"{src}: no such file")
+        digest = _atomic_copy(src, dest, expected_sha256)
+        return {"uri": uri, "path": dest, "etag": None, "sha256": digest,
+                "bytes": dest.stat().st_size}
+
+    bucket, key = _object(uri)
+    client = s3_client()
+    head = _head(client, uri, "download")
+    if head is None:
+        raise NoSuchObject(f"{uri}: no such object")
+    size, etag = head["ContentLength"], head.get("ETag")
+    recorded = head.get("Metadata", {}).get("sha256")
+    want, source = (expected_sha256, "the expected") if expected_sha256 else (
+        (recorded, "the object's metadata") if recorded and _SHA256_RE.match(recorded)
+        else (None, ""))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    subscribers = _subscribers(progress, size, etag)
+    try:
+        with os.fdopen(fd, "wb") as f, _s3_errors(uri, "download", client), \
+                create_transfer_manager(client, _transfer_config()) as manager:
+            manager.download(bucket, key, f, subscribers=subscribers).result()
+        got = os.path.getsize(name)
+        if got != size:
+            raise IntegrityError(f"{uri}: downloaded {got} bytes, the object has {size}")
+        digest = sha256_file(name)
+        if want and digest != want:
+            raise IntegrityError(f"{uri}: sha256 mismatch: the download has {digest}, "
+                                 f"{source} sha256 is {want}")
+        os.chmod(name, 0o644)
+        os.replace(name, dest)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return {"uri": uri, "path": dest, "etag": _etag(etag), "sha256": digest, "bytes": size}
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of an object (or local file); for small things like model cards."""
+    return _read(uri)[0]
+
+
+def _read(uri: str) -> tuple[bytes, str | None]:
+    _check_scheme(uri)
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.is_file():
+            raise NoSuchObject(f"{path}: no such file")
+        return path.read_bytes(), None
+    bucket, key = _object(uri)
+    client = s3_client()
+    with _s3_errors(uri, "read", client):
+        response = client.get_object(Bucket=bucket, Key=key)
+        with contextlib.closing(response["Body"]) as body:
+            data = body.read()
+    if len(data) != response["ContentLength"]:
+        raise IntegrityError(f"{uri}: read {len(data)} bytes, expected "
+                             f"{response['ContentLength']}")
+    return data, _etag(response.get("ETag"))
+
+
+def exists(uri: str) -> bool:
+    """Whether the object (or local path) exists. A missing bucket is an error, not False."""
+    _check_scheme(uri)
+    if not is_s3(uri):
+        return Path(uri).exists()
+    return _head(s3_client(), uri) is not None
+
+
+def head(uri: str) -> dict[str, Any] | None:
+    """An object's size, ETag, metadata, content type and checksum; None if missing."""
+    response = _head(s3_client(), uri)
+    if response is None:
+        return None
+    return {"uri": uri, "bytes": response["ContentLength"], "etag": _etag(response.get("ETag")),
+            "metadata": response.get("Metadata", {}), "content_type": response.get("ContentType"),
+            "checksum_sha256": response.get("ChecksumSHA256"),
+            "last_modified": response.get("LastModified")}
+
+
+def list_objects(prefix_uri: str) -> list[dict[str, Any]]:
+    """Objects whose URI starts with `prefix_uri`: {"uri", "key", "bytes", "etag",
+    "last_modified"}, sorted by URI. A local prefix lists the files below a directory."""
+    _check_scheme(prefix_uri)
+    if not is_s3(prefix_uri):
+        root = Path(prefix_uri)
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        return [{"uri": str(p), "key": str(p), "bytes": p.stat().st_size, "etag": None,
+                 "last_modified": dt.datetime.fromtimestamp(p.stat().st_mtime, dt.UTC)}
+                for p in files]
+    bucket, prefix = split_s3(prefix_uri)
+    client = s3_client()
+    out = []
+    with _s3_errors(prefix_uri, "list", client):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                     Prefix=prefix):
+            for item in page.get("Contents", []):
+                out.append({"uri": f"{S3_SCHEME}{bucket}/{item['Key']}", "key": item["Key"],
+                            "bytes": item["Size"], "etag": _etag(item.get("ETag")),
+                            "last_modified": item.get("LastModified")})
+    return sorted(out, key=lambda o: o["uri"])
+
+
+def list_keys(prefix_uri: str) -> list[str]:
+    """URIs of the objects under `prefix_uri` (a plain string prefix), sorted."""
+    return [o["uri"] for o in list_objects(prefix_uri)]
+
+
+def delete(uri: str) -> None:
+    """Delete an object or a local file (no error if it is already gone)."""
+    _check_scheme(uri)
+    if not is_s3(uri):
+        Path(uri).unlink(missing_ok=True)
+        return
+    bucket, key = _object(uri)
+    client = s3_client()
+    with _s3_errors(uri, "delete", client):
+        client.delete_object(Bucket=bucket, Key=key)
+
+
+def presigned_url(uri: str, expires_s: int = MAX_PRESIGN_S) -> str:
+    """A URL anyone can GET the object with, for `expires_s` seconds (at most 7 days).
+
+    It is signed locally: it does not check that the object exists. A local path gives
+    its file:// URI.
+    """
+    _check_scheme(uri)
+    if not 1 <= expires_s <= MAX_PRESIGN_S:
+        raise ConfigError(f"expires_s: got {expires_s}, must be between 1 and {MAX_PRESIGN_S} "
+                          "(7 days, the limit of SigV4 presigned URLs)")
+    if not is_s3(uri):
+        return Path(uri).resolve().as_uri()
+    bucket, key = _object(uri)
+    client = s3_client()
+    with _s3_errors(uri, "presign", client):
+        return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                             ExpiresIn=int(expires_s))
+
+
+# -- model cache ---------------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    """The local cache directory: ``TEXPROD_CACHE``, default ``~/.cache/texprod``."""
+    return Path(os.environ.get("TEXPROD_CACHE") or "~/.cache/texprod").expanduser()
+
+
+def _checkpoint_prefix(uri: str) -> str:
+    base = uri.rstrip("/")
+    for name in (f"/{CARD_FILE}", f"/{WEIGHTS_FILE}"):
+        if base.endswith(name):
+            base = base.removesuffix(name)
+    _object(base + "/" + CARD_FILE)  # validates bucket and key
+    return base
+
+
+def _parse_card(card_bytes: bytes, card_uri: str) -> tuple[str, str]:
+    """(weights file name, weights sha256) from a model card's bytes."""
+    try:
+        card = json.loads(card_bytes)
+        weights = card["weights"]
+        sha = weights["sha256"]
+        name = weights.get("file", WEIGHTS_FILE)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{card_uri}: not a texprod model card (weights.sha256 is "
+                              f"needed to cache the model): {e!r}") from None
+    if not isinstance(sha, str) or not _SHA256_RE.match(sha):
+        raise CheckpointError(f"{card_uri}: weights.sha256: got {sha!r}, expected 64 hex digits")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name \
+            or name in (".", ".."):
+        raise CheckpointError(f"{card_uri}: weights.file: got {name!r}, expected a file name")
+    return name, sha
+
+
+def _content_digest(card_bytes: bytes, weights_sha256: str) -> str:
+    card_sha = hashlib.sha256(card_bytes).hexdigest()
+    return hashlib.sha256(f"{weights_sha256}:{card_sha}".encode()).hexdigest()
+
+
+def _verify_entry(path: Path, digest: str) -> bool:
+    """Whether a cache entry is whole: the card hashes to its digest and the weights match."""
+    card_path = path / CARD_FILE
+    if not card_path.is_file():
+        return False
+    card_bytes = card_path.read_bytes()
+    try:
+        name, sha = _parse_card(card_bytes, str(card_path))
+    except CheckpointError:
+        return False
+    weights = path / name
+    if _content_digest(card_bytes, sha) != digest or not weights.is_file():
+        return False
+    return sha256_file(weights) == sha
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _remove_tree(path: Path) -> None:
+    """Move a directory aside (atomic) and delete it."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{threading.get_ident()}")
+    try:
+        path.rename(trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def fetch_model(uri: str) -> Path:
+    """A checkpoint directory on S3 as a verified local directory in the model cache.
+
+    `uri` names the directory (``s3://bucket/.../NAME``, or its model.json). The entry is
+    keyed by content (the weights' SHA-256 from the card and the card's own SHA-256), so
+    models are stored once however many URIs name them. A later fetch costs two HEAD
+    requests when the remote ETags (recorded in ``source.json`` and an index by URI) are
+    unchanged; the weights are re-hashed on every use and a corrupt entry is fetched again.
+    A local path is returned as it is.
+    """
+    _check_scheme(uri)
+    if not is_s3(uri):
+        return Path(uri)
+    base = _checkpoint_prefix(uri)
+    card_uri = f"{base}/{CARD_FILE}"
+    root = cache_root() / "models"
+    index = root / "by-uri" / f"{hashlib.sha256(base.encode()).hexdigest()[:32]}.json"
+    client = s3_client()
+
+    card_head = _head(client, card_uri, "fetch the model")
+    if card_head is None:
+        raise NoSuchObject(f"{card_uri}: no such object (is {base} a checkpoint directory? "
+                           f"it needs {CARD_FILE} and {WEIGHTS_FILE})")
+    entry = _read_json(index)
+    if entry and entry.get("etags", {}).get(CARD_FILE) == _etag(card_head.get("ETag")):
+        name = entry.get("weights_file", WEIGHTS_FILE)
+        weights_head = _head(client, f"{base}/{name}", "fetch the model")
+        path = root / str(entry.get("digest", "-"))
+        if weights_head is not None and \
+                entry["etags"].get(name) == _etag(weights_head.get("ETag")):
+            if _verify_entry(path, entry["digest"]):
+                log.debug("model cache hit for %s: %s", base, path)
+                return path
+            log.warning("model cache entry %s is corrupt; fetching %s again", path, base)
+
+    card_bytes, card_etag = _read(card_uri)
+    name, weights_sha = _parse_card(card_bytes, card_uri)
+    digest = _content_digest(card_bytes, weights_sha)
+    path = root / digest
+    weights_uri = f"{base}/{name}"
+    if _verify_entry(path, digest):  # same content fetched before (perhaps by another URI)
+        weights_head = _head(client, weights_uri, "fetch the model")
+        weights_etag = _etag(weights_head.get("ETag")) if weights_head else None
+    else:
+        if path.exists():
+            log.warning("model cache entry %s is corrupt; fetching %s again", path, base)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".fetch-{digest[:12]}-", dir=root))
+        try:
+            try:
+                result = download_file(weights_uri, tmp / name, expected_sha256=weights_sha)
+            except IntegrityError as e:
+                raise IntegrityError(f"{e} (the weights do not match {card_uri}: a push in "
+                                     "progress or a corrupted upload?)") from None
+            except NoSuchObject:
+                raise NoSuchObject(f"{weights_uri}: no such object ({card_uri} names it as "
+                                   "the model's weights)") from None
+            weights_etag = result["etag"]
+            (tmp / CARD_FILE).write_bytes(card_bytes)
+            source = {"uri": base, "digest": digest, "weights_file": name,
+                      "weights_sha256": weights_sha,
+                      "card_sha256": hashlib.sha256(card_bytes).hexdigest(),
+                      "etags": {CARD_FILE: card_etag, name: weights_etag},
+                      "fetched": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+            (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+            if path.exists():
+                _remove_tree(path)
+            try:
+                tmp.rename(path)
+            except OSError:  # another process finished the same entry first
+                if not _verify_entry(path, digest):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("fetched %s into the model cache: %s", base, path)
+    _atomic_write_bytes(index, json.dumps({
+        "uri": base, "digest": digest, "weights_file": name,
+        "etags": {CARD_FILE: card_etag, name: weights_etag},
+    }, indent=2).encode() + b"\n")
+    return path
+
+
+# -- model references ----------------------------------------------------------------------
 
 
 def bundled_models() -> list[str]:
@@ -22,12 +868,18 @@ def bundled_models() -> list[str]:
         if root.is_dir() else []
 
 
-def resolve_model(ref: str, base_dir: str | os.PathLike | None = None) -> Path:
+def resolve_model(ref: str, base_dir: str | os.PathLike | None = None, *,
+                  registry: str | None = None) -> Path:
     """A spec's `model` as a local checkpoint path.
 
-    `bundled:NAME` names a model shipped in the package; a relative path is looked up from
-    the working directory, then from `base_dir` (the spec file's directory).
+    - `bundled:NAME` names a model shipped in the package;
+    - `s3://bucket/prefix/NAME` is a checkpoint directory on S3, fetched via the model cache;
+    - `NAME@VERSION` is a model in the registry (`registry`, else env TEXPROD_REGISTRY);
+    - anything else is a path: a relative one is looked up from the working directory, then
+      from `base_dir` (the spec file's directory).
     """
+    from texprod import registry as model_registry
+
     if ref.startswith(BUNDLED_PREFIX):
         name = ref.removeprefix(BUNDLED_PREFIX)
         path = Path(str(BUNDLED_DIR / name))
@@ -36,9 +888,14 @@ def resolve_model(ref: str, base_dir: str | os.PathLike | None = None) -> Path:
             raise SpecError(f"model: got {ref!r}, no such bundled model (shipped: {shipped}); "
                             "use a checkpoint path (texprod models init --out PATH makes one)")
         return path
+    if is_s3(ref):
+        return fetch_model(ref)
+    if model_registry.is_ref(ref):
+        return model_registry.pull(ref, registry)
     if "://" in ref:
-        raise SpecError(f"model: got {ref!r}; only local paths and bundled:NAME are supported "
-                        "here")
+        raise SpecError(f"model: got {ref!r}; supported: a checkpoint path, bundled:NAME, "
+                        "s3://BUCKET/PREFIX (a checkpoint directory) or NAME@VERSION "
+                        "(the model registry)")
     path = Path(ref).expanduser()
     if not path.is_absolute() and not path.exists() and base_dir is not None:
         beside_spec = Path(base_dir) / path

@@ -1,0 +1,133 @@
+"""Benchmark whole print jobs: end-to-end seconds, Mpx/s and peak RSS against print size.
+
+Usage:
+    python bench/bench_job.py              # box wrap + 4096^2 .. 16384^2 CMYK, to BENCHMARKS.md
+    python bench/bench_job.py --sizes 4096 --no-append
+    python bench/bench_job.py --huge       # adds 32768^2 (1 Gpx; needs ~8 GB of disk)
+
+Each job runs in a fresh subprocess (`--one '<json>'`) with the reference generator
+(random weights: speed does not depend on what the weights are), so its peak RSS is its
+own. The point of the RSS column: it must stay flat as the print grows (DESIGN invariant 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, append_section, cpu_name  # noqa: E402
+
+CHILD_TIMEOUT_S = 3600
+
+
+def run_one(job: dict) -> dict:
+    """Run one job in this process; report its timings and peak RSS."""
+    from texprod.job import run_job
+    from texprod.spec import parse_spec
+
+    result = run_job(parse_spec(job["spec"]))
+    g = result.plan.geometry
+    return {
+        "label": job["label"], "width": g.width_px, "height": g.height_px,
+        "color": result.plan.colour.color, "timings": result.timings,
+        "bytes": result.tiff.bytes, "device": result.plan.device, "tile": result.plan.tile_px,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def spawn(job: dict) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(job)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"label": job["label"], "error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def jobs(model: Path, out: Path, sizes: list[int], device: str) -> list[dict]:
+    box = yaml_spec(REPO / "specs" / "box_packaging.yaml")
+    box.update(model=str(model), output={"dir": str(out), "proof": True})
+    box.setdefault("render", {})["device"] = device
+    result = [{"label": "box wrap 600x400 mm + 3 mm bleed, 300 dpi, CMYK", "spec": box}]
+    for size in sizes:
+        result.append({"label": f"{size}x{size} px CMYK", "spec": {
+            "name": f"square-{size}", "model": str(model), "seed": 1,
+            "print": {"width_px": size, "height_px": size, "dpi": 300, "bleed_mm": 0,
+                      "color": "cmyk"},
+            "render": {"device": device},
+            "output": {"dir": str(out), "proof": True},
+        }})
+    return result
+
+
+def yaml_spec(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def table(rows: list[dict]) -> str:
+    head = ["job", "pixels", "Mpx", "device", "tile", "render s", "export s", "proof s",
+            "preflight s", "total s", "Mpx/s end to end", "TIFF MB", "peak RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['label']} | error: {r['error']} |" + " |" * (len(head) - 2))
+            continue
+        t = r["timings"]
+        mpx = r["width"] * r["height"] / 1e6
+        lines.append(
+            f"| {r['label']} | {r['width']}x{r['height']} | {mpx:.0f} | {r['device']} "
+            f"| {r['tile']} | {t['render']:.1f} | {t['export']:.1f} | {t['proof']:.1f} "
+            f"| {t['preflight']:.1f} | {t['total']:.1f} | {mpx / t['total']:.2f} "
+            f"| {r['bytes'] / 1e6:.0f} | {r['rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="4096,8192,16384",
+                    help="comma-separated square CMYK print sizes in pixels")
+    ap.add_argument("--huge", action="store_true", help="also 32768x32768 (1 Gpx)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return 0
+
+    sizes = [int(s) for s in args.sizes.split(",") if s] + ([32768] if args.huge else [])
+    work = Path(tempfile.mkdtemp(prefix="bench-job-"))
+    try:
+        model = work / "reference"
+        subprocess.run([sys.executable, "-m", "texprod.cli", "models", "init", "--out",
+                        str(model), "--seed", "1"], check=True, capture_output=True)
+        rows = []
+        for job in jobs(model, work / "out", sizes, args.device):
+            row = spawn(job)
+            status = row.get("error") or f"{row['timings']['total']:.1f} s, " \
+                                         f"peak RSS {row['rss_mb']:.0f} MB"
+            print(f"{job['label']}: {status}", file=sys.stderr, flush=True)
+            rows.append(row)
+            shutil.rmtree(work / "out", ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    device = rows[0].get("device", args.device) if rows else args.device
+    text = table(rows) + ("\n\nReference generator (5 layers, 512-256-128-64), random weights; "
+                          "FOGRA39 CMYK, LZW tiled, proof and preflight included.")
+    print(text)
+    if not args.no_append:
+        append_section("job", cpu_name() if device == "cpu" else device, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""What the benchmark scripts share: device names, BENCHMARKS.md sections, estimate records.
+
+BENCHMARKS.md is the human record (tables, newest last). texprod/data/benchmarks.json keeps
+the latest headline figures per device kind, which `texprod generate --dry-run` uses to
+estimate how long a job will take.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "BENCHMARKS.md"
+RECORDS = REPO / "texprod" / "data" / "benchmarks.json"
+HEADER = (
+    "# Benchmarks\n\n"
+    "Results of the scripts in `bench/` (`make bench`), newest last. Each section records the\n"
+    "date (UTC), the device and the exact command; throughput is canvas pixels per second.\n"
+)
+
+
+def cpu_name() -> str:
+    """CPU model and the cores this process may use."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({len(os.sched_getaffinity(0))} cores)"
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name()
+    return cpu_name()
+
+
+def command_line() -> str:
+    """The command that ran this script, repo-relative, for the record."""
+    script = os.path.relpath(Path(sys.argv[0]).resolve(), REPO)
+    return shlex.join(["python", script, *sys.argv[1:]])
+
+
+def append_section(kind: str, device: str, text: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = f"\n## {stamp} — {kind} — {device}\n\n`{command_line()}`\n\n{text}\n"
+    if not BENCHMARKS.exists():
+        BENCHMARKS.write_text(HEADER)
+    with BENCHMARKS.open("a") as f:
+        f.write(section)
+    print(f"appended to {BENCHMARKS}", file=sys.stderr)
+
+
+def update_record(section: str, key: str, values: dict) -> None:
+    """Keep the latest headline figure of one kind (e.g. render / cpu/fp32) for estimates."""
+    records = json.loads(RECORDS.read_text()) if RECORDS.exists() else {}
+    values = {**values, "date": datetime.now(UTC).strftime("%Y-%m-%d")}
+    records.setdefault(section, {})[key] = values
+    RECORDS.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")

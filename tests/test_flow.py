@@ -1,0 +1,195 @@
+"""The production job as a Prefect flow, for real: a Prefect test server, moto's S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.testing.utilities import prefect_test_harness
+
+import flows.generate as generate_flow
+from texprod.cli import main
+from texprod.generators import GeneratorConfig, random_generator, save_generator
+from texprod.preflight import expectations_from_provenance, inspect_tiff
+from texprod.storage import download_file, split_s3
+
+TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return save_generator(random_generator(TINY, 5), tmp_path_factory.mktemp("m") / "tiny",
+                          name="tiny")
+
+
+def spec_file(tmp_path: Path, **fields) -> Path:
+    spec = {
+        "name": "flow-job", "seed": 4,
+        "print": {"width_mm": 30, "height_mm": 20, "dpi": 150, "bleed_mm": 2, "color": "cmyk"},
+        "render": {"device": "cpu", "tile_px": 32, "scratch_dir": str(tmp_path / "scratch")},
+        "output": {"dir": str(tmp_path / "out")},
+        **fields,
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def run_flow(path: Path, overrides=()):
+    state = generate_flow.generate_texture(spec=str(path), overrides=list(overrides),
+                                           return_state=True)
+    return state, state.state_details.flow_run_id
+
+
+def task_runs(flow_run_id) -> dict[str, list]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[flow_run_id])))
+    names: dict[str, list] = {}
+    for run in runs:
+        names.setdefault(run.name.rsplit("-", 1)[0], []).append(run)
+    return names
+
+
+def artifacts(flow_run_id) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def s3_keys(bucket_uri: str) -> list[str]:
+    bucket, _ = split_s3(bucket_uri + "/x")
+    listing = boto3.client("s3").list_objects_v2(Bucket=bucket)
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def test_registry_model_to_s3_output_end_to_end(prefect_api, s3_bucket, tiny_model, tmp_path):
+    assert main(["models", "push", str(tiny_model), "tiny@1.0", "--registry", s3_bucket]) == 0
+    path = spec_file(tmp_path, model="tiny@1.0", registry=s3_bucket,
+                     output={"dir": f"{s3_bucket}/prints/"})
+    state, run_id = run_flow(path)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    tiff = next(o for o in summary["outputs"] if o["name"].endswith(".tif"))
+    assert tiff["uri"].startswith(f"{s3_bucket}/prints/flow-job-")
+    # the print file is really on S3: download it and check every promise
+    local = tmp_path / "downloaded.tif"
+    download_file(tiff["uri"], local, expected_sha256=tiff["sha256"])
+    report = inspect_tiff(local)
+    assert report.ok, report.table()
+    provenance = json.loads(report.to_json())["facts"]["provenance"]
+    assert expectations_from_provenance(provenance).spec_digest == summary["spec_digest"]
+    bucket, key = split_s3(tiff["uri"])
+    head = boto3.client("s3").head_object(Bucket=bucket, Key=key)
+    assert head["Metadata"]["spec-digest"] == summary["spec_digest"]
+    assert {k for k in s3_keys(s3_bucket) if k.startswith("prints/")} == {
+        f"prints/{o['name']}" for o in summary["outputs"]}
+    assert not any((tmp_path / "scratch").rglob("*.tif"))  # staged copies are gone
+    # what the operator sees in the dashboard
+    by_key = {a.key: a for a in artifacts(run_id)}
+    assert by_key["flow-job-progress"].type == "progress"
+    assert float(by_key["flow-job-progress"].data) == pytest.approx(100.0)
+    report_md = by_key["flow-job-report"].data
+    assert tiff["uri"] in report_md and "preflight | passed" in report_md
+    table = by_key["flow-job-outputs"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert any(row["sha256"] == tiff["sha256"] for row in table)
+    for kind in ("print", "proof", "thumbnail"):  # presigned links a browser can open
+        assert "X-Amz-Signature" in by_key[f"flow-job-{kind}"].data
+    runs = task_runs(run_id)
+    assert len(runs["render-band"]) >= 2  # tile bands are mapped as tasks
+
+
+def test_local_job_through_the_flow_names_its_run(prefect_api, tiny_model, tmp_path):
+    path = spec_file(tmp_path, model=str(tiny_model))
+    state, run_id = run_flow(path, overrides=["seed=9"])
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run_id).name == "flow-job-seed9"
+    (tiff,) = (tmp_path / "out").glob("*.tif")
+    assert inspect_tiff(tiff).ok
+    assert not any((tmp_path / "scratch").iterdir())
+
+
+def test_missing_model_key_fails_the_run_with_its_name(prefect_api, s3_bucket, tmp_path):
+    path = spec_file(tmp_path, model=f"{s3_bucket}/models/nope/1")
+    state, run_id = run_flow(path)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="nope"):
+        state.result()
+    runs = task_runs(run_id)
+    assert "render-band" not in runs and "export" not in runs
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_unreachable_endpoint_retries_then_fails_clearly(prefect_api, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("TEXPROD_S3_MAX_ATTEMPTS", "2")
+    quick = generate_flow.fetch_model.with_options(retry_delay_seconds=[0.1, 0.1, 0.1])
+    monkeypatch.setattr(generate_flow, "fetch_model", quick)
+    path = spec_file(tmp_path, model="s3://bucket/models/x/1")
+    state, run_id = run_flow(path)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=f"127.0.0.1:{port}"):
+        state.result()
+    (fetch,) = task_runs(run_id)["fetch-model"]
+    assert fetch.run_count == 1 + generate_flow.IO_RETRIES  # retried, then gave up
+    assert "render-band" not in task_runs(run_id)
+
+
+def test_spec_error_fails_before_any_task(prefect_api, tiny_model, tmp_path):
+    path = spec_file(tmp_path, model=str(tiny_model))
+    state, run_id = run_flow(path, overrides=["print.dpi=0"])
+    assert state.is_failed()
+    with pytest.raises(Exception, match="print.dpi: got 0, must be between 72 and 2400"):
+        state.result()
+    assert task_runs(run_id) == {}
+
+
+def test_failed_upload_leaves_nothing(prefect_api, s3_bucket, tiny_model, tmp_path):
+    missing_bucket = s3_bucket + "-missing"
+    path = spec_file(tmp_path, model=str(tiny_model),
+                     output={"dir": f"{missing_bucket}/prints/"})
+    state, _ = run_flow(path)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="missing"):
+        state.result()
+    assert not any(p.is_file() for p in (tmp_path / "scratch").rglob("*"))
+
+
+def test_make_generate_works_with_no_server_and_no_s3(tiny_model, tmp_path):
+    """A fresh machine: Prefect's ephemeral API, local model, output in a local directory."""
+    path = spec_file(tmp_path, model=str(tiny_model), print={
+        "width_mm": 20, "height_mm": 20, "dpi": 100, "bleed_mm": 1, "color": "rgb"})
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_API", "AWS_", "TEXPROD_REGISTRY"))}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    repo = Path(__file__).resolve().parent.parent
+    venv_bin = Path(sys.executable).parent
+    done = subprocess.run(["make", "-C", str(repo), "generate", f"SPEC={path}",
+                           f"VENV={venv_bin.parent}"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (tiff,) = (tmp_path / "out").glob("flow-job-*.tif")
+    assert inspect_tiff(tiff).ok
+    assert "wrote" in done.stdout
