@@ -11,7 +11,7 @@ outputs with sizes and checksums, and links to the outputs and the proof.
 
 from __future__ import annotations
 
-import hashlib
+import os
 import re
 import threading
 import time
@@ -27,6 +27,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -47,10 +48,12 @@ from texprod.job import (
 )
 from texprod.render import Renderer
 from texprod.spec import JobSpec, load_spec, parse_spec, resolve_spec_path
-from texprod.storage import is_s3, presigned_url, resolve_model
+from texprod.storage import is_s3, presigned_url, resolve_model, sha256_file
 
 # Bands render one at a time: one device per flow run. (Several GPUs: one worker per GPU.)
 DEVICE_WORKERS = 1
+# global concurrency limit held while rendering: `prefect gcl create texprod-gpu --limit N`
+GPU_LIMIT = os.environ.get("TEXPROD_GPU_LIMIT", "texprod-gpu")
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [2, 10, 30]
 
@@ -185,7 +188,7 @@ def upload_task(key: str) -> list[dict]:
     """Outputs with their final locations, sizes and sha256 (uploaded when on S3)."""
     job = _job(key)
     outputs = job.plan.outputs
-    checksums = {p.name: (_sha256(p), p.stat().st_size) for p in outputs.local}
+    checksums = {p.name: (sha256_file(p), p.stat().st_size) for p in outputs.local}
     uploaded = {u["uri"]: u for u in upload_job(job.plan)}
     rows = []
     for path in outputs.local:
@@ -194,14 +197,6 @@ def upload_task(key: str) -> list[dict]:
         rows.append({"name": path.name, "uri": final, "bytes": size, "sha256": sha,
                      "etag": uploaded.get(final, {}).get("etag", "")})
     return rows
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------- flow
@@ -234,9 +229,12 @@ def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> di
             logger.info("resuming: %d of %d tiles already on the scratch canvas", done, total)
         update_progress_artifact(progress_id, 100.0 * done / total)
         t = time.perf_counter()
-        for future in as_completed(render_band.map(key, todo)):
-            done += future.result()["tiles"]
-            update_progress_artifact(progress_id, 100.0 * done / total)
+        # a slot of the global concurrency limit (if an operator created it) serialises
+        # GPU work across deployments; without the limit this is a no-op
+        with concurrency(GPU_LIMIT, occupy=1, strict=False):
+            for future in as_completed(render_band.map(key, todo)):
+                done += future.result()["tiles"]
+                update_progress_artifact(progress_id, 100.0 * done / total)
         job.timings["render"] = time.perf_counter() - t
         for name, stage in (("export", export_task), ("proof", proof_task),
                             ("preflight", preflight_task), ("upload", upload_task)):

@@ -193,3 +193,34 @@ def test_make_generate_works_with_no_server_and_no_s3(tiny_model, tmp_path):
     (tiff,) = (tmp_path / "out").glob("flow-job-*.tif")
     assert inspect_tiff(tiff).ok
     assert "wrote" in done.stdout
+
+
+def test_training_flow_pushes_a_model_with_its_card(prefect_api, s3_bucket, tmp_path,
+                                                   monkeypatch):
+    import numpy as np
+    import pyvips
+
+    from flows.train import train_generator
+    from texprod.registry import list_models, pull
+
+    monkeypatch.setenv("TEXPROD_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:128, 0:128]
+    image = np.stack([(np.sin((x + y) / 3.0) > 0) * 150 + 60] * 3, axis=-1) \
+        + rng.normal(0, 10, (128, 128, 3))
+    exemplar = tmp_path / "stripes.png"
+    pyvips.Image.new_from_array(np.clip(image, 0, 255).astype(np.uint8)).pngsave(str(exemplar))
+    state = train_generator(exemplars=[str(exemplar)], name="stripes", version="0.1",
+                            registry=s3_bucket, size="32", iters=2, batch=2, device="cpu",
+                            filters=[16, 8], return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["uri"].endswith("models/stripes/0.1") and result["iterations"] == 2
+    assert result["ratio"] > 0
+    (entry,) = [m for m in list_models(s3_bucket) if m["name"] == "stripes"]
+    assert entry["version"] == "0.1" and "stripes.png" in str(entry["exemplars"])
+    pulled = pull("stripes@0.1", s3_bucket)
+    card = json.loads((pulled / "model.json").read_text())
+    assert card["provenance"]["training"]["iterations"] == 2
+    keys = {a.key for a in artifacts(state.state_details.flow_run_id)}
+    assert {"stripes-training", "stripes-model-card"} <= keys

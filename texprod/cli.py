@@ -180,7 +180,88 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.add_argument("--no-tac", action="store_true",
                          help="skip measuring ink coverage (reads only the tags)")
+    train = commands.add_parser(
+        "train", formatter_class=_Formatter,
+        help="train a generator from exemplar images (SGAN / PSGAN)",
+        description="Adversarial training from one or more exemplars (any format libvips "
+                    "reads). Checkpoints and sample grids are written to --out periodically; "
+                    "a killed run continues with --resume. With several exemplars a PSGAN's "
+                    "global channels learn a texture manifold and one named latent per "
+                    "exemplar is stored in the model card.",
+    )
+    train.add_argument("exemplars", nargs="+", help="exemplar image(s)")
+    train.add_argument("--out", required=True,
+                       help="checkpoint directory, or s3://bucket/prefix to upload to at the end")
+    train.add_argument("--arch", choices=["sgan", "psgan"], default="sgan",
+                       help="sgan: local noise; psgan: + global and periodic channels")
+    train.add_argument("--size", default="small",
+                       help="small (256-128-64-32 generator, 128 px crops), standard (the "
+                            "papers' 512-256-128-64, 160 px crops), or a crop size in px for "
+                            "the small generator")
+    train.add_argument("--filters", type=_filters, default=None,
+                       help="explicit generator widths, overriding --size's")
+    train.add_argument("--iters", type=int, default=2000, help="training iterations")
+    train.add_argument("--batch", type=int, default=8, help="crops per iteration")
+    train.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (both nets)")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="auto picks CUDA when present")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the training saved in --out")
+    train.add_argument("--samples-every", type=int, default=250,
+                       help="write a sample grid every N iterations")
+    train.add_argument("--checkpoint-every", type=int, default=250,
+                       help="save a resumable checkpoint every N iterations")
+    train.add_argument("--seed", type=int, default=0, help="seed of initialisation and crops")
+    train.add_argument("--name", default="", help="model name for the model card")
+    quality = commands.add_parser(
+        "quality", formatter_class=_Formatter,
+        help="score a model's texture fidelity against its exemplar",
+        description="Compare the texture statistics (Gram matrices of a fixed, seeded random "
+                    "CNN, plus colour) of crops of a model's renders with crops of an exemplar "
+                    "image. Ratios are in units of the exemplar's own variation between crop "
+                    "sets: ~1 is as close as the exemplar is to itself; uniform noise and "
+                    "noise with the exemplar's colours are shown as baselines. Deterministic.",
+    )
+    quality.add_argument("model", help="generator checkpoint directory")
+    quality.add_argument("exemplar", type=Path, help="exemplar image (any format libvips reads)")
+    quality.add_argument("--latent", default=None,
+                         help="PSGAN global latent: a name from the model card or a seed "
+                              "(default: the card's only latent, else each noise seed's own)")
+    quality.add_argument("--crop", type=int, default=128, help="crop side in pixels (>= 80)")
+    quality.add_argument("--crops", type=int, default=16, help="crops per set")
+    quality.add_argument("--size", type=int, default=None,
+                         help="side of each rendered canvas in px; 4 canvases, noise seeds "
+                              "seed .. seed + 3 (default: max(512, 2 x crop))")
+    quality.add_argument("--seed", type=int, default=0, help="seed of renders and crops")
+    quality.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                         help="where the model renders (the statistics are computed on the CPU)")
+    quality.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from texprod.train import TrainConfig, train_model
+
+    config = TrainConfig.from_cli(arch=args.arch, size=args.size, filters=args.filters,
+                                  iters=args.iters, batch=args.batch, lr=args.lr,
+                                  seed=args.seed, checkpoint_every=args.checkpoint_every,
+                                  samples_every=args.samples_every, name=args.name)
+    bar = tqdm(total=config.iters, unit="it", desc="train", disable=None)
+
+    def progress(iteration: int, losses: dict[str, float], seconds: float) -> None:
+        bar.n = iteration
+        bar.set_postfix(d=f"{losses['d']:.3f}", g=f"{losses['g']:.3f}", refresh=False)
+        bar.refresh()
+
+    try:
+        result = train_model(args.exemplars, args.out, config, device=args.device,
+                             resume=args.resume, progress=progress)
+    finally:
+        bar.close()
+    print(f"wrote {result['uri']}: {result['iterations']} iterations in "
+          f"{result['seconds']:.0f} s ({result['seconds_per_iteration']:.3f} s/it on "
+          f"{result['device']}); latents: {', '.join(result['latents']) or 'none'}")
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -220,6 +301,23 @@ def _inspect(args: argparse.Namespace) -> int:
     report = inspect_tiff(args.file, expect, measure_tac=not args.no_tac)
     print(report.to_json() if args.json else report.table())
     return 0 if report.ok else 1
+
+
+def _quality(args: argparse.Namespace) -> int:
+    import json
+
+    from texprod.quality import format_table, model_fidelity, table_json, verdict
+
+    rows = model_fidelity(args.model, args.exemplar, seed=args.seed, latent=args.latent,
+                          size=args.size, crop=args.crop, n=args.crops, device=args.device)
+    if args.json:
+        print(json.dumps(table_json(rows, model=args.model, exemplar=str(args.exemplar),
+                                    latent=args.latent, crop=args.crop, crops=args.crops,
+                                    seed=args.seed), indent=2))
+    else:
+        print(format_table(rows))
+        print(verdict(rows))
+    return 0
 
 
 def _models_init(args: argparse.Namespace) -> int:
@@ -346,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     handlers = {"models": _models_init, "render": _render, "generate": _generate,
-                "inspect": _inspect}
+                "inspect": _inspect, "train": _train}
+    handlers["quality"] = _quality
     if args.command == "models" and args.models_command != "init":
         handlers["models"] = {"push": _models_push, "pull": _models_pull,
                               "list": _models_list}[args.models_command]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from texprod.errors import RenderError
-from texprod.generators import Generator, fold_batchnorm, receptive_field
+from texprod.generators import Generator, ReceptiveField, fold_batchnorm, receptive_field
 from texprod.noise import NoiseField
 from texprod.tiling import Tile, TilePlan, plan_tiles
 
@@ -62,6 +62,27 @@ def quantize(x: torch.Tensor, output: str) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 
 
+def forward_interior(blocks: torch.nn.ModuleList, rf: ReceptiveField, z: torch.Tensor,
+                     tile_cells: tuple[int, int]) -> torch.Tensor:
+    """Run the blocks on Z windows with halo, cropping every map to what the interior needs.
+
+    (B, nz, ty + 2H, tx + 2H) -> (B, C, ty*S, tx*S). Training uses it too, so a generator
+    learns exactly the function tiled inference computes.
+    """
+    halo = rf.halo
+    offset = [halo, halo]  # index of the interior's first position in the current map
+    f = 1
+    x = z
+    for block, scale, (left, right) in zip(blocks, rf.scales, rf.margins[1:], strict=True):
+        x = block(x)  # (B, C, h, w) -> (B, C', scale*h, scale*w)
+        f *= scale
+        ys, xs = (o * scale - left for o in offset)
+        x = x[:, :, ys: ys + tile_cells[0] * f + left + right,
+              xs: xs + tile_cells[1] * f + left + right]
+        offset = [left, left]
+    return x
+
+
 def field_on(field: NoiseField, device: torch.device) -> NoiseField:
     """The same field with its wave MLP on `device` (noise is then computed there)."""
     if field.waves is None or not isinstance(field.waves, torch.nn.Module):
@@ -92,20 +113,7 @@ class Renderer:
 
     def forward_interior(self, z: torch.Tensor, tile_cells: tuple[int, int]) -> torch.Tensor:
         """Z windows with halo (B, nz, ty + 2H, tx + 2H) -> interiors (B, C, ty*S, tx*S)."""
-        halo = self.rf.halo
-        offset = [halo, halo]  # index of the interior's first position in the current map
-        f = 1
-        x = z
-        for block, scale, (left, right) in zip(
-            self.model.blocks, self.rf.scales, self.rf.margins[1:], strict=True
-        ):
-            x = block(x)  # (B, C, h, w) -> (B, C', scale*h, scale*w)
-            f *= scale
-            ys, xs = (o * scale - left for o in offset)
-            x = x[:, :, ys: ys + tile_cells[0] * f + left + right,
-                  xs: xs + tile_cells[1] * f + left + right]
-            offset = [left, left]
-        return x
+        return forward_interior(self.model.blocks, self.rf, z, tile_cells)
 
     @torch.inference_mode()
     def tiles(self, field: NoiseField, plan: TilePlan, batch: int = 4, output: str = "uint8"

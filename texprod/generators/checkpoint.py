@@ -60,11 +60,8 @@ def model_digest(config: dict[str, Any], weights_sha256: str) -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _state_tensors(generator: Generator) -> dict[str, torch.Tensor]:
@@ -122,8 +119,14 @@ def save_generator(
         }
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
         if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+            # replace the two files one by one (the card last: it names the weights'
+            # checksum, so a reader never accepts new weights with an old card or the
+            # reverse); anything else in the directory (training state) stays
+            for file in (WEIGHTS_FILE, CARD_FILE):
+                (tmp / file).replace(out / file)
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,0 +1,140 @@
+"""Training: a tiny configuration end to end on the CPU, resume, latents, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+import torch
+
+from texprod.cli import main
+from texprod.errors import TexprodError
+from texprod.generators import load_checkpoint, load_generator
+from texprod.noise import NoiseField
+from texprod.render import Renderer, render_canvas, render_reference
+from texprod.tiling import plan_tiles
+from texprod.train import TrainConfig, Trainer, train_model
+
+
+def exemplar(tmp_path: Path, name: str = "stripes.png", size: int = 96, seed: int = 0,
+             grey: bool = False) -> Path:
+    """A structured colour texture: noisy diagonal stripes."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    stripes = (np.sin((x + y) / 3.0 + seed) > 0).astype(np.float32)
+    base = np.stack([stripes * 150 + 60, stripes * 80 + 90, 200 - stripes * 120], axis=-1)
+    image = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    if grey:
+        image = image[..., :1]
+    path = tmp_path / name
+    pyvips.Image.new_from_array(image).pngsave(str(path))
+    return path
+
+
+def tiny(**changes) -> TrainConfig:
+    options = dict(arch="sgan", filters=(16, 8), d_filters=(8, 16, 16, 16), crop_px=32,
+                   batch=2, iters=4,
+                   checkpoint_every=2, samples_every=2, nz_local=6)
+    options.update(changes)
+    return TrainConfig(**options)
+
+
+def test_a_few_iterations_train_save_and_tile_exactly(tmp_path):
+    out = tmp_path / "model"
+    losses = []
+    result = train_model([exemplar(tmp_path)], str(out), tiny(), device="cpu",
+                         progress=lambda i, now, s: losses.append(dict(now)))
+    assert result["iterations"] == 4 and len(losses) == 4
+    assert all(np.isfinite(v) for entry in losses for v in entry.values())
+    checkpoint = load_checkpoint(out)  # loads through the normal, validated path
+    card = checkpoint.card["provenance"]
+    assert card["exemplars"][0]["name"] == "stripes.png" and len(card["exemplars"][0]["sha256"]) == 64
+    assert card["training"]["iterations"] == 4 and card["training"]["seconds"] > 0
+    assert set(card["training"]["losses"]) == {"d", "g"}
+    assert sorted(p.name for p in (out / "samples").iterdir()) == \
+        ["iter-000002.png", "iter-000004.png"]
+    gen = checkpoint.generator
+    bn = next(m for m in gen.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))  # trained
+    # the engine's exactness survives training, BatchNorm statistics included
+    field = NoiseField(gen.config, 3, waves=gen.waves)
+    reference = render_reference(gen, field, 70, 45, x0=-5, y0=3, output="float32")
+    renderer = Renderer(gen, "cpu")
+    for tile in (8, 24):
+        plan = plan_tiles(70, 45, 8, renderer.rf.halo, tile, x0=-5, y0=3)
+        assert np.abs(render_canvas(renderer, field, plan, output="float32")
+                      - reference).max() <= 1e-4
+
+
+def test_resume_continues_with_the_same_optimiser_state(tmp_path):
+    image = exemplar(tmp_path)
+    straight = Trainer([image], tmp_path / "straight", tiny(iters=4), device="cpu")
+    straight.run()
+    interrupted = Trainer([image], tmp_path / "resumed", tiny(iters=2), device="cpu")
+    interrupted.run()  # ... and the process dies after its checkpoint at iteration 2
+    resumed = Trainer([image], tmp_path / "resumed", tiny(iters=4), device="cpu", resume=True)
+    assert resumed.state.iteration == 2
+    step = next(iter(resumed.opt_g.state.values()))["step"]
+    assert float(step) == 2  # Adam's moments came back with it
+    resumed.run()
+    for (name, a), b in zip(straight.G.state_dict().items(),
+                            resumed.G.state_dict().values(), strict=True):
+        if not name.endswith("num_batches_tracked"):  # a counter, not saved or used
+            assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+    history = json.loads((tmp_path / "resumed" / "training.json").read_text())["state"]["history"]
+    assert [h["iteration"] for h in history] == [2, 4]
+
+
+def test_training_into_a_used_directory_needs_resume(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "something").write_text("x")
+    with pytest.raises(TexprodError, match="exists and is not empty; pass --resume"):
+        Trainer([exemplar(tmp_path)], out, tiny(), device="cpu")
+
+
+def test_several_exemplars_give_a_psgan_named_latents(tmp_path):
+    images = [exemplar(tmp_path, "brick.png", seed=0), exemplar(tmp_path, "wave.png", seed=3)]
+    config = tiny(arch="psgan", nz_local=4, nz_global=4, nz_periodic=2, iters=2, crop_px=96)
+    result = train_model(images, str(tmp_path / "m"), config, device="cpu")
+    assert result["latents"] == ["brick", "wave"]
+    checkpoint = load_checkpoint(tmp_path / "m")
+    assert set(checkpoint.latents) == {"brick", "wave"}
+    assert all(v.shape == (4,) and v.abs().max() <= 1 for v in checkpoint.latents.values())
+
+
+def test_grey_exemplars_are_converted_to_rgb(tmp_path):
+    trainer = Trainer([exemplar(tmp_path, "grey.png", grey=True)], tmp_path / "m", tiny(),
+                      device="cpu")
+    assert trainer.exemplars[0].shape == (96, 96, 3)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "nope.png"),
+    ("unreadable", "not-an-image.png"),
+    ("small", "smaller than the training crop of 32 px"),
+])
+def test_bad_exemplars_are_rejected_clearly(tmp_path, kind, message):
+    if kind == "missing":
+        path = tmp_path / "nope.png"
+    elif kind == "unreadable":
+        path = tmp_path / "not-an-image.png"
+        path.write_text("hello")
+    else:
+        path = exemplar(tmp_path, "tiny.png", size=20)
+    with pytest.raises(TexprodError, match=message):
+        Trainer([path], tmp_path / "m", tiny(), device="cpu")
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_command(tmp_path, capsys):
+    out = tmp_path / "cli-model"
+    assert main(["train", str(exemplar(tmp_path)), "--out", str(out), "--filters", "16,8",
+                 "--size", "32", "--iters", "2", "--batch", "2", "--samples-every", "1",
+                 "--checkpoint-every", "1", "--device", "cpu", "--name", "stripes"]) == 0
+    assert "2 iterations" in capsys.readouterr().out
+    assert load_generator(out).config.filters == (16, 8)
+    assert len(list((out / "samples").iterdir())) == 2

@@ -1,0 +1,435 @@
+"""SGAN / PSGAN adversarial training from one or more exemplar images.
+
+As in the papers: random crops of the exemplar(s) against generated textures, a fully
+convolutional discriminator that scores every spatial position (stride-2 convolutions,
+LeakyReLU 0.2, BatchNorm in the middle layers), both nets trained with Adam (lr 2e-4,
+beta1 0.5). The generator sees noise from the project's own NoiseField (a random seed
+and origin per sample) and is run exactly as tiled inference runs it: noise window plus
+halo, every map cropped to the interior (`forward_interior`), so a trained model tiles
+exactly. Checkpoints are written periodically (weights + model card as usual, plus the
+discriminator and optimiser state as safetensors + JSON, never pickle) and a killed run
+resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from texprod.errors import ConfigError, TexprodError
+from texprod.generators import (
+    Generator,
+    GeneratorConfig,
+    load_checkpoint,
+    make_config,
+    receptive_field,
+    save_generator,
+)
+from texprod.noise import ConstantField, NoiseField
+from texprod.quality import load_exemplar, texture_stats
+from texprod.render import forward_interior, render_reference, resolve_device
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "training_state.safetensors"
+STATE_JSON = "training.json"
+SIZES = {  # generator widths per named size (5 layers, kernel 5)
+    "small": (256, 128, 64, 32),
+    "standard": (512, 256, 128, 64),
+}
+CROPS = {"small": 128, "standard": 160}  # training crop per named size
+D_SIZES = {"small": (32, 64, 128, 256), "standard": (64, 128, 256, 512)}  # discriminator
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "sgan"
+    filters: tuple[int, ...] = SIZES["small"]
+    d_filters: tuple[int, ...] = D_SIZES["small"]
+    crop_px: int = 128
+    batch: int = 8
+    iters: int = 2000
+    lr: float = 2e-4
+    beta1: float = 0.5
+    seed: int = 0
+    checkpoint_every: int = 250
+    samples_every: int = 250
+    name: str = ""
+    nz_local: int | None = None
+    nz_global: int | None = None
+    nz_periodic: int | None = None
+    upsample: str = "tconv"
+
+    @classmethod
+    def from_cli(cls, size: str = "small", filters: tuple[int, ...] | None = None,
+                 **options) -> TrainConfig:
+        """--size small | standard | crop px (small generator); --filters overrides widths."""
+        preset = size if size in CROPS else "small"
+        try:
+            crop = CROPS[size] if size in CROPS else int(size)
+        except ValueError:
+            raise ConfigError(f"--size: got {size!r}, must be small, standard or a crop size "
+                              "in pixels") from None
+        return cls(filters=tuple(filters or SIZES[preset]), d_filters=D_SIZES[preset],
+                   crop_px=crop, **options)
+
+    def generator_config(self) -> GeneratorConfig:
+        return make_config(arch=self.arch, upsample=self.upsample, filters=self.filters,
+                           nz_local=self.nz_local, nz_global=self.nz_global,
+                           nz_periodic=self.nz_periodic)
+
+
+class Discriminator(nn.Module):
+    """Fully convolutional: (B, 3, H, W) -> logits (B, 1, H / 32, W / 32), one per position."""
+
+    def __init__(self, widths: tuple[int, ...] = (64, 128, 256, 512), kernel: int = 5):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for i, c_out in enumerate(widths):
+            layers.append(nn.Conv2d(c_in, c_out, kernel, stride=2, padding=kernel // 2,
+                                    bias=i == 0))
+            if i > 0:  # no BatchNorm on the input layer (DCGAN)
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.2))
+            c_in = c_out
+        layers.append(nn.Conv2d(c_in, 1, kernel, stride=2, padding=kernel // 2))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _init_weights(module: nn.Module, gen: torch.Generator) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02, generator=gen)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02, generator=gen)
+            nn.init.zeros_(m.bias)
+
+
+def load_exemplars(paths: list[str | Path], crop_px: int) -> list[np.ndarray]:
+    """Exemplars as (H, W, 3) uint8 sRGB; too small for the crop size is an error."""
+    images = []
+    for path in paths:
+        image = load_exemplar(path)
+        h, w = image.shape[:2]
+        if min(h, w) < crop_px:
+            raise TexprodError(f"exemplar {path}: {w} x {h} px is smaller than the training "
+                               f"crop of {crop_px} px; use a larger image or --crop")
+        images.append(image)
+    return images
+
+
+@dataclass
+class TrainingState:
+    iteration: int = 0
+    seconds: float = 0.0
+    losses: dict[str, float] = field(default_factory=dict)  # running averages
+    history: list[dict] = field(default_factory=list)  # one entry per checkpoint
+
+
+class Trainer:
+    def __init__(self, exemplars: list[str | Path], out: str | Path, config: TrainConfig,
+                 device: str = "auto", resume: bool = False):
+        self.config = config
+        self.out = Path(out)
+        self.device = resolve_device(device)
+        self.exemplar_paths = [Path(p) for p in exemplars]
+        self.exemplars = load_exemplars(self.exemplar_paths, config.crop_px)
+        self.rng = np.random.default_rng(config.seed)
+        torch_gen = torch.Generator().manual_seed(config.seed)
+        if resume and (self.out / STATE_FILE).exists():
+            self.G = load_checkpoint(self.out).generator
+        else:
+            if self.out.exists() and any(self.out.iterdir()) and not resume:
+                raise TexprodError(f"--out {self.out}: exists and is not empty; pass --resume "
+                                   "to continue its training or choose another directory")
+            self.G = Generator(config.generator_config())
+            _init_weights(self.G, torch_gen)
+        self.D = Discriminator(tuple(config.d_filters))
+        _init_weights(self.D, torch_gen)
+        self.G.to(self.device).train()
+        self.D.to(self.device).train()
+        self.rf = receptive_field(self.G.blocks)
+        cell = self.rf.cell_px
+        if config.crop_px % cell:
+            raise ConfigError(f"--crop: got {config.crop_px}, must be a multiple of the "
+                              f"generator's cell size {cell} px")
+        self.cells = config.crop_px // cell
+        betas = (config.beta1, 0.999)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas)
+        self.state = TrainingState()
+        if resume and (self.out / STATE_FILE).exists():
+            self._load_state()
+        self.bce = nn.BCEWithLogitsLoss()
+
+    # -------------------------------------------------------------------------- batches
+
+    def real_batch(self) -> torch.Tensor:
+        """Random crops of the exemplars: (B, 3, crop, crop) in [-1, 1]."""
+        c = self.config.crop_px
+        crops = []
+        for _ in range(self.config.batch):
+            image = self.exemplars[int(self.rng.integers(len(self.exemplars)))]
+            y = int(self.rng.integers(image.shape[0] - c + 1))
+            x = int(self.rng.integers(image.shape[1] - c + 1))
+            crops.append(image[y: y + c, x: x + c])
+        batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()  # (B, 3, c, c)
+        return (batch / 127.5 - 1.0).to(self.device)
+
+    def noise_batch(self) -> torch.Tensor:
+        """Z with halo from the project's noise field, a random seed and origin per sample."""
+        n = self.cells + 2 * self.rf.halo
+        windows = []
+        for _ in range(self.config.batch):
+            seed = int(self.rng.integers(2**63))
+            y, x = (int(v) for v in self.rng.integers(-(10**6), 10**6, size=2))
+            field = NoiseField(self.G.config, seed, waves=self.G.waves)
+            windows.append(field.windows([(y, x)], n, n, self.device))
+        return torch.cat(windows)  # (B, nz, n, n)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        return forward_interior(self.G.blocks, self.rf, z, (self.cells, self.cells))
+
+    # ----------------------------------------------------------------------------- step
+
+    def step(self) -> dict[str, float]:
+        real = self.real_batch()
+        fake = self.generate(self.noise_batch())
+        # discriminator: real -> 1, fake -> 0 at every position
+        self.opt_d.zero_grad(set_to_none=True)
+        d_real = self.D(real)
+        d_fake = self.D(fake.detach())
+        loss_d = self.bce(d_real, torch.ones_like(d_real)) + \
+            self.bce(d_fake, torch.zeros_like(d_fake))
+        loss_d.backward()
+        self.opt_d.step()
+        # generator: make the discriminator say 1 (non-saturating loss)
+        self.opt_g.zero_grad(set_to_none=True)
+        d_fake = self.D(fake)
+        loss_g = self.bce(d_fake, torch.ones_like(d_fake))
+        loss_g.backward()
+        self.opt_g.step()
+        losses = {"d": loss_d.item(), "g": loss_g.item()}
+        if not all(np.isfinite(v) for v in losses.values()):
+            raise TexprodError(f"training diverged at iteration {self.state.iteration + 1}: "
+                               f"losses {losses}")
+        return losses
+
+    def run(self, progress: Callable[[int, dict[str, float], float], None] | None = None
+            ) -> Path:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        base_seconds = self.state.seconds
+        while self.state.iteration < cfg.iters:
+            losses = self.step()
+            self.state.iteration += 1
+            for k, v in losses.items():
+                self.state.losses[k] = 0.98 * self.state.losses.get(k, v) + 0.02 * v
+            self.state.seconds = base_seconds + time.perf_counter() - started
+            if progress:
+                progress(self.state.iteration, self.state.losses, self.state.seconds)
+            i = self.state.iteration
+            if i % cfg.samples_every == 0 or i == cfg.iters:
+                self.write_samples()
+            if i % cfg.checkpoint_every == 0 or i == cfg.iters:
+                self.save()
+        return self.out
+
+    # ---------------------------------------------------------------------- checkpoints
+
+    def provenance(self) -> dict:
+        return {
+            "exemplars": [{"name": p.name, "sha256": _sha256(p)} for p in self.exemplar_paths],
+            "training": {
+                **asdict(self.config),
+                "iterations": self.state.iteration,
+                "seconds": round(self.state.seconds, 1),
+                "seconds_per_iteration": round(self.state.seconds
+                                               / max(1, self.state.iteration), 4),
+                "device": str(self.device) if self.device.type == "cpu"
+                else torch.cuda.get_device_name(self.device),
+                "losses": {k: round(v, 4) for k, v in self.state.losses.items()},
+            },
+        }
+
+    def save(self, latents: dict[str, torch.Tensor] | None = None) -> None:
+        """Model checkpoint (loadable by load_generator) plus the resumable training state."""
+        cfg = self.config
+        self.G.eval()  # BatchNorm running statistics are what inference will use
+        name = cfg.name or self.out.name
+        description = (f"{cfg.arch} trained on {', '.join(p.name for p in self.exemplar_paths)}"
+                       f" for {self.state.iteration} iterations")
+        save_generator(self.G, self.out, name=name, description=description,
+                       provenance=self.provenance(), overwrite=True, latents=latents)
+        self.G.train()
+        tensors, meta = _optimiser_tensors(self.opt_g, "opt_g")
+        t2, m2 = _optimiser_tensors(self.opt_d, "opt_d")
+        tensors.update(t2)
+        tensors.update({f"D.{k}": v.detach().cpu().contiguous()
+                        for k, v in self.D.state_dict().items()})
+        tmp = self.out / (STATE_FILE + ".tmp")
+        save_file(tensors, tmp)
+        tmp.replace(self.out / STATE_FILE)
+        self.state.history.append({"iteration": self.state.iteration,
+                                   "seconds": round(self.state.seconds, 1),
+                                   **{k: round(v, 4) for k, v in self.state.losses.items()}})
+        info = {"state": {**asdict(self.state)}, "optimisers": {"opt_g": meta, "opt_d": m2},
+                "rng": self.rng.bit_generator.state, "config": asdict(cfg)}
+        tmp_json = self.out / (STATE_JSON + ".tmp")
+        tmp_json.write_text(json.dumps(info, indent=1))
+        tmp_json.replace(self.out / STATE_JSON)
+
+    def _load_state(self) -> None:
+        info = json.loads((self.out / STATE_JSON).read_text())
+        tensors = load_file(self.out / STATE_FILE)
+        self.D.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
+        _load_optimiser(self.opt_g, tensors, "opt_g", info["optimisers"]["opt_g"])
+        _load_optimiser(self.opt_d, tensors, "opt_d", info["optimisers"]["opt_d"])
+        self.rng.bit_generator.state = info["rng"]
+        state = info["state"]
+        self.state = TrainingState(state["iteration"], state["seconds"], state["losses"],
+                                   state["history"])
+        self.G.to(self.device).train()
+        self.D.to(self.device).train()
+        log.info("resumed %s at iteration %d", self.out, self.state.iteration)
+
+    # ------------------------------------------------------------------------- samples
+
+    def write_samples(self, size: int = 256, count: int = 4) -> Path:
+        """A 2 x 2 grid of renders from fixed seeds (exact tiled inference path)."""
+        import pyvips
+
+        self.G.eval()
+        tiles = []
+        for seed in range(count):
+            field = NoiseField(self.G.config, 1000 + seed, waves=self.G.waves)
+            tiles.append(render_reference(self.G, field, size, size, device=str(self.device)))
+        self.G.train()
+        row1 = np.concatenate(tiles[:2], axis=1)
+        row2 = np.concatenate(tiles[2:4], axis=1)
+        grid = np.concatenate([row1, row2], axis=0)
+        samples = self.out / "samples"
+        samples.mkdir(parents=True, exist_ok=True)
+        path = samples / f"iter-{self.state.iteration:06d}.png"
+        pyvips.Image.new_from_array(grid, interpretation="srgb").pngsave(str(path))
+        return path
+
+
+def _optimiser_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, dict]:
+    state = opt.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"{prefix}.{index}.{key}"] = torch.as_tensor(value).detach().cpu() \
+                .contiguous()
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def _load_optimiser(opt: torch.optim.Optimizer, tensors: dict, prefix: str, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def train_model(exemplars: list[str | Path], out: str, config: TrainConfig, device: str = "auto",
+                resume: bool = False,
+                progress: Callable[[int, dict[str, float], float], None] | None = None) -> dict:
+    """Train, fit named latents (PSGAN), save; upload when `out` is an s3:// URI."""
+    from texprod.storage import cache_root, is_s3, upload_file
+
+    remote = out if is_s3(out) else None
+    local = Path(out) if remote is None else \
+        cache_root() / "training" / (config.name or out.rstrip("/").rsplit("/", 1)[-1])
+    trainer = Trainer(exemplars, local, config, device=device, resume=resume)
+    trainer.run(progress)
+    latents = fit_latents(trainer.G, {p.stem: image for p, image in
+                                      zip(trainer.exemplar_paths, trainer.exemplars,
+                                          strict=True)},
+                          crop=config.crop_px, seed=config.seed)
+    trainer.G.to("cpu")
+    if latents:
+        trainer.save(latents=latents)
+    if remote is not None:
+        prefix = remote.rstrip("/")
+        for file in ("generator.safetensors", "model.json"):  # the card last
+            upload_file(local / file, f"{prefix}/{file}")
+    training = trainer.provenance()["training"]
+    return {"uri": remote or str(local), "path": local, "latents": sorted(latents),
+            "iterations": trainer.state.iteration, "seconds": trainer.state.seconds,
+            "seconds_per_iteration": training["seconds_per_iteration"],
+            "device": training["device"]}
+
+
+# ------------------------------------------------------------------------- named latents
+
+
+def _latent_loss(generator: Generator, latent: torch.Tensor, target: list[torch.Tensor],
+                 cells: int, seed: int) -> torch.Tensor:
+    """Texture-statistics distance between the render of `latent` and the target stats."""
+    rf = receptive_field(generator.blocks)
+    field = NoiseField(generator.config, seed, waves=generator.waves,
+                       global_field=ConstantField(latent))
+    z = field.windows([(0, 0)], cells + 2 * rf.halo, cells + 2 * rf.halo)
+    image = (forward_interior(generator.blocks, rf, z, (cells, cells)) + 1) / 2  # [0, 1]
+    return sum(((s.mean(0) - t) ** 2).sum() / (t ** 2).sum()
+               for s, t in zip(texture_stats(image), target, strict=True))
+
+
+def fit_latents(generator: Generator, exemplars: dict[str, np.ndarray], steps: int = 60,
+                crop: int = 128, seed: int = 0) -> dict[str, torch.Tensor]:
+    """One global latent per exemplar: the best of a few seeds, refined by gradient descent
+    on the texture-statistics distance between its render and the exemplar."""
+    from texprod.noise import global_latent
+    from texprod.quality import random_crops
+
+    config = generator.config
+    if config.nz_global == 0:
+        return {}
+    cells = max(1, crop // receptive_field(generator.blocks).cell_px) * 2
+    generator.eval()
+    latents = {}
+    for name, image in exemplars.items():
+        target = [s.mean(0) for s in texture_stats(random_crops(image, crop, 8, seed))]
+        with torch.no_grad():
+            candidates = [global_latent(seed + k, config.nz_global) for k in range(16)]
+            best = min(candidates, key=lambda c: float(
+                _latent_loss(generator, c, target, cells, seed)))  # noqa: B023 - used at once
+        latent = best.clone().requires_grad_(True)
+        opt = torch.optim.Adam([latent], lr=0.05)
+        for _ in range(steps):
+            opt.zero_grad()
+            _latent_loss(generator, latent, target, cells, seed).backward()
+            opt.step()
+            with torch.no_grad():
+                latent.clamp_(-1, 1)
+        latents[name] = latent.detach().clone()
+    return latents
+
+
+__all__ = ["Discriminator", "TrainConfig", "Trainer", "fit_latents", "train_model"]
