@@ -222,17 +222,20 @@ def _parser() -> argparse.ArgumentParser:
                     "sets: ~1 is as close as the exemplar is to itself; uniform noise and "
                     "noise with the exemplar's colours are shown as baselines. Deterministic.",
     )
-    quality.add_argument("model", help="generator checkpoint directory")
-    quality.add_argument("exemplar", type=Path, help="exemplar image (any format libvips reads)")
-    quality.add_argument("--latent", default=None,
+    quality.add_argument("model", metavar="MODEL", help="generator checkpoint directory")
+    quality.add_argument("exemplar", metavar="EXEMPLAR", type=Path,
+                         help="exemplar image (any format libvips reads)")
+    quality.add_argument("--latent", default=None, metavar="NAME",
                          help="PSGAN global latent: a name from the model card or a seed "
                               "(default: the card's only latent, else each noise seed's own)")
-    quality.add_argument("--crop", type=int, default=128, help="crop side in pixels (>= 80)")
-    quality.add_argument("--crops", type=int, default=16, help="crops per set")
-    quality.add_argument("--size", type=int, default=None,
+    quality.add_argument("--crop", type=int, default=128, metavar="PX",
+                         help="crop side in pixels (>= 80)")
+    quality.add_argument("--crops", type=int, default=16, metavar="N", help="crops per set")
+    quality.add_argument("--size", type=int, default=None, metavar="PX",
                          help="side of each rendered canvas in px; 4 canvases, noise seeds "
                               "seed .. seed + 3 (default: max(512, 2 x crop))")
-    quality.add_argument("--seed", type=int, default=0, help="seed of renders and crops")
+    quality.add_argument("--seed", type=int, default=0, metavar="N",
+                         help="seed of renders and crops")
     quality.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                          help="where the model renders (the statistics are computed on the CPU)")
     quality.add_argument("--json", action="store_true", help="machine-readable output")

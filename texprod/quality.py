@@ -89,11 +89,18 @@ def _weights(device: str = "cpu") -> tuple[tuple[torch.Tensor, ...], tuple[torch
     return tuple(weights), tuple(biases)
 
 
-def _gram(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, h, w) -> (N, C, C), averaged over positions."""
+def _gram(x: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, h, w) -> (Gram matrix (N, C, C) averaged over positions, means (N, C)).
+
+    centred: the Gram matrix of the features minus their means (their covariance).
+    """
     n, c, h, w = x.shape
     f = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view for channels-last maps
-    return torch.bmm(f.transpose(1, 2), f) / (h * w)
+    gram = torch.bmm(f.transpose(1, 2), f) / (h * w)
+    means = f.mean(dim=1)
+    if centred:
+        gram = gram - means[:, :, None] * means[:, None, :]
+    return gram, means
 
 
 def _check_images(images: torch.Tensor) -> torch.Tensor:
@@ -119,15 +126,15 @@ def _layer_stats(images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.T
     mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
     x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)  # faster on CPU
-    grams, means = [_gram(x)], []
+    grams, means = [_gram(x)[0]], []
     weights, biases = _weights(str(x.device))
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         if i:
             x = F.avg_pool2d(x, 2)
         x = F.relu(F.conv2d(x, w, b))
-        mu = x.mean(dim=(2, 3), keepdim=True)
-        grams.append(_gram(x - mu))
-        means.append(mu.flatten(1))
+        gram, mu = _gram(x, centred=True)
+        grams.append(gram)
+        means.append(mu)
     return grams, means
 
 
@@ -142,14 +149,29 @@ def texture_stats(images: torch.Tensor) -> list[torch.Tensor]:
     return _layer_stats(images)[0]
 
 
+@functools.cache
+def _triangle(c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices of the upper triangle of a symmetric c x c matrix, and the weights
+    (1 on the diagonal, sqrt 2 off it) that keep its Frobenius norm."""
+    rows, cols = torch.triu_indices(c, c)
+    weights = torch.where(rows == cols, 1.0, 2.0**0.5).to(torch.float64)
+    return rows * c + cols, weights
+
+
 @torch.inference_mode()
 def _crop_stats(crops: torch.Tensor, batch: int = 16) -> list[torch.Tensor]:
-    """Per-crop statistics, flattened, on the CPU: the Gram matrices of every layer then the
-    feature means of every scale, one (N, D) tensor each."""
+    """Per-crop statistics as float64 vectors on the CPU: the Gram matrices of every layer
+    (upper triangles, weighted to keep Frobenius norms) then the feature means of every
+    scale, one (N, D) tensor each."""
     parts: list[list[torch.Tensor]] = []
     for start in range(0, crops.shape[0], batch):
         grams, means = _layer_stats(crops[start: start + batch])
-        parts.append([t.reshape(t.shape[0], -1).cpu() for t in (*grams, *means)])
+        flat = []
+        for g in grams:
+            index, weights = _triangle(g.shape[1])
+            flat.append(g.reshape(g.shape[0], -1)[:, index.to(g.device)].cpu().double()
+                        * weights)
+        parts.append(flat + [m.cpu().double() for m in means])
     return [torch.cat(stat) for stat in zip(*parts, strict=True)]
 
 
@@ -161,17 +183,29 @@ def _set_stats(crops: torch.Tensor) -> list[torch.Tensor]:
 def _distances(x: list[torch.Tensor], refs: list[torch.Tensor]) -> torch.Tensor:
     """Distances of one set's statistics [(D,)] to M others [(M, D)]: (M,).
 
-    Per statistic ||x - r|| / ((||x|| + ||r||) / 2), then the mean over statistics.
+    Per statistic ||x - r|| / ((||x|| + ||r||) / 2), then the mean over statistics;
+    ||x - r||^2 is expanded so the M x D references are only read, never copied.
     """
     parts = []
     for xs, rs in zip(x, refs, strict=True):
-        scale = (torch.linalg.norm(xs) + torch.linalg.norm(rs, dim=-1)) / 2
-        parts.append(torch.linalg.norm(rs - xs, dim=-1) / scale.clamp_min(1e-12))
+        x_norm2 = xs @ xs
+        r_norm = torch.linalg.vector_norm(rs, dim=-1)
+        diff = (r_norm**2 - 2 * (rs @ xs) + x_norm2).clamp_min(0).sqrt()
+        parts.append(diff / ((x_norm2.sqrt() + r_norm) / 2).clamp_min(1e-12))
+    return torch.stack(parts).mean(0)
+
+
+def _pair_distances(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    """Distances between the sets of M pairs, statistics [(M, D)] each: (M,)."""
+    parts = []
+    for sa, sb in zip(a, b, strict=True):
+        scale = (torch.linalg.vector_norm(sa, dim=-1) + torch.linalg.vector_norm(sb, dim=-1)) / 2
+        parts.append(torch.linalg.vector_norm(sa - sb, dim=-1) / scale.clamp_min(1e-12))
     return torch.stack(parts).mean(0)
 
 
 def _stats_distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    return float(_distances(a, [bl[None] for bl in b])[0])
+    return float(_pair_distances([t[None] for t in a], [t[None] for t in b])[0])
 
 
 def texture_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -319,9 +353,9 @@ def fidelity_table(generated: torch.Tensor | np.ndarray, exemplar: np.ndarray, *
     is the exemplar's natural variation, the unit of every ratio. Each row is a set of n
     crops, and its distance is its mean texture_distance to the first set of every split
     (so a set that is statistically just more exemplar scores ~1). Rows, in order: a
-    further set of exemplar crops that the pool never saw, the generated image, uniform RGB
-    noise, and spatially white noise drawn from the exemplar's own pixels (its exact
-    colour histogram). Everything depends only on `seed`.
+    further set of exemplar crops with its own seed (not from the pool), the generated
+    image(s), uniform RGB noise, and spatially white noise drawn from the exemplar's own
+    pixels (its exact colour histogram). Everything depends only on `seed`.
     """
     if crop < MIN_SIZE:
         raise ConfigError(f"crop: got {crop} px, texture statistics need at least {MIN_SIZE} px")
@@ -350,12 +384,9 @@ def fidelity_table(generated: torch.Tensor | np.ndarray, exemplar: np.ndarray, *
     # the set means of every split as one matrix product: (SPLITS, pool) @ (pool, D)
     pick_first = _selection(firsts, POOL_FACTOR * n)
     pick_second = _selection(seconds, POOL_FACTOR * n)
-    references = [pick_first @ layer for layer in pool]  # [(SPLITS, D)]
-    others = [pick_second @ layer for layer in pool]
-    baseline = float(torch.stack([
-        _distances([layer[i] for layer in references], [layer[i: i + 1] for layer in others])[0]
-        for i in range(SPLITS)
-    ]).mean())
+    references = [pick_first @ stat for stat in pool]  # [(SPLITS, D)]
+    baseline = float(_pair_distances(references, [pick_second @ stat for stat in pool]).mean())
+    del pool
     if baseline <= 1e-9:
         raise ConfigError("exemplar: every crop has the same statistics (a flat image?); "
                           "a texture exemplar needs some variation")
@@ -381,7 +412,7 @@ def fidelity_table(generated: torch.Tensor | np.ndarray, exemplar: np.ndarray, *
 
 def _selection(sets: list[torch.Tensor], size: int) -> torch.Tensor:
     """(len(sets), size) matrix whose rows average the pool entries of each set."""
-    matrix = torch.zeros((len(sets), size))
+    matrix = torch.zeros((len(sets), size), dtype=torch.float64)
     for i, members in enumerate(sets):
         matrix[i, members] = 1.0 / len(members)
     return matrix
@@ -494,9 +525,11 @@ def verdict(rows: Sequence[FidelityRow], goal: float = GOAL_RATIO) -> str:
         ratio = by_name[ROW_MODEL].ratio
         parts.append(f"model ratio {ratio:.2f} (goal <= {goal:g}: "
                      f"{'met' if ratio <= goal else 'not met'})")
-    baselines = [by_name[k].ratio for k in (ROW_UNIFORM, ROW_HISTOGRAM) if k in by_name]
+    baselines = [f"{label} {by_name[key].ratio:.1f}" for key, label in
+                 ((ROW_UNIFORM, "uniform noise"), (ROW_HISTOGRAM, "colour-histogram noise"))
+                 if key in by_name]
     if baselines:
-        parts.append("baselines " + " / ".join(f"{b:.1f}" for b in baselines))
+        parts.append("baselines: " + ", ".join(baselines))
     if ROW_SELF in by_name:
         parts.append(f"exemplar vs itself {by_name[ROW_SELF].ratio:.2f}")
     return "; ".join(parts)
