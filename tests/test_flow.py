@@ -205,9 +205,9 @@ def test_training_flow_pushes_a_model_with_its_card(prefect_api, s3_bucket, tmp_
 
     monkeypatch.setenv("TEXPROD_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:128, 0:128]
+    y, x = np.mgrid[0:256, 0:256]  # larger than the 128 px fidelity crops
     image = np.stack([(np.sin((x + y) / 3.0) > 0) * 150 + 60] * 3, axis=-1) \
-        + rng.normal(0, 10, (128, 128, 3))
+        + rng.normal(0, 10, (256, 256, 3))
     exemplar = tmp_path / "stripes.png"
     pyvips.Image.new_from_array(np.clip(image, 0, 255).astype(np.uint8)).pngsave(str(exemplar))
     state = train_generator(exemplars=[str(exemplar)], name="stripes", version="0.1",

@@ -80,12 +80,15 @@ def _weights(device: str = "cpu") -> tuple[tuple[torch.Tensor, ...], tuple[torch
     gen = torch.Generator().manual_seed(WEIGHT_SEED)
     weights, biases = [], []
     c_in = 3
-    for c_out in CHANNELS:
-        fan_in = c_in * KERNEL * KERNEL
-        w = torch.randn((c_out, c_in, KERNEL, KERNEL), generator=gen, dtype=torch.float32)
-        weights.append((w * (2.0 / fan_in) ** 0.5).to(device))
-        biases.append(torch.zeros(c_out, device=device))
-        c_in = c_out
+    # normal tensors even when first asked for under inference mode: they are cached and
+    # later used in autograd (latent fitting differentiates through the statistics)
+    with torch.inference_mode(False):
+        for c_out in CHANNELS:
+            fan_in = c_in * KERNEL * KERNEL
+            w = torch.randn((c_out, c_in, KERNEL, KERNEL), generator=gen, dtype=torch.float32)
+            weights.append((w * (2.0 / fan_in) ** 0.5).to(device))
+            biases.append(torch.zeros(c_out, device=device))
+            c_in = c_out
     return tuple(weights), tuple(biases)
 
 
