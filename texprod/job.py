@@ -285,7 +285,8 @@ def _disk_error(error: OSError, path: Path) -> Exception:
     return error
 
 
-def provenance(plan: JobPlan, tac_max: float | None = None) -> dict:
+def provenance(plan: JobPlan) -> dict:
+    """What the file promises, written into it (the TAC found is measured by preflight)."""
     g, c = plan.geometry, plan.colour
     return {"texprod": {
         "version": __version__,
@@ -309,7 +310,6 @@ def provenance(plan: JobPlan, tac_max: float | None = None) -> dict:
         "black_point_compensation": c.black_point_compensation,
         "embed_icc": plan.tiff.embed_icc,
         "tac_limit": plan.spec.print.tac_limit if c.color == "cmyk" else None,
-        "tac_max": None if tac_max is None else round(tac_max, 2),
         "compression": plan.tiff.compression,
         "layout": plan.tiff.layout,
         "bigtiff": plan.bigtiff,

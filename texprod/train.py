@@ -37,6 +37,7 @@ from texprod.generators import (
 from texprod.noise import ConstantField, NoiseField
 from texprod.quality import load_exemplar, texture_stats
 from texprod.render import forward_interior, render_reference, resolve_device
+from texprod.storage import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,8 @@ class Trainer:
 
     def provenance(self) -> dict:
         return {
-            "exemplars": [{"name": p.name, "sha256": _sha256(p)} for p in self.exemplar_paths],
+            "exemplars": [{"name": p.name, "sha256": sha256_file(p)}
+                          for p in self.exemplar_paths],
             "training": {
                 **asdict(self.config),
                 "iterations": self.state.iteration,
@@ -348,13 +350,6 @@ def _load_optimiser(opt: torch.optim.Optimizer, tensors: dict, prefix: str, meta
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def train_model(exemplars: list[str | Path], out: str, config: TrainConfig, device: str = "auto",
