@@ -157,3 +157,65 @@ def test_noise_is_bitwise_identical_on_cuda():
     n = gen.config.nz_local + gen.config.nz_global
     assert torch.equal(on_gpu[:n], window(f, -7, 3, 20, 30)[:n])
     torch.testing.assert_close(on_gpu, window(f, -7, 3, 20, 30), rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ quilt field
+
+
+def _quilt(block=8, transition=4, period_blocks=None, seed=5, nz=3):
+    from texprod.noise import QuiltField
+
+    return QuiltField(nz, seed, block, transition, period_blocks)
+
+
+def _sample(field, y0, x0, h, w):
+    ys = torch.arange(y0, y0 + h)[None]
+    xs = torch.arange(x0, x0 + w)[None]
+    return field.sample(ys, xs)[0]  # (nz, h, w)
+
+
+def test_quilt_blocks_hold_their_own_latent_away_from_borders():
+    from texprod.noise import STREAM_QUILT
+
+    field = _quilt(block=8, transition=4)
+    z = _sample(field, -16, -16, 48, 48)  # blocks -2 .. 3 on both axes
+    keys = [channel_key(5, STREAM_QUILT, c) for c in range(3)]
+    for by in range(-2, 4):
+        for bx in range(-2, 4):
+            own = hash_uniform(keys, torch.tensor([by]), torch.tensor([bx]))[:, 0, 0]
+            # cells whose centres are at least T/2 from every border: exactly the block latent
+            core = z[:, by * 8 + 16 + 2: by * 8 + 16 + 6, bx * 8 + 16 + 2: bx * 8 + 16 + 6]
+            assert torch.equal(core, own[:, None, None].expand_as(core))
+
+
+def test_quilt_transition_has_the_requested_width_and_is_smooth():
+    for transition in (2, 4, 6):
+        field = _quilt(block=8, transition=transition)
+        row = _sample(field, 4, -8, 1, 32)[:, 0]  # (nz, 32): crosses borders at x = 0, 8, 16
+        blocks = [row[:, 8 * i + 4] for i in range(4)]  # block centres
+        mixed = [x for x in range(32) if not any(torch.equal(row[:, x], b) for b in blocks)]
+        for border in (8, 16, 24):
+            around = [x for x in mixed if abs(x + 0.5 - border) <= transition / 2 + 1]
+            assert abs(len(around) - transition) <= 1, (transition, border, around)
+        # across each border the latent moves monotonically from one block's to the next's
+        for i in range(3):
+            segment = row[:, 8 * i + 4: 8 * i + 13]  # block i centre .. block i+1 centre
+            lo = torch.minimum(blocks[i], blocks[i + 1])[:, None] - 1e-6
+            hi = torch.maximum(blocks[i], blocks[i + 1])[:, None] + 1e-6
+            assert ((segment >= lo) & (segment <= hi)).all()
+            direction = torch.sign(blocks[i + 1] - blocks[i])[:, None]
+            assert ((segment[:, 1:] - segment[:, :-1]) * direction >= -1e-6).all()
+
+
+def test_quilt_windows_agree_and_wrap_with_their_period():
+    field = _quilt(block=6, transition=3, period_blocks=(2, 3))
+    big = _sample(field, -12, -18, 36, 54)
+    assert torch.equal(_sample(field, 1, 5, 7, 9), big[:, 13:20, 23:32])
+    # period: 2 x 6 = 12 cells down, 3 x 6 = 18 cells across
+    assert torch.equal(_sample(field, -12, -18, 12, 18), _sample(field, 0, 0, 12, 18))
+    assert torch.equal(_sample(field, 5, 7, 10, 10), _sample(field, 5 + 24, 7 - 36, 10, 10))
+
+
+def test_quilt_rejects_a_transition_wider_than_a_block():
+    with pytest.raises(ConfigError, match="quilt transition: got 9 cells"):
+        _quilt(block=8, transition=9)

@@ -156,3 +156,26 @@ def test_cuda_tiles_equal_the_cpu_reference(name):
         plan = plan_tiles(width, height, cell, renderer.rf.halo, tile, x0=-5, y0=9)
         tiled = render_canvas(renderer, field, plan, batch=4, output="float32")
         assert np.abs(tiled - reference).max() <= 1e-4
+
+
+@pytest.mark.parametrize("period", [None, (4, 6)])
+def test_tiles_are_exact_with_a_quilt_field(period):
+    from texprod.noise import QuiltField
+
+    gen = tiny_generator("psgan-nearest-d4-k3")  # 16 px cells, 4 global channels
+    blocks = None if period is None else (period[0] // 2, period[1] // 2)
+    quilt = QuiltField(gen.config.nz_global, 9, block=2, transition=2, period_blocks=blocks)
+    field = NoiseField(gen.config, 7, waves=gen.waves, period=period, global_field=quilt)
+    renderer = Renderer(gen, "cpu")
+    width, height = (96, 64) if period else (150, 101)
+    reference = render_reference(gen, field, width, height, x0=-7, y0=5, output="float32")
+    for tile in (16, 48):  # tiles of 1 and 3 cells cut through the transitions
+        plan = plan_tiles(width, height, 16, renderer.rf.halo, tile, x0=-7, y0=5)
+        tiled = render_canvas(renderer, field, plan, batch=2, output="float32")
+        assert np.abs(tiled - reference).max() <= 1e-4
+    if period:  # the quilt wraps with the print's period too
+        image = render_canvas(renderer, field, plan_tiles(96, 64, 16, renderer.rf.halo, 32),
+                              output="uint8").astype(int)
+        half = render_canvas(renderer, field, plan_tiles(96, 64, 16, renderer.rf.halo, 32,
+                                                         x0=48, y0=32), output="uint8")
+        assert np.abs(np.roll(image, (-32, -48), axis=(0, 1)) - half).max() <= 1

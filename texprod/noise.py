@@ -26,7 +26,7 @@ from texprod.generators.config import GeneratorConfig
 
 MASK32 = 0xFFFFFFFF
 # Independent streams of the hash, so channels of different kinds never share values.
-STREAM_LOCAL, STREAM_GLOBAL, STREAM_PHASE = 1, 2, 3
+STREAM_LOCAL, STREAM_GLOBAL, STREAM_PHASE, STREAM_QUILT = 1, 2, 3, 4
 _ROW_SALT, _COL_SALT = 0x9E3779B9, 0x85EBCA6B
 
 
@@ -109,6 +109,63 @@ class ConstantField:
 
     def constant(self) -> torch.Tensor | None:
         return self.latent
+
+
+class QuiltField:
+    """PSGAN's quilt: an independent global latent per block of B x B cells, blended over
+    a transition of T cells centred on every block border (smoothstep, separable).
+
+    Block (by, bx) covers cells [by * B, (by + 1) * B) x [bx * B, (bx + 1) * B); its latent
+    is hashed from (seed, block), so the field is a function of global coordinates only.
+    `period_blocks` (rows, cols) wraps the block indices for exact repeats.
+    """
+
+    def __init__(self, nz_global: int, seed: int, block: int, transition: int,
+                 period_blocks: tuple[int, int] | None = None):
+        if block < 1:
+            raise ConfigError(f"quilt block: got {block} cells, must be at least 1")
+        if not 0 <= transition <= block:
+            raise ConfigError(f"quilt transition: got {transition} cells, must be between 0 "
+                              f"and the block size {block}")
+        self.nz_global, self.block, self.transition = nz_global, block, transition
+        self.period_blocks = period_blocks
+        self._keys = [channel_key(seed, STREAM_QUILT, c) for c in range(nz_global)]
+
+    def constant(self) -> torch.Tensor | None:
+        return None
+
+    def _axis(self, coords: torch.Tensor, period: int | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per cell: the two blocks it blends (lower, upper) and the weight of the upper."""
+        b = torch.div(coords, self.block, rounding_mode="floor")
+        centre = (coords - b * self.block).to(torch.float32) + 0.5  # 0 .. B within the block
+        if self.transition == 0:
+            lower, weight = b, torch.zeros_like(centre)
+        else:
+            # the lower half of a block blends with the block below across its lower
+            # border, the upper half with the block above; t runs 0 -> 1 across a border
+            below = centre < self.block / 2
+            half = self.transition / 2
+            t = torch.where(below, centre + half, centre - self.block + half) / self.transition
+            t = t.clamp(0, 1)
+            weight = t * t * (3 - 2 * t)  # smoothstep: the weight of block `lower + 1`
+            lower = torch.where(below, b - 1, b)
+        upper = lower + 1
+        if period is not None:
+            lower, upper = torch.remainder(lower, period), torch.remainder(upper, period)
+        return lower, upper, weight
+
+    def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        py, px = self.period_blocks or (None, None)
+        y0, y1, wy = self._axis(ys, py)  # (B, h)
+        x0, x1, wx = self._axis(xs, px)  # (B, w)
+        out = None
+        for by, fy in ((y0, 1 - wy), (y1, wy)):
+            for bx, fx in ((x0, 1 - wx), (x1, wx)):
+                latent = hash_uniform(self._keys, by, bx)  # (B, nz_global, h, w)
+                term = latent * (fy[:, None, :, None] * fx[:, None, None, :])
+                out = term if out is None else out + term
+        return out
 
 
 WaveFn = Callable[[torch.Tensor], torch.Tensor]  # (N, nz_global) -> (N, nz_periodic, 2)
