@@ -41,6 +41,11 @@ def _filters(text: str) -> tuple[int, ...]:
     return values
 
 
+def _add_overrides(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help=text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="texprod", formatter_class=_Formatter,
@@ -159,9 +164,7 @@ def _parser() -> argparse.ArgumentParser:
                     "result. A bare name (box_packaging) is looked up in specs/.",
     )
     generate.add_argument("spec", help="job spec: a YAML file or a name in specs/")
-    generate.add_argument("--set", dest="overrides", action="append", default=[],
-                          metavar="KEY=VALUE",
-                          help="override a spec field, e.g. --set print.dpi=150 (repeatable)")
+    _add_overrides(generate, "override a spec field, e.g. --set print.dpi=150 (repeatable)")
     generate.add_argument("--dry-run", action="store_true",
                           help="print the plan (sizes, tiles, disk, estimated time) and stop")
 
@@ -175,8 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", type=Path, help="the TIFF to check")
     inspect.add_argument("--spec", default=None,
                          help="also check against what this job spec promises")
-    inspect.add_argument("--set", dest="overrides", action="append", default=[],
-                         metavar="KEY=VALUE", help="spec overrides, as for generate")
+    _add_overrides(inspect, "spec overrides, as for generate")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.add_argument("--no-tac", action="store_true",
                          help="skip measuring ink coverage (reads only the tags)")

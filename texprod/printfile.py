@@ -18,7 +18,6 @@ import math
 import numbers
 import os
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ import pyvips
 import tifffile
 
 from texprod.errors import ConfigError
+from texprod.files import atomic_output
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -63,28 +63,13 @@ def check_tiff_path(path: str | os.PathLike) -> Path:
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_plain_tiff(image: pyvips.Image, path: str | os.PathLike) -> Path:
     """Save `image` as a tiled, LZW-compressed TIFF; the file appears only when complete."""
     out = check_tiff_path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.tif", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_output(out, suffix=".partial.tif") as tmp:
         image.tiffsave(str(tmp), compression="lzw", predictor="horizontal", tile=True,
                        tile_width=256, tile_height=256, bigtiff=image.width * image.height
                        * image.bands * (2 if image.format == "ushort" else 1) > 3.5 * 2**30)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get normal modes
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 
@@ -321,11 +306,8 @@ def write_print_tiff(image: pyvips.Image, path: str | os.PathLike, *, options: T
         write_args["rowsperstrip"] = rows_per_strip
 
     start = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.tif", dir=out.parent)
-    os.close(fd)  # reopened by name: tifffile wants a file object with a path-like name
-    tmp = Path(name)
-    try:
+    with atomic_output(out, suffix=".partial.tif") as tmp:
+        # opened by name: tifffile wants a file object with a path-like name
         with open(tmp, "w+b") as fh:
             pool = ThreadPoolExecutor(workers, thread_name_prefix="tiff-encode")
             try:
@@ -341,11 +323,6 @@ def write_print_tiff(image: pyvips.Image, path: str | os.PathLike, *, options: T
                 pool.shutdown(wait=True, cancel_futures=True)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get normal modes
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _fsync_dir(out.parent)
     return WrittenTiff(path=out, bytes=out.stat().st_size, bigtiff=bigtiff,
                        bigtiff_reason=reason, seconds=time.perf_counter() - start)

@@ -7,14 +7,13 @@ The bleed is veiled in white and the trim line drawn, so the cut is obvious at a
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyvips
 
 from texprod.colour import OutputColour, soft_proof, srgb_profile
+from texprod.files import atomic_output
 
 PROOF_PX = 2048
 THUMB_PX = 256
@@ -22,15 +21,8 @@ TRIM_LINE = [255, 0, 255]  # magenta: rare in textures, obvious on any of them
 
 
 def _save_jpeg(image: pyvips.Image, path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial.jpg", dir=path.parent)
-    os.close(fd)
-    try:
-        image.jpegsave(name, Q=90, optimize_coding=True, strip=False)
-        os.chmod(name, 0o644)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, suffix=".partial.jpg") as tmp:
+        image.jpegsave(str(tmp), Q=90, optimize_coding=True, strip=False)
     return path
 
 

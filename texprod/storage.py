@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from texprod.errors import CheckpointError, ConfigError, SpecError, TexprodError
+from texprod.files import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -425,33 +426,17 @@ def _subscribers(progress: Callable[[int], None] | None = None, size: int | None
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(name, 0o644)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _atomic_copy(src: Path, dest: Path, expected_sha256: str | None = None) -> str:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, name)
-        digest = sha256_file(name)
+    with atomic_output(dest) as tmp:
+        shutil.copyfile(src, tmp)
+        digest = sha256_file(tmp)
         if expected_sha256 and digest != expected_sha256:
             raise IntegrityError(f"{src}: sha256 {digest} does not match the expected "
                                  f"{expected_sha256}")
-        os.chmod(name, 0o644)
-        os.replace(name, dest)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
     return digest
 
 
@@ -577,25 +562,18 @@ def download_file(
     want, source = (expected_sha256, "the expected") if expected_sha256 else (
         (recorded, "the object's metadata") if recorded and _SHA256_RE.match(recorded)
         else (None, ""))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     subscribers = _subscribers(progress, size, etag)
-    try:
-        with os.fdopen(fd, "wb") as f, _s3_errors(uri, "download", client), \
+    with atomic_output(dest) as tmp:
+        with open(tmp, "wb") as f, _s3_errors(uri, "download", client), \
                 create_transfer_manager(client, _transfer_config()) as manager:
             manager.download(bucket, key, f, subscribers=subscribers).result()
-        got = os.path.getsize(name)
+        got = os.path.getsize(tmp)
         if got != size:
             raise IntegrityError(f"{uri}: downloaded {got} bytes, the object has {size}")
-        digest = sha256_file(name)
+        digest = sha256_file(tmp)
         if want and digest != want:
             raise IntegrityError(f"{uri}: sha256 mismatch: the download has {digest}, "
                                  f"{source} sha256 is {want}")
-        os.chmod(name, 0o644)
-        os.replace(name, dest)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
     return {"uri": uri, "path": dest, "etag": _etag(etag), "sha256": digest, "bytes": size}
 
 
