@@ -1,4 +1,4 @@
-"""Print geometry: millimetres and dpi to pixels, bleed, trim box, repeat snapping.
+"""Print geometry: millimetres and dpi to pixels, bleed, trim box, repeat periods.
 
 Rounding rule: a length L mm at D dpi is floor(L / 25.4 * D + 1/2) pixels (round half up),
 computed exactly from the decimal values written in the spec, so 0.5 px never depends on
@@ -66,14 +66,82 @@ class PrintGeometry:
         return self.width_px * self.height_px / 1e6
 
 
-def print_geometry(spec: PrintSpec, repeat_cell_px: int | None = None) -> PrintGeometry:
-    """Pixel geometry of a print; with `repeat_cell_px` the trim snaps to whole cells."""
-    bleed_px = mm_to_px(spec.bleed_mm, spec.dpi)
+@dataclass(frozen=True)
+class RepeatPeriod:
+    """One period of an exact repeat: whole noise cells, and what that is in mm."""
+
+    cells: tuple[int, int]  # (rows, cols)
+    cell_px: int
+    dpi: float  # the print's resolution (changed from the spec's by adjust: dpi)
+    requested_mm: tuple[float, float]  # (width, height) the spec asked for
+
+    @property
+    def px(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.cells[1] * self.cell_px, self.cells[0] * self.cell_px
+
+    @property
+    def mm(self) -> tuple[float, float]:
+        return px_to_mm(self.px[0], self.dpi), px_to_mm(self.px[1], self.dpi)
+
+    def describe(self) -> str:
+        (w, h), (rw, rh) = self.mm, self.requested_mm
+        text = (f"{w:.3f} x {h:.3f} mm = {self.px[0]} x {self.px[1]} px = {self.cells[1]} x "
+                f"{self.cells[0]} cells of {self.cell_px} px at {self.dpi:g} dpi")
+        if (round(w, 3), round(h, 3)) != (round(rw, 3), round(rh, 3)):
+            text += f" (snapped from {rw:g} x {rh:g} mm)"
+        return text
+
+
+def _cells(mm: float, dpi: float | Fraction, cell_px: int) -> int:
+    return max(1, round(_exact(mm) / MM_PER_INCH * _exact(dpi) / cell_px))
+
+
+def repeat_period(width_mm: float, height_mm: float, dpi: float, cell_px: int,
+                  tolerance_mm: float | None = None, adjust: str = "size") -> RepeatPeriod:
+    """Snap a repeat to whole cells. adjust "size" keeps the dpi and moves the period by at
+    most `tolerance_mm`; "dpi" keeps the width exact and sets the resolution to fit whole
+    cells (the height then snaps within the tolerance at that resolution). Without a
+    tolerance any snap is accepted: it is at most half a cell."""
+    if adjust == "dpi":
+        cols = _cells(width_mm, dpi, cell_px)
+        exact_dpi = Fraction(cols * cell_px) * MM_PER_INCH / _exact(width_mm)
+        dpi = round(float(exact_dpi), 6)
+    else:
+        cols = _cells(width_mm, dpi, cell_px)
+    period = RepeatPeriod((_cells(height_mm, dpi, cell_px), cols), cell_px, dpi,
+                          (width_mm, height_mm))
+    for axis, (got, want) in enumerate(zip(period.mm, period.requested_mm, strict=True)):
+        if tolerance_mm is not None and abs(got - want) > tolerance_mm + 1e-9:
+            name = ("width_mm", "height_mm")[axis]
+            cell_mm = px_to_mm(cell_px, dpi)
+            n = _cells(want, dpi, cell_px)
+            options = sorted({max(1, n - 1), n, n + 1})
+            near = ", ".join(f"{px_to_mm(k * cell_px, dpi):.3f} mm ({k} cells)" for k in options)
+            hint = ("set texture.repeat.adjust: dpi to keep the width exact by changing the "
+                    "resolution, " if adjust == "size" and axis == 0 else "")
+            raise SpecError(
+                f"texture.repeat.{name}: got {want:g}, which whole {cell_px}-px noise cells "
+                f"({cell_mm:.3f} mm at {dpi:g} dpi) cannot meet within tolerance_mm "
+                f"{tolerance_mm:g}: the nearest periods are {near}; {hint}raise "
+                "texture.repeat.tolerance_mm, or choose a size from those")
+    return period
+
+
+def print_geometry(spec: PrintSpec, repeat_cell_px: int | None = None,
+                   period: RepeatPeriod | None = None) -> PrintGeometry:
+    """Pixel geometry of a print; with `repeat_cell_px` the trim snaps to whole cells.
+
+    With a repeat `period`, the print uses its resolution, and a print side given equal
+    to the requested period side is exactly one period (snapped with it).
+    """
+    dpi = period.dpi if period is not None else spec.dpi
+    bleed_px = mm_to_px(spec.bleed_mm, dpi)
     if spec.width_mm is not None:
         requested = (spec.width_mm, spec.height_mm)
-        total = [mm_to_px(_exact(t) + 2 * _exact(spec.bleed_mm), spec.dpi) for t in requested]
+        total = [mm_to_px(_exact(t) + 2 * _exact(spec.bleed_mm), dpi) for t in requested]
     else:
-        requested = (px_to_mm(spec.width_px, spec.dpi), px_to_mm(spec.height_px, spec.dpi))
+        requested = (px_to_mm(spec.width_px, dpi), px_to_mm(spec.height_px, dpi))
         total = [spec.width_px + 2 * bleed_px, spec.height_px + 2 * bleed_px]
     trim = [t - 2 * bleed_px for t in total]
     for name, value in zip(("width", "height"), trim, strict=True):
@@ -81,10 +149,16 @@ def print_geometry(spec: PrintSpec, repeat_cell_px: int | None = None) -> PrintG
             raise SpecError(f"print.{name}: got {value} px of trim after the bleed at "
                             f"{spec.dpi} dpi; the print must be at least 1 px")
     snapped = False
+    snapped_trim = list(trim)
     if repeat_cell_px is not None:
         cell = repeat_cell_px
         snapped_trim = [max(1, round(t / cell)) * cell for t in trim]
-        snapped = snapped_trim != trim
+    if period is not None and spec.width_mm is not None:
+        for axis in range(2):
+            if requested[axis] == period.requested_mm[axis]:
+                snapped_trim[axis] = period.px[axis]
+    if snapped_trim != trim:
+        snapped = True
         trim = snapped_trim
         total = [t + 2 * bleed_px for t in trim]
-    return PrintGeometry(total[0], total[1], bleed_px, spec.dpi, requested, snapped)
+    return PrintGeometry(total[0], total[1], bleed_px, dpi, requested, snapped)

@@ -27,14 +27,15 @@ from texprod.canvas import BandWriter, ScratchCanvas
 from texprod.colour import OutputColour, resolve_colour, to_output
 from texprod.errors import TexprodError
 from texprod.generators import Checkpoint, load_checkpoint, receptive_field
-from texprod.geometry import PrintGeometry, print_geometry
+from texprod.geometry import PrintGeometry, RepeatPeriod, print_geometry, repeat_period
 from texprod.noise import NoiseField
 from texprod.preflight import Expectations, InspectionReport, inspect_tiff
 from texprod.printfile import TiffOptions, WrittenTiff, bigtiff_decision, write_print_tiff
-from texprod.proof import make_proof
+from texprod.proof import make_proof, make_repeat_preview
 from texprod.render import Renderer, default_tiling, render_reference, resolve_device
-from texprod.spec import JobSpec
+from texprod.spec import JobSpec, RepeatSpec
 from texprod.storage import is_s3, resolve_model, split_s3, upload_file
+from texprod.texture import TextureField, frame_of, texture_field
 from texprod.tiling import TilePlan, plan_tiles
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,12 @@ class JobOutputs:
     proof: Path | None
     thumbnail: Path | None
     remote_dir: str | None = None  # s3://bucket/prefix/ when output.dir is on S3
+    repeat_preview: Path | None = None  # 2 x 2 periods of a repeat, to see that it repeats
 
     @property
     def local(self) -> list[Path]:
-        return [p for p in (self.tiff, self.proof, self.thumbnail) if p is not None]
+        return [p for p in (self.tiff, self.proof, self.thumbnail, self.repeat_preview)
+                if p is not None]
 
     def final(self, path: Path) -> str:
         """The output's final location: its S3 URI, or the local path."""
@@ -82,11 +85,13 @@ class JobPlan:
     device: str
     tile_px: int
     batch: int
-    period: tuple[int, int] | None
+    period: tuple[int, int] | None  # repeat period in cells (rows, cols)
+    texture: TextureField
     outputs: JobOutputs
     scratch_path: Path
     scratch_bytes: int
     output_bytes: int  # upper bound: uncompressed size plus headers
+    repeat: RepeatPeriod | None = None  # texture.repeat given as a period in mm
     estimate: str = ""
 
     @property
@@ -121,7 +126,13 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
     if config.out_channels != 3:
         raise TexprodError(f"model: {model_path} renders {config.out_channels} channels; "
                            "prints need an RGB (3-channel) generator")
-    geometry = print_geometry(spec.print, config.cell_px if spec.texture.repeat else None)
+    repeat = None
+    if isinstance(spec.texture.repeat, RepeatSpec):
+        r = spec.texture.repeat
+        repeat = repeat_period(r.width_mm, r.height_mm, spec.print.dpi, config.cell_px,
+                               r.tolerance_mm, r.adjust)
+    geometry = print_geometry(spec.print, config.cell_px if spec.texture.repeat is True
+                              else None, repeat)
     colour = resolve_colour(spec.print)
     tiff = TiffOptions(compression=spec.tiff.compression, layout=spec.tiff.layout,
                        bigtiff=spec.tiff.bigtiff, embed_icc=spec.tiff.embed_icc)
@@ -133,17 +144,23 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
     tile_px = auto_tile if spec.render.tile_px == "auto" else spec.render.tile_px
     batch = auto_batch if spec.render.batch == "auto" else spec.render.batch
     halo = receptive_field(checkpoint.generator.blocks).halo
-    # repeat: the trim box is one period, so the canvas starts a bleed before cell 0
+    # repeat: a period starts at the trim's corner, so the canvas starts a bleed before
+    # cell 0; `repeat: true` makes the trim one period
     period = None
     x0 = y0 = 0
-    if spec.texture.repeat:
+    if repeat is not None:
+        period = repeat.cells
+    elif spec.texture.repeat:
         _, _, w, h = geometry.trim_box
         period = (h // config.cell_px, w // config.cell_px)
+    if period is not None:
         x0 = y0 = -geometry.bleed_px
     tiles = plan_tiles(geometry.width_px, geometry.height_px, config.cell_px, halo, tile_px,
                        x0=x0, y0=y0)
+    texture = texture_field(spec, checkpoint, geometry,
+                            frame_of(geometry, config.cell_px, x0, y0, halo), period, spec_dir)
 
-    digest = spec.digest(checkpoint.digest)
+    digest = spec.digest(checkpoint.digest, texture.inputs)
     remote_dir = None
     if is_s3(spec.output.dir):
         split_s3(spec.output.dir)  # validates the URI
@@ -159,6 +176,8 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         proof=out_dir / f"{stem}.proof.jpg" if spec.output.proof else None,
         thumbnail=out_dir / f"{stem}.thumb.jpg" if spec.output.proof else None,
         remote_dir=remote_dir,
+        repeat_preview=out_dir / f"{stem}.repeat.jpg"
+        if spec.output.proof and _period_box(geometry, period, config.cell_px) else None,
     )
     scratch_dir = Path(spec.render.scratch_dir).expanduser() if spec.render.scratch_dir \
         else out_dir
@@ -167,13 +186,25 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         spec=spec, checkpoint=checkpoint, model_path=model_path, spec_digest=digest,
         geometry=geometry, colour=colour, tiff=tiff, bigtiff=bigtiff, bigtiff_reason=reason,
         tiles=tiles, device=str(renderer_device), tile_px=tile_px, batch=batch, period=period,
-        outputs=outputs, scratch_path=scratch_dir / f".{stem}.canvas.raw",
+        texture=texture, repeat=repeat, outputs=outputs, scratch_path=scratch_dir / f".{stem}.canvas.raw",
         scratch_bytes=geometry.width_px * geometry.height_px * 3 * sample_bytes,
         output_bytes=geometry.width_px * geometry.height_px * colour.bands * sample_bytes
         + 2**20,
     )
     plan.estimate = estimate(plan)
     return plan
+
+
+def _period_box(geometry: PrintGeometry, period: tuple[int, int] | None, cell_px: int
+                ) -> tuple[int, int, int, int] | None:
+    """One whole period in canvas pixels, from the trim's corner; None if it does not fit."""
+    if period is None:
+        return None
+    b = geometry.bleed_px
+    w, h = period[1] * cell_px, period[0] * cell_px
+    if b + w > geometry.width_px or b + h > geometry.height_px:
+        return None
+    return b, b, w, h
 
 
 def check_disk_space(plan: JobPlan) -> None:
@@ -235,7 +266,7 @@ def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = N
     """
     generator = plan.checkpoint.generator
     field = NoiseField(generator.config, plan.spec.seed, waves=generator.waves,
-                       period=plan.period)
+                       period=plan.period, global_field=plan.texture.field)
     output = "uint8" if plan.render_bits == 8 else "uint16"
     wanted = range(len(plan.tiles.bands)) if bands is None else bands
     todo = [b for b in wanted if b not in canvas.done_bands]
@@ -302,7 +333,8 @@ def provenance(plan: JobPlan) -> dict:
         "bleed_px": g.bleed_px,
         "trim_mm": [round(v, 3) for v in g.trim_mm],
         "bleed_mm": plan.spec.print.bleed_mm,
-        "repeat": plan.spec.texture.repeat,
+        "repeat": _repeat_record(plan),
+        "texture": plan.texture.summary,
         "color": c.color,
         "bits": c.bits,
         "icc_profile": c.description,
@@ -315,6 +347,18 @@ def provenance(plan: JobPlan) -> dict:
         "bigtiff": plan.bigtiff,
         "bigtiff_reason": plan.bigtiff_reason,
     }}
+
+
+def _repeat_record(plan: JobPlan) -> dict | bool:
+    if plan.period is None:
+        return False
+    cell = plan.checkpoint.generator.config.cell_px
+    record = {"period_cells": [plan.period[1], plan.period[0]],
+              "period_px": [plan.period[1] * cell, plan.period[0] * cell]}
+    if plan.repeat is not None:
+        record["period_mm"] = [round(v, 4) for v in plan.repeat.mm]
+        record["requested_mm"] = list(plan.repeat.requested_mm)
+    return record
 
 
 class _InkMeter:
@@ -355,11 +399,22 @@ def export_job(plan: JobPlan, canvas: ScratchCanvas) -> tuple[WrittenTiff, float
     return written, None if meter is None else meter.max
 
 
-def proof_job(plan: JobPlan, canvas: ScratchCanvas) -> tuple[Path, Path] | None:
+def proof_job(plan: JobPlan, canvas: ScratchCanvas) -> tuple[Path, ...] | None:
+    """Proof and thumbnail; for a repeat also 2 x 2 periods side by side."""
     if plan.outputs.proof is None or plan.outputs.thumbnail is None:
         return None
-    return make_proof(canvas.to_vips(), plan.geometry.trim_box, plan.colour,
-                      plan.outputs.proof, plan.outputs.thumbnail)
+    paths = make_proof(canvas.to_vips(), plan.geometry.trim_box, plan.colour,
+                       plan.outputs.proof, plan.outputs.thumbnail)
+    box = _period_box(plan.geometry, plan.period, plan.checkpoint.generator.config.cell_px)
+    if plan.outputs.repeat_preview is not None and box is not None:
+        try:
+            paths += (make_repeat_preview(canvas.to_vips(), box, plan.colour,
+                                          plan.outputs.repeat_preview),)
+        except BaseException:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            raise
+    return paths
 
 
 def expectations(plan: JobPlan) -> Expectations:
@@ -472,6 +527,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _describe_repeat(plan: JobPlan) -> str:
+    if plan.repeat is not None:
+        text = f"period {plan.repeat.describe()}"
+    else:
+        cell = plan.checkpoint.generator.config.cell_px
+        py, px = plan.period
+        text = (f"period = trim, {px * cell} x {py * cell} px = {px} x {py} cells of "
+                f"{cell} px")
+    if plan.outputs.repeat_preview is not None:
+        text += "; 2 x 2 preview " + plan.outputs.final(plan.outputs.repeat_preview)
+    return text
+
+
 def describe_plan(plan: JobPlan) -> str:
     """The dry-run text: what the job would do, and what it would cost."""
     g, c, t = plan.geometry, plan.colour, plan.tiles
@@ -487,10 +555,14 @@ def describe_plan(plan: JobPlan) -> str:
         ("job", f"{plan.spec.name} (spec digest {plan.short_digest})"),
         ("model", f"{plan.model_path} ({config.arch}/{config.upsample}, depth {config.depth}, "
                   f"{config.cell_px} px per cell, digest {plan.checkpoint.digest[:12]})"),
-        ("print", f"{trim_w:.1f} x {trim_h:.1f} mm trim + {g.bleed_mm:.2f} mm bleed = "
-                  f"{size_w:.1f} x {size_h:.1f} mm at {g.dpi:g} dpi{snapped}"),
+        ("print", f"{trim_w:.3f} x {trim_h:.3f} mm trim + {g.bleed_mm:.2f} mm bleed = "
+                  f"{size_w:.1f} x {size_h:.1f} mm at {g.dpi:g} dpi{snapped}"
+                  + (f" (spec: {plan.spec.print.dpi:g} dpi)" if g.dpi != plan.spec.print.dpi
+                     else "")),
         ("pixels", f"{g.width_px} x {g.height_px} px with bleed ({g.megapixels:.1f} Mpx); "
                    f"trim {tw} x {th} px at ({g.bleed_px}, {g.bleed_px})"),
+        ("texture", plan.texture.summary),
+        *([("repeat", _describe_repeat(plan))] if plan.period else []),
         ("colour", f"{c.color.upper()} {c.bits}-bit, {c.description}, {c.intent}"
                    f"{' + BPC' if c.black_point_compensation and c.profile_path else ''}"
                    + (f", TAC limit {plan.spec.print.tac_limit:g}%" if c.color == "cmyk"

@@ -5,7 +5,8 @@ equals the same cells of any larger window, on any device:
 
 - local channels: a counter-based integer hash, uniform in [-1, 1) with 24-bit resolution,
   bit-identical on CPU and CUDA (only int64 adds, xors, shifts and products < 2^63);
-- global channels: a `GlobalField` over global coordinates (constant per seed for now);
+- global channels: a `GlobalField` over global coordinates: one latent everywhere, a
+  quilt of blended block latents, or a painted mask's latents (`TableField`);
 - periodic channels: sin(kx * x + ky * y + phase), wave vectors from the generator's
   wave MLP of the global channels, phase from the seed.
 
@@ -112,53 +113,59 @@ class ConstantField:
 
 
 class QuiltField:
-    """PSGAN's quilt: an independent global latent per block of B x B cells, blended over
-    a transition of T cells centred on every block border (smoothstep, separable).
+    """PSGAN's quilt: an independent global latent per block of cells, blended over a
+    transition of T cells centred on every block border (smoothstep, separable).
 
-    Block (by, bx) covers cells [by * B, (by + 1) * B) x [bx * B, (bx + 1) * B); its latent
-    is hashed from (seed, block), so the field is a function of global coordinates only.
+    Blocks may be fractional (`block` in cells, one value or (rows, cols)), so a whole
+    number of blocks can fit any repeat period: block (by, bx) holds the cells whose
+    centres lie in [by * By, (by + 1) * By) x [bx * Bx, (bx + 1) * Bx). Its latent is
+    hashed from (seed, block), so the field is a function of global coordinates only.
     `period_blocks` (rows, cols) wraps the block indices for exact repeats.
     """
 
-    def __init__(self, nz_global: int, seed: int, block: int, transition: int,
-                 period_blocks: tuple[int, int] | None = None):
-        if block < 1:
+    def __init__(self, nz_global: int, seed: int, block: float | tuple[float, float],
+                 transition: float, period_blocks: tuple[int, int] | None = None):
+        blocks = (block, block) if isinstance(block, int | float) else tuple(block)
+        if min(blocks) < 1:
             raise ConfigError(f"quilt block: got {block} cells, must be at least 1")
-        if not 0 <= transition <= block:
+        if not 0 <= transition <= min(blocks):
             raise ConfigError(f"quilt transition: got {transition} cells, must be between 0 "
-                              f"and the block size {block}")
-        self.nz_global, self.block, self.transition = nz_global, block, transition
+                              f"and the block size {min(blocks):g}")
+        self.nz_global, self.blocks, self.transition = nz_global, blocks, float(transition)
         self.period_blocks = period_blocks
         self._keys = [channel_key(seed, STREAM_QUILT, c) for c in range(nz_global)]
 
     def constant(self) -> torch.Tensor | None:
         return None
 
-    def _axis(self, coords: torch.Tensor, period: int | None
+    def _axis(self, coords: torch.Tensor, block: float, period: int | None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per cell: the two blocks it blends (lower, upper) and the weight of the upper."""
-        b = torch.div(coords, self.block, rounding_mode="floor")
-        centre = (coords - b * self.block).to(torch.float32) + 0.5  # 0 .. B within the block
+        # float64 division is correctly rounded on every device: CPU and CUDA agree
+        centre = coords.to(torch.float64) + 0.5
+        b = torch.floor(centre / block)
+        inside = centre - b * block  # 0 .. block within the block
+        b = b.to(torch.int64)
         if self.transition == 0:
             lower, weight = b, torch.zeros_like(centre)
         else:
             # the lower half of a block blends with the block below across its lower
             # border, the upper half with the block above; t runs 0 -> 1 across a border
-            below = centre < self.block / 2
+            below = inside < block / 2
             half = self.transition / 2
-            t = torch.where(below, centre + half, centre - self.block + half) / self.transition
+            t = torch.where(below, inside + half, inside - block + half) / self.transition
             t = t.clamp(0, 1)
             weight = t * t * (3 - 2 * t)  # smoothstep: the weight of block `lower + 1`
             lower = torch.where(below, b - 1, b)
         upper = lower + 1
         if period is not None:
             lower, upper = torch.remainder(lower, period), torch.remainder(upper, period)
-        return lower, upper, weight
+        return lower, upper, weight.to(torch.float32)
 
     def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         py, px = self.period_blocks or (None, None)
-        y0, y1, wy = self._axis(ys, py)  # (B, h)
-        x0, x1, wx = self._axis(xs, px)  # (B, w)
+        y0, y1, wy = self._axis(ys, self.blocks[0], py)  # (B, h)
+        x0, x1, wx = self._axis(xs, self.blocks[1], px)  # (B, w)
         out = None
         for by, fy in ((y0, 1 - wy), (y1, wy)):
             for bx, fx in ((x0, 1 - wx), (x1, wx)):
@@ -166,6 +173,45 @@ class QuiltField:
                 term = latent * (fy[:, None, :, None] * fx[:, None, None, :])
                 out = term if out is None else out + term
         return out
+
+
+class TableField:
+    """Global latents blended per cell by a precomputed weight table (a painted mask).
+
+    weights (K, H, W) cover cells [y0, y0 + H) x [x0, x0 + W), each cell's K weights
+    summing to 1; latents (K, nz_global). Cells outside the table hold latent `outside`
+    exactly. In repeat mode the table is one whole period at (0, 0): the noise field
+    wraps coordinates into it before sampling.
+    """
+
+    def __init__(self, weights: torch.Tensor, latents: torch.Tensor, origin: tuple[int, int],
+                 outside: int):
+        assert weights.dim() == 3 and latents.dim() == 2 and weights.shape[0] == latents.shape[0]
+        self.weights = weights.to(torch.float32)  # (K, H, W)
+        self.latents = latents.to(torch.float32)  # (K, nz_global)
+        self.origin, self.outside = origin, outside
+        self.nz_global = latents.shape[1]
+
+    def constant(self) -> torch.Tensor | None:
+        return None
+
+    def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        k, h, w = self.weights.shape
+        weights = self.weights.to(ys.device)
+        iy, ix = ys - self.origin[0], xs - self.origin[1]  # (B, h), (B, w)
+        inside = (((iy >= 0) & (iy < h))[:, :, None]
+                  & ((ix >= 0) & (ix < w))[:, None, :])  # (B, h, w)
+        picked = weights[:, iy.clamp(0, h - 1)[:, :, None], ix.clamp(0, w - 1)[:, None, :]]
+        alone = torch.zeros(k, device=ys.device)
+        alone[self.outside] = 1.0
+        picked = torch.where(inside[None], picked, alone[:, None, None, None])  # (K, B, h, w)
+        # elementwise, not a matmul (TF32 would round it on CUDA); a cell with weights
+        # (1, 0, ...) gets its latent exactly: 1 * a + 0 * b == a
+        latents = self.latents.to(ys.device)
+        out = picked[0][:, None] * latents[0][None, :, None, None]
+        for i in range(1, k):
+            out = out + picked[i][:, None] * latents[i][None, :, None, None]
+        return out  # (B, nz_global, h, w)
 
 
 WaveFn = Callable[[torch.Tensor], torch.Tensor]  # (N, nz_global) -> (N, nz_periodic, 2)

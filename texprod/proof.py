@@ -1,7 +1,8 @@
-"""Proofs: an sRGB JPEG of the whole print with the trim box marked, and a thumbnail.
+"""Proofs: an sRGB JPEG of the whole print with the trim box marked, and a thumbnail;
+and a repeat preview: one period of a seamless repeat tiled 2 x 2, to judge its seams.
 
-The proof is made from the render (streamed and shrunk by libvips, so memory stays flat)
-and, for CMYK, soft-proofed through the output profile so it shows what will print.
+Both are made from the render (streamed and shrunk by libvips, so memory stays flat)
+and, for CMYK, soft-proofed through the output profile so they show what will print.
 The bleed is veiled in white and the trim line drawn, so the cut is obvious at a glance.
 """
 
@@ -40,26 +41,76 @@ def _shrink_by_bands(image: pyvips.Image, factor: int, band_rows: int = 1024) ->
     return pyvips.Image.new_from_array(small, interpretation=image.interpretation)
 
 
+def _box_shrink(image: pyvips.Image, max_px: int, tiles: int = 1) -> pyvips.Image:
+    """Integer box shrink, as far as leaves `tiles` copies side by side >= max_px long."""
+    factor = max(1, tiles * max(image.width, image.height) // max_px)
+    return _shrink_by_bands(image, factor) if factor > 1 else image
+
+
+def _fit(image: pyvips.Image, max_px: int) -> pyvips.Image:
+    """Lanczos resample down to at most max_px on the longest side (never enlarges)."""
+    scale = min(1.0, max_px / max(image.width, image.height))
+    return image.resize(scale, kernel="lanczos3") if scale < 1 else image
+
+
+def _proof_pixels(image: pyvips.Image, colour: OutputColour) -> pyvips.Image:
+    """A shrunk render as it will print, in memory: (h, w, 3) uchar sRGB, ready to draw on."""
+    image = image.copy(interpretation="srgb" if image.format == "uchar" else "rgb16")
+    return soft_proof(image, colour).copy_memory()
+
+
+def _tag_srgb(image: pyvips.Image) -> pyvips.Image:
+    """Attach the sRGB profile, so viewers do not guess the proof's colours."""
+    image = image.copy(interpretation="srgb")
+    image.set_type(pyvips.GValue.blob_type, "icc-profile-data", srgb_profile())
+    return image
+
+
 def make_proof(render: pyvips.Image, trim_box: tuple[int, int, int, int], colour: OutputColour,
                proof_path: Path, thumb_path: Path) -> tuple[Path, Path]:
     """Write the proof and thumbnail JPEGs (each appears only when complete)."""
-    longest = max(render.width, render.height)
-    factor = max(1, longest // PROOF_PX)  # box-shrink to >= PROOF_PX, then resample
-    small = _shrink_by_bands(render, factor) if factor > 1 else render
-    scale = min(1.0, PROOF_PX / max(small.width, small.height))
-    if scale < 1:
-        small = small.resize(scale, kernel="lanczos3")
-    small = soft_proof(small.copy(interpretation="srgb" if small.format == "uchar" else "rgb16"),
-                       colour)
-    small = small.copy_memory()  # (h, w, 3) uchar, at most 2048 px on a side
+    # box-shrink to >= PROOF_PX, then resample; at most 2048 px on a side
+    small = _proof_pixels(_fit(_box_shrink(render, PROOF_PX), PROOF_PX), colour)
     scale = small.width / render.width
     x, y, w, h = (round(v * scale) for v in trim_box)
     if (x, y) != (0, 0):  # veil the bleed: blend it halfway to white
         veil = (small * 0.5 + 127.5).cast("uchar")
         small = veil.insert(small.crop(x, y, max(1, w), max(1, h)), x, y).copy_memory()
-    small = small.draw_rect(TRIM_LINE, x, y, max(1, w), max(1, h), fill=False)
-    small = small.copy(interpretation="srgb")
-    small.set_type(pyvips.GValue.blob_type, "icc-profile-data", srgb_profile())
+    small = _tag_srgb(small.draw_rect(TRIM_LINE, x, y, max(1, w), max(1, h), fill=False))
     _save_jpeg(small, proof_path)
     _save_jpeg(small.thumbnail_image(THUMB_PX, height=THUMB_PX), thumb_path)
     return proof_path, thumb_path
+
+
+def make_repeat_preview(render: pyvips.Image, period_box: tuple[int, int, int, int],
+                        colour: OutputColour, path: Path, max_px: int = PROOF_PX) -> Path:
+    """Write a JPEG of one period of the repeat tiled 2 x 2 (appears only when complete).
+
+    The seams of the repeat run through the middle cross and along the edges; they are
+    marked only by short ticks at the edge midpoints, so the seam pixels stay visible.
+    """
+    x, y, w, h = period_box
+    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > render.width or y + h > render.height:
+        raise ValueError(f"period box {period_box} is not inside the "
+                         f"{render.width} x {render.height} render")
+    # shrink one period, not four: a period can be ~16k px square and the canvas is mapped
+    # (one not a multiple of the factor gains a part pixel at its edge: invisible at this size)
+    tile = _box_shrink(render.crop(x, y, w, h), max_px, tiles=2)
+    tiled = tile.replicate(2, 2)
+    scale = max_px / max(tiled.width, tiled.height)
+    if scale < 1:  # resample after tiling, so the filter sees across the seams as print would
+        # to whole-pixel tiles (a hair off the aspect): the seams land exactly on the middle
+        tw, th = (max(1, min(max_px // 2, round(v * scale))) for v in (tile.width, tile.height))
+        tiled = tiled.resize(tw / tile.width, vscale=th / tile.height, kernel="lanczos3")
+    small = _proof_pixels(tiled, colour)
+    width, height = small.width, small.height
+    # the period boundary is at half the width / height: ticks 2 px wide straddle it (1 px
+    # centred on it when odd), a few px long, at the outer edges, clear of the middle cross
+    tick = max(4, min(width, height) // 64)
+    down, across = min(tick, max(1, height // 4)), min(tick, max(1, width // 4))
+    tx, tw = (width - 1) // 2, 2 - width % 2
+    ty, th = (height - 1) // 2, 2 - height % 2
+    for left, top, rw, rh in ((tx, 0, tw, down), (tx, height - down, tw, down),
+                              (0, ty, across, th), (width - across, ty, across, th)):
+        small = small.draw_rect(TRIM_LINE, left, top, rw, rh, fill=True)
+    return _save_jpeg(_tag_srgb(small), path)

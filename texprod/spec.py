@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -55,9 +55,113 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LatentSpec(_Strict):
+    seed: Annotated[int, _between(0, 2**64 - 1)] | None = Field(
+        None, description="the global latent this seed stands for")
+    name: str | None = Field(None, description="a named latent from the model card")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LatentSpec:
+        if (self.seed is None) == (self.name is None):
+            raise ValueError("give exactly one of seed (a number) or name (a latent named "
+                             "in the model card)")
+        return self
+
+
+class QuiltSpec(_Strict):
+    block_mm: Annotated[float, _positive_max(100_000)] = Field(
+        description="side of a quilt block holding one texture; in repeat mode a whole "
+                    "number of blocks fits the period")
+    transition_mm: Annotated[float, _between(0, 100_000)] | None = Field(
+        None, description="width of the blend between neighbouring blocks (default: a quarter "
+                          "of the block)")
+    seed: Annotated[int, _between(0, 2**64 - 1)] | None = Field(
+        None, description="seed of the block latents (default: the job seed)")
+
+    @model_validator(mode="after")
+    def _transition_fits(self) -> QuiltSpec:
+        if self.transition_mm is not None and self.transition_mm > self.block_mm:
+            raise ValueError(f"transition_mm {_num(self.transition_mm)} is wider than "
+                             f"block_mm {_num(self.block_mm)}; it must be at most the block")
+        return self
+
+
+class PlacementSpec(_Strict):
+    fit: Literal["contain", "cover", "fill"] | None = Field(
+        None, description="contain: the whole mask inside the trim (default); cover: the "
+                          "trim covered, the mask cropped; fill: stretched to the trim")
+    margin_mm: Annotated[float, _between(0, 100_000)] = Field(
+        0, description="space kept free on every side of the trim (repeat: of the period)")
+    box_mm: tuple[float, float, float, float] | None = Field(
+        None, description="explicit [x, y, width, height] in mm from the trim's top-left")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PlacementSpec:
+        if self.box_mm is not None:
+            if self.fit is not None:
+                raise ValueError("give either fit (with margin_mm) or box_mm, not both")
+            if self.box_mm[2] <= 0 or self.box_mm[3] <= 0:
+                raise ValueError(f"box_mm: got {list(self.box_mm)}, width and height must be "
+                                 "greater than 0")
+        return self
+
+
+def _check_levels(value: dict) -> dict:
+    from texprod.paint import BACKGROUND, level_value
+
+    seen: dict[tuple, str] = {}
+    for key in value:
+        level = level_value(key)  # raises with the allowed forms
+        grey = level * 3 if len(level) == 1 else level
+        if grey in seen:
+            raise ValueError(f"{key!r} and {seen[grey]!r} name the same mask level")
+        seen[grey] = str(key)
+    if BACKGROUND not in value:
+        raise ValueError("background is missing: it is the latent outside the mask (and of "
+                         "its black pixels)")
+    return {str(k): v for k, v in value.items()}
+
+
+class PaintSpec(_Strict):
+    mask: str = Field(description="mask image (any format libvips reads), a path relative to "
+                                  "the spec or s3://bucket/key; white = foreground")
+    placement: PlacementSpec = PlacementSpec()
+    latents: Annotated[dict[str | int, LatentSpec], AfterValidator(_check_levels)] = Field(
+        description="mask level -> latent: background (black and outside the mask), "
+                    "foreground (white), grey levels 0-255, or palette colours #rrggbb; each "
+                    "pixel takes the nearest level named")
+    transition_mm: Annotated[float, _between(0, 10_000)] = Field(
+        4, description="width of the blend across mask edges")
+
+
+class RepeatSpec(_Strict):
+    width_mm: Annotated[float, _positive_max(100_000)] = Field(description="period width")
+    height_mm: Annotated[float, _positive_max(100_000)] = Field(description="period height")
+    tolerance_mm: Annotated[float, _between(0, 1000)] | None = Field(
+        None, description="how far the period may move when snapped to whole noise cells "
+                          "(default: any snap, at most half a cell, is accepted and reported)")
+    adjust: Literal["size", "dpi"] = Field(
+        "size", description="size: keep the dpi, snap the period to whole cells; dpi: keep "
+                            "the period exact in mm, adjust the resolution to whole cells")
+
+
 class TextureSpec(_Strict):
-    repeat: bool = Field(False, description="the print (trim box) is one exact period of a "
-                                            "seamless repeat; sizes snap to whole noise cells")
+    latent: LatentSpec | None = Field(None, description="one texture everywhere: {seed: N} or "
+                                                        "{name: NAME} (default: the job seed)")
+    quilt: QuiltSpec | None = Field(None, description="blocks of independent textures "
+                                                      "blended into each other (PSGAN)")
+    paint: PaintSpec | None = Field(None, description="a mask painted with textures (PSGAN)")
+    repeat: bool | RepeatSpec = Field(
+        False, description="true: the trim is one exact period of a seamless repeat, snapped "
+                           "to whole noise cells; or {width_mm, height_mm}: the period")
+
+    @model_validator(mode="after")
+    def _one_field(self) -> TextureSpec:
+        given = [k for k in ("latent", "quilt", "paint") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"got {' and '.join(given)}: give only one of latent, quilt or "
+                             "paint")
+        return self
 
 
 class PrintSpec(_Strict):
@@ -160,16 +264,19 @@ class JobSpec(_Strict):
     render: RenderSpec = RenderSpec()
     output: OutputSpec = OutputSpec()
 
-    def digest(self, model_digest: str) -> str:
+    def digest(self, model_digest: str, inputs: dict[str, str] | None = None) -> str:
         """What determines the output's pixels and file: everything but where and how fast.
 
-        The model enters by content digest (not its path); rendering device, tiling, batch
-        and directories do not change the image (tiles are exact) and are left out.
+        The model and input files (a paint mask: `inputs` {"mask": sha256}) enter by
+        content digest, not by path; rendering device, tiling, batch and directories do
+        not change the image (tiles are exact) and are left out.
         """
         content = self.model_dump(mode="json", exclude={"name", "model", "description",
                                                         "output", "registry"})
         content["render"] = {"precision": self.render.precision}
         content["model_digest"] = model_digest
+        if inputs and "mask" in inputs and content["texture"].get("paint"):
+            content["texture"]["paint"]["mask"] = inputs["mask"]
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -191,16 +298,23 @@ def _yaml_node_at(root: yaml.Node | None, loc: tuple) -> yaml.Node | None:
     return key if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and key else node
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The spec section a field holds (unwrapping `Section | None` and similar)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((a for a in get_args(annotation)
+                 if isinstance(a, type) and issubclass(a, BaseModel)), None)
+
+
 def _allowed_keys(loc: tuple) -> list[str]:
     model: Any = JobSpec
     for part in loc[:-1]:
         field = model.model_fields.get(part)
         if field is None:
             return []
-        annotation = field.annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        model = _section_model(field.annotation)
+        if model is None:
             return []
-        model = annotation
     return list(model.model_fields)
 
 
@@ -239,9 +353,23 @@ def _describe(loc: tuple, errors: list[dict]) -> str:
 
 def _all_field_names() -> set[str]:
     names: set[str] = set()
-    for model in (JobSpec, TextureSpec, PrintSpec, TiffSpec, RenderSpec, OutputSpec):
+    todo: list[type[BaseModel]] = [JobSpec]
+    while todo:
+        model = todo.pop()
         names.update(model.model_fields)
+        todo += [m for f in model.model_fields.values()
+                 if (m := _section_model(f.annotation)) is not None]
     return names
+
+
+def _other_branch(error: dict, errors: list[dict]) -> bool:
+    """A section given as a mapping also fails a scalar branch of its union (repeat: true or
+    {width_mm, ...}); that branch's complaint is noise next to the section's own errors."""
+    if not isinstance(error["input"], dict) or error["type"] != "bool_type":
+        return False
+    path = _field_path(error)
+    return any(len(_field_path(other)) > len(path) and _field_path(other)[:len(path)] == path
+               for other in errors if other is not error)
 
 
 def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None) -> JobSpec:
@@ -253,7 +381,10 @@ def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None) -
         return JobSpec.model_validate(data)
     except ValidationError as e:
         by_field: dict[tuple, list[dict]] = {}
-        for error in e.errors():
+        errors = e.errors()
+        for error in errors:
+            if _other_branch(error, errors):
+                continue
             by_field.setdefault(_field_path(error), []).append(error)
         problems = []
         for loc, errors in by_field.items():
