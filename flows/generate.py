@@ -289,6 +289,8 @@ def _report(job: _Job, export: dict, outputs: list[dict], akey: str) -> dict[str
         f"| print | {g.trim_mm[0]:.1f} x {g.trim_mm[1]:.1f} mm + {g.bleed_mm:.2f} mm bleed "
         f"at {g.dpi:g} dpi |",
         f"| pixels | {g.width_px} x {g.height_px} ({mpx:.1f} Mpx), trim box {list(g.trim_box)} |",
+        f"| texture | {plan.texture.summary} |",
+        *([f"| repeat | {plan.repeat.describe()} |"] if plan.repeat else []),
         f"| colour | {c.color.upper()} {c.bits}-bit, {c.description}, {c.intent}"
         + (f", TAC max {export['tac_max']:.1f}% (limit {plan.spec.print.tac_limit:g}%)"
            if export["tac_max"] is not None else "") + " |",
@@ -310,7 +312,8 @@ def _report(job: _Job, export: dict, outputs: list[dict], akey: str) -> dict[str
         key=f"{akey}-outputs", description="outputs with sizes and checksums")
     for o in outputs:
         kind = "proof" if o["name"].endswith(".proof.jpg") else \
-            "thumbnail" if o["name"].endswith(".thumb.jpg") else "print"
+            "thumbnail" if o["name"].endswith(".thumb.jpg") else \
+            "repeat-preview" if o["name"].endswith(".repeat.jpg") else "print"
         create_link_artifact(_link(o["uri"]), link_text=f"{kind}: {o['name']}",
                              key=f"{akey}-{kind}", description=f"{kind} of {plan.spec.name}")
     return {"spec_digest": plan.spec_digest, "outputs": outputs, "timings": t,

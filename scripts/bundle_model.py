@@ -1,10 +1,10 @@
 """Turn a trained checkpoint into a bundled model: fp16 weights, preview, model card.
 
-    python scripts/bundle_model.py TRAINED_DIR NAME EXEMPLAR --licence TEXT --command TEXT
+    python scripts/bundle_model.py TRAINED_DIR NAME EXEMPLAR... --licence TEXT --command TEXT
 
 Writes texprod/data/models/NAME/{generator.safetensors, model.json, preview.jpg, README.md};
-specs name it `bundled:NAME`. The card's fidelity table is measured here, on the fp16
-weights that ship.
+specs name it `bundled:NAME`. The card's fidelity tables are measured here, on the fp16
+weights that ship: one per exemplar, a multi-exemplar PSGAN at the named latent of each.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from texprod.generators import load_checkpoint, save_generator
 from texprod.quality import format_table, model_fidelity, verdict
-from texprod.registry import render_preview
+from texprod.registry import PREVIEW_PX, PREVIEW_SEED, render_preview
 
 MODELS = Path(__file__).resolve().parent.parent / "texprod" / "data" / "models"
 
@@ -26,7 +26,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("trained", type=Path, help="checkpoint directory written by texprod train")
     ap.add_argument("name", help="bundled model name")
-    ap.add_argument("exemplar", type=Path, help="the exemplar it was trained on")
+    ap.add_argument("exemplars", type=Path, nargs="+", help="the exemplar(s) it was trained on")
     ap.add_argument("--licence", required=True, help="licence and source of the exemplar")
     ap.add_argument("--command", required=True, help="the exact training command")
     args = ap.parse_args()
@@ -44,9 +44,15 @@ def main() -> int:
                                if k not in ("name", "description", "created",
                                             "texprod_version")},
                    latents=trained.latents)
-    (tmp / "preview.jpg").write_bytes(render_preview(load_checkpoint(tmp).generator))
-    rows = model_fidelity(tmp, args.exemplar)
+    shipped = load_checkpoint(tmp)
+    (tmp / "preview.jpg").write_bytes(_preview(shipped))
+    tables = {}
+    for exemplar in args.exemplars:  # a manifold is measured at each exemplar's latent
+        latent = exemplar.stem if exemplar.stem in shipped.latents else None
+        tables[exemplar] = model_fidelity(tmp, exemplar, latent=latent)
     training = provenance["training"]
+    exemplars = ", ".join(f"`texprod/data/exemplars/{e.name}`" for e in args.exemplars)
+    latents = ", ".join(f"`{k}`" for k in sorted(shipped.latents)) or "none"
     card = "\n".join([
         f"# bundled:{args.name}",
         "",
@@ -56,7 +62,8 @@ def main() -> int:
         "",
         "| | |",
         "|---|---|",
-        f"| exemplar | `texprod/data/exemplars/{args.exemplar.name}` |",
+        f"| exemplar{'s' if len(args.exemplars) > 1 else ''} | {exemplars} |",
+        f"| named latents | {latents} |",
         f"| exemplar licence | {args.licence} |",
         f"| architecture | {training['arch']}, generator "
         f"{'-'.join(map(str, training['filters']))}, "
@@ -72,24 +79,52 @@ def main() -> int:
         "",
         "```sh",
         args.command,
-        f"python scripts/bundle_model.py <out> {args.name} {args.exemplar} ...",
+        f"python scripts/bundle_model.py <out> {args.name} "
+        f"{' '.join(str(e) for e in args.exemplars)} ...",
         "```",
         "",
         "## Fidelity (`texprod quality`)",
         "",
-        "```",
-        format_table(rows),
-        "```",
-        "",
-        verdict(rows),
-        "",
     ])
+    for exemplar, rows in tables.items():
+        latent = f" at latent `{exemplar.stem}`" if exemplar.stem in shipped.latents else ""
+        card += "\n".join([
+            "",
+            f"Against `{exemplar.name}`{latent}:",
+            "",
+            "```",
+            format_table(rows),
+            "```",
+            "",
+            verdict(rows),
+            "",
+        ])
     (tmp / "README.md").write_text(card)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     print(card)
-    print(json.dumps({r.name: round(r.ratio, 3) for r in rows}))
+    print(json.dumps({str(e): {r.name: round(r.ratio, 3) for r in rows}
+                      for e, rows in tables.items()}))
     return 0
+
+
+def _preview(checkpoint) -> bytes:
+    """The preview seed's texture; for a manifold, each named latent side by side."""
+    if not checkpoint.latents:
+        return render_preview(checkpoint.generator)
+    import numpy as np
+    import pyvips
+
+    from texprod.noise import ConstantField, NoiseField
+    from texprod.render import render_reference
+
+    gen = checkpoint.generator
+    panels = [render_reference(gen, NoiseField(gen.config, PREVIEW_SEED, waves=gen.waves,
+                                               global_field=ConstantField(latent)),
+                               PREVIEW_PX, PREVIEW_PX, output="uint8")  # (512, 512, 3)
+              for _, latent in sorted(checkpoint.latents.items())]
+    image = pyvips.Image.new_from_array(np.concatenate(panels, axis=1), interpretation="srgb")
+    return image.jpegsave_buffer(Q=90, optimize_coding=True)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,28 @@ def test_local_job_through_the_flow_names_its_run(prefect_api, tiny_model, tmp_p
     assert not any((tmp_path / "scratch").iterdir())
 
 
+def test_painted_repeat_through_the_flow(prefect_api, tiny_model, tmp_path):
+    import numpy as np
+    import pyvips
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:30, 10:30] = 255
+    pyvips.Image.new_from_array(mask).pngsave(str(tmp_path / "logo.png"))
+    path = spec_file(tmp_path, model=str(tiny_model), texture={
+        "paint": {"mask": "logo.png",  # found next to the spec file
+                  "latents": {"background": {"seed": 1}, "foreground": {"seed": 2}}},
+        "repeat": {"width_mm": 30, "height_mm": 20}})
+    state, run_id = run_flow(path)
+    assert state.is_completed(), state.message
+    names = {o["name"].rsplit(".", 2)[-2] for o in state.result()["outputs"]}
+    assert names >= {"repeat", "proof", "thumb"}
+    by_key = {a.key: a for a in artifacts(run_id)}
+    assert "flow-job-repeat-preview" in by_key
+    report_md = by_key["flow-job-report"].data
+    assert "| texture | paint logo.png (40 x 40 px)" in report_md
+    assert "| repeat | 29.803 x 20.320 mm" in report_md and "snapped from 30 x 20 mm" in report_md
+
+
 def test_missing_model_key_fails_the_run_with_its_name(prefect_api, s3_bucket, tmp_path):
     path = spec_file(tmp_path, model=f"{s3_bucket}/models/nope/1")
     state, run_id = run_flow(path)

@@ -305,3 +305,32 @@ def test_a_mask_path_is_found_next_to_the_spec_and_enters_the_digest(psgan, tmp_
     first = plan_job(load_spec(path), spec_dir=tmp_path).spec_digest
     write_mask(tmp_path / "logo.png", np.zeros((20, 20), np.uint8))  # same path, new pixels
     assert plan_job(load_spec(path), spec_dir=tmp_path).spec_digest != first
+
+
+# ---------------------------------------------------------------------------- shipped specs
+
+
+def test_shipped_wallpaper_repeat_is_an_exact_530_mm_period(tmp_path):
+    from texprod.spec import SPECS_DIR, load_spec
+
+    plan = plan_job(load_spec("wallpaper_repeat", [f"output.dir={tmp_path}"]), SPECS_DIR)
+    assert plan.period == (196, 196)
+    assert (plan.geometry.width_px, plan.geometry.height_px) == (6272, 6272)
+    assert plan.repeat.mm == pytest.approx((530.0, 530.0), abs=1e-3)
+    assert plan.geometry.dpi == pytest.approx(300.583, abs=1e-3)
+    assert plan.texture.field.period_blocks == (4, 4)
+    assert plan.outputs.repeat_preview is not None
+
+
+def test_shipped_logo_paint_uses_the_models_named_latents(tmp_path):
+    from texprod.spec import SPECS_DIR, load_spec
+
+    plan = plan_job(load_spec("logo_paint", [f"output.dir={tmp_path}"]), SPECS_DIR)
+    latents = plan.checkpoint.latents
+    assert {"kraft-fibre", "aerial-terrain"} <= set(latents)
+    # the logo's middle (the T's stem) is terrain, the print's corner is kraft fibre
+    g, cell = plan.geometry, plan.checkpoint.generator.config.cell_px
+    middle = latent_map(plan, g.height_px // 2 // cell, g.width_px // 2 // cell, 1, 1)
+    corner = latent_map(plan, 1, 1, 1, 1)
+    assert torch.equal(torch.from_numpy(middle[:, 0, 0]), latents["aerial-terrain"])
+    assert torch.equal(torch.from_numpy(corner[:, 0, 0]), latents["kraft-fibre"])

@@ -200,6 +200,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="small (256-128-64-32 generator, 128 px crops), standard (the "
                             "papers' 512-256-128-64, 160 px crops), or a crop size in px for "
                             "the small generator")
+    train.add_argument("--upsample", choices=["tconv", "nearest"], default="tconv",
+                       help="transposed convolutions (the papers) or nearest 2x + convolution "
+                            "(no checkerboard artefacts)")
     train.add_argument("--filters", type=_filters, default=None,
                        help="explicit generator widths, overriding --size's")
     train.add_argument("--iters", type=int, default=2000, help="training iterations")
@@ -250,13 +253,17 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_cli(arch=args.arch, size=args.size, filters=args.filters,
                                   iters=args.iters, batch=args.batch, lr=args.lr,
                                   seed=args.seed, checkpoint_every=args.checkpoint_every,
-                                  samples_every=args.samples_every, name=args.name)
+                                  samples_every=args.samples_every, name=args.name,
+                                  upsample=args.upsample)
     bar = tqdm(total=config.iters, unit="it", desc="train", disable=None)
 
     def progress(iteration: int, losses: dict[str, float], seconds: float) -> None:
         bar.n = iteration
         bar.set_postfix(d=f"{losses['d']:.3f}", g=f"{losses['g']:.3f}", refresh=False)
         bar.refresh()
+        if bar.disable and iteration % config.checkpoint_every == 0:  # a log, not a tty
+            print(f"iteration {iteration}/{config.iters}: D {losses['d']:.3f} G "
+                  f"{losses['g']:.3f}, {seconds:.0f} s", flush=True)
 
     try:
         result = train_model(args.exemplars, args.out, config, device=args.device,

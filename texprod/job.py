@@ -551,11 +551,12 @@ def describe_plan(plan: JobPlan) -> str:
     snapped = (f" (snapped from {requested[0]:g} x {requested[1]:g} mm to whole "
                f"{config.cell_px}-px noise cells)" if g.snapped else "")
     bigtiff = "BigTIFF" if plan.bigtiff else "classic TIFF"
+    places = 3 if g.snapped or plan.period else 1  # repeats are exact: show it
     rows = [
         ("job", f"{plan.spec.name} (spec digest {plan.short_digest})"),
         ("model", f"{plan.model_path} ({config.arch}/{config.upsample}, depth {config.depth}, "
                   f"{config.cell_px} px per cell, digest {plan.checkpoint.digest[:12]})"),
-        ("print", f"{trim_w:.3f} x {trim_h:.3f} mm trim + {g.bleed_mm:.2f} mm bleed = "
+        ("print", f"{trim_w:.{places}f} x {trim_h:.{places}f} mm trim + {g.bleed_mm:.2f} mm bleed = "
                   f"{size_w:.1f} x {size_h:.1f} mm at {g.dpi:g} dpi{snapped}"
                   + (f" (spec: {plan.spec.print.dpi:g} dpi)" if g.dpi != plan.spec.print.dpi
                      else "")),
