@@ -95,6 +95,23 @@ def test_mask_edge_lands_where_the_box_says_with_the_transition_width(psgan, tmp
         assert abs(blended - 5) <= 1
 
 
+def test_wave_vectors_follow_the_painted_latent_smoothly(psgan, tmp_path):
+    paint = {"mask": str(rect_mask(tmp_path)), "placement": {"box_mm": [10, 10, 40, 20]},
+             "latents": {"background": {"seed": 1}, "foreground": {"name": "kraft"}},
+             "transition_mm": 4}
+    plan = plan_job(parse_spec(job(psgan, tmp_path, {"paint": paint})))
+    field = _field_of(plan)
+    z = torch.from_numpy(latent_map(plan, 27, 0, 1, 40)[:, 0].T.copy())  # (40 cells, nz)
+    k = field.wave_vectors(z)  # (40, P, 2): one set of wave vectors per cell
+    k_bg = field.wave_vectors(global_latent(1, NZ_GLOBAL)[None])[0]
+    k_fg = field.wave_vectors(NAMED["kraft"][None])[0]
+    assert torch.equal(k[5], k_bg) and torch.equal(k[30], k_fg)
+    jump = (k_fg - k_bg).abs().max()
+    assert jump > 0.01  # the two textures do have different waves
+    steps = (k[1:] - k[:-1]).abs().amax(dim=(1, 2))  # largest change between neighbours
+    assert steps.max() < 0.5 * jump  # spread over the transition, no jump at the edge
+
+
 def test_contain_fit_centres_the_mask_inside_the_margins(psgan, tmp_path):
     # a 2:1 mask in an 80 x 60 mm trim with 10 mm margins: 60 x 30 mm, centred at y 15..45
     paint = {"mask": str(rect_mask(tmp_path)), "placement": {"fit": "contain", "margin_mm": 10},

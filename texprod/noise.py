@@ -191,13 +191,20 @@ class TableField:
         self.latents = latents.to(torch.float32)  # (K, nz_global)
         self.origin, self.outside = origin, outside
         self.nz_global = latents.shape[1]
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights and latents on `device`, copied there once (every tile samples them)."""
+        if device not in self._on_device:
+            self._on_device[device] = (self.weights.to(device), self.latents.to(device))
+        return self._on_device[device]
 
     def constant(self) -> torch.Tensor | None:
         return None
 
     def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         k, h, w = self.weights.shape
-        weights = self.weights.to(ys.device)
+        weights, latents = self._tables(ys.device)
         iy, ix = ys - self.origin[0], xs - self.origin[1]  # (B, h), (B, w)
         inside = (((iy >= 0) & (iy < h))[:, :, None]
                   & ((ix >= 0) & (ix < w))[:, None, :])  # (B, h, w)
@@ -207,7 +214,6 @@ class TableField:
         picked = torch.where(inside[None], picked, alone[:, None, None, None])  # (K, B, h, w)
         # elementwise, not a matmul (TF32 would round it on CUDA); a cell with weights
         # (1, 0, ...) gets its latent exactly: 1 * a + 0 * b == a
-        latents = self.latents.to(ys.device)
         out = picked[0][:, None] * latents[0][None, :, None, None]
         for i in range(1, k):
             out = out + picked[i][:, None] * latents[i][None, :, None, None]
