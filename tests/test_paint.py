@@ -351,3 +351,19 @@ def test_shipped_logo_paint_uses_the_models_named_latents(tmp_path):
     corner = latent_map(plan, 1, 1, 1, 1)
     assert torch.equal(torch.from_numpy(middle[:, 0, 0]), latents["aerial-terrain"])
     assert torch.equal(torch.from_numpy(corner[:, 0, 0]), latents["kraft-fibre"])
+
+
+def test_a_mask_on_s3_is_fetched_and_a_missing_one_named(psgan, tmp_path, s3_bucket):
+    from texprod.storage import upload_file
+
+    upload_file(rect_mask(tmp_path), f"{s3_bucket}/masks/rect.png")
+    latents = {"background": {"seed": 1}, "foreground": {"seed": 2}}
+    paint = {"mask": f"{s3_bucket}/masks/rect.png", "placement": {"box_mm": [10, 10, 40, 20]},
+             "latents": latents}
+    plan = plan_job(parse_spec(job(psgan, tmp_path, {"paint": paint})))
+    z = latent_map(plan, 27, 40, 1, 1)[:, 0, 0]
+    assert (z == global_latent(2, NZ_GLOBAL).numpy()).all()  # the box is foreground
+    missing = {**paint, "mask": f"{s3_bucket}/masks/nope.png"}
+    with pytest.raises(SpecError, match=r"texture.paint.mask: got 's3://.*/masks/nope.png', no "
+                                        "such object"):
+        plan_job(parse_spec(job(psgan, tmp_path, {"paint": missing})))

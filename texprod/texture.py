@@ -35,7 +35,7 @@ from texprod.paint import (
     place_mask,
 )
 from texprod.spec import JobSpec, LatentSpec, PaintSpec, QuiltSpec
-from texprod.storage import cache_root, download_file, is_s3, sha256_file
+from texprod.storage import NoSuchObject, cache_root, download_file, is_s3, sha256_file
 
 
 @dataclass
@@ -184,7 +184,10 @@ def _mask_file(ref: str, spec_dir: Path | None) -> Path:
         key = hashlib.sha256(ref.encode()).hexdigest()[:16]
         local = cache_root() / "inputs" / key / ref.rstrip("/").rsplit("/", 1)[-1]
         local.parent.mkdir(parents=True, exist_ok=True)
-        download_file(ref, local)
+        try:
+            download_file(ref, local)
+        except NoSuchObject as e:
+            raise SpecError(f"texture.paint.mask: got {ref!r}, no such object ({e})") from None
         return local
     path = Path(ref).expanduser()
     candidates = [path] if path.is_absolute() or spec_dir is None else [path, spec_dir / path]
