@@ -56,6 +56,12 @@ def test_a_few_iterations_train_save_and_tile_exactly(tmp_path):
     assert set(card["training"]["losses"]) == {"d", "g"}
     assert sorted(p.name for p in (out / "samples").iterdir()) == \
         ["iter-000002.png", "iter-000004.png"]
+    # a loadable snapshot beside every sample grid; the last one is the final model
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["iter-000002", "iter-000004"]
+    first, last = (load_checkpoint(out / "snapshots" / n) for n in ("iter-000002", "iter-000004"))
+    final = load_checkpoint(out).generator.state_dict()
+    assert all(torch.equal(v, final[k]) for k, v in last.generator.state_dict().items())
+    assert not all(torch.equal(v, final[k]) for k, v in first.generator.state_dict().items())
     gen = checkpoint.generator
     bn = next(m for m in gen.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))  # trained
