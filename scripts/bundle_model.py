@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from texprod.generators import load_checkpoint, save_generator
-from texprod.quality import format_table, model_fidelity, verdict
+from texprod.quality import format_table, load_exemplar, model_fidelity, verdict
 from texprod.registry import PREVIEW_PX, PREVIEW_SEED, render_preview
+from texprod.train import fit_latents
 
 MODELS = Path(__file__).resolve().parent.parent / "texprod" / "data" / "models"
 
@@ -32,6 +33,11 @@ def main() -> int:
     args = ap.parse_args()
 
     trained = load_checkpoint(args.trained)
+    latents = trained.latents
+    if not latents and trained.generator.config.nz_global and len(args.exemplars) > 1:
+        # a snapshot (texprod train fits the named latents only at the end)
+        latents = fit_latents(trained.generator,
+                              {e.stem: load_exemplar(e) for e in args.exemplars})
     out = MODELS / args.name
     tmp = MODELS / f".{args.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -43,7 +49,7 @@ def main() -> int:
                    provenance={k: v for k, v in provenance.items()
                                if k not in ("name", "description", "created",
                                             "texprod_version")},
-                   latents=trained.latents)
+                   latents=latents)
     shipped = load_checkpoint(tmp)
     (tmp / "preview.jpg").write_bytes(_preview(shipped))
     tables = {}

@@ -178,10 +178,12 @@ def paint_weights(labels: np.ndarray, n_levels: int, background: int,
     centres = np.arange(SUB // 2, SUB * max(h, w), SUB)  # the sample at each cell centre
     wrap = period is not None
     counts = np.empty((n_levels, h, w), dtype=np.int64)
+    rows = 1024  # the x pass in row chunks: peak memory stays small on gigapixel prints
     for k in range(n_levels):
-        one = (fine == k).astype(np.int64)
-        one = _box(_box(one, a, 1, wrap), a, 1, wrap)[:, centres[:w]]  # (h * SUB, w)
-        counts[k] = _box(_box(one, a, 0, wrap), a, 0, wrap)[centres[:h]]  # (h, w)
+        across = np.concatenate([
+            _box(_box((fine[r: r + rows] == k).astype(np.int64), a, 1, wrap), a, 1, wrap)
+            [:, centres[:w]] for r in range(0, fine.shape[0], rows)])  # (h * SUB, w)
+        counts[k] = _box(_box(across, a, 0, wrap), a, 0, wrap)[centres[:h]]  # (h, w)
     weights = (counts / float(a**4)).astype(np.float32)  # exact 1.0 where count == a^4
     return weights, (y0, x0)
 
