@@ -186,7 +186,8 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         spec=spec, checkpoint=checkpoint, model_path=model_path, spec_digest=digest,
         geometry=geometry, colour=colour, tiff=tiff, bigtiff=bigtiff, bigtiff_reason=reason,
         tiles=tiles, device=str(renderer_device), tile_px=tile_px, batch=batch, period=period,
-        texture=texture, repeat=repeat, outputs=outputs, scratch_path=scratch_dir / f".{stem}.canvas.raw",
+        texture=texture, repeat=repeat, outputs=outputs,
+        scratch_path=scratch_dir / f".{stem}.canvas.raw",
         scratch_bytes=geometry.width_px * geometry.height_px * 3 * sample_bytes,
         output_bytes=geometry.width_px * geometry.height_px * colour.bands * sample_bytes
         + 2**20,
@@ -405,8 +406,8 @@ def proof_job(plan: JobPlan, canvas: ScratchCanvas) -> tuple[Path, ...] | None:
         return None
     paths = make_proof(canvas.to_vips(), plan.geometry.trim_box, plan.colour,
                        plan.outputs.proof, plan.outputs.thumbnail)
-    box = _period_box(plan.geometry, plan.period, plan.checkpoint.generator.config.cell_px)
-    if plan.outputs.repeat_preview is not None and box is not None:
+    if plan.outputs.repeat_preview is not None:  # set only when a whole period fits
+        box = _period_box(plan.geometry, plan.period, plan.checkpoint.generator.config.cell_px)
         try:
             paths += (make_repeat_preview(canvas.to_vips(), box, plan.colour,
                                           plan.outputs.repeat_preview),)
@@ -556,8 +557,8 @@ def describe_plan(plan: JobPlan) -> str:
         ("job", f"{plan.spec.name} (spec digest {plan.short_digest})"),
         ("model", f"{plan.model_path} ({config.arch}/{config.upsample}, depth {config.depth}, "
                   f"{config.cell_px} px per cell, digest {plan.checkpoint.digest[:12]})"),
-        ("print", f"{trim_w:.{places}f} x {trim_h:.{places}f} mm trim + {g.bleed_mm:.2f} mm bleed = "
-                  f"{size_w:.1f} x {size_h:.1f} mm at {g.dpi:g} dpi{snapped}"
+        ("print", f"{trim_w:.{places}f} x {trim_h:.{places}f} mm trim + {g.bleed_mm:.2f} mm "
+                  f"bleed = {size_w:.1f} x {size_h:.1f} mm at {g.dpi:g} dpi{snapped}"
                   + (f" (spec: {plan.spec.print.dpi:g} dpi)" if g.dpi != plan.spec.print.dpi
                      else "")),
         ("pixels", f"{g.width_px} x {g.height_px} px with bleed ({g.megapixels:.1f} Mpx); "
