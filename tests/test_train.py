@@ -90,8 +90,29 @@ def test_resume_continues_with_the_same_optimiser_state(tmp_path):
                             resumed.G.state_dict().values(), strict=True):
         if not name.endswith("num_batches_tracked"):  # a counter, not saved or used
             assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+    for a, b in zip(straight.G_ema.parameters(), resumed.G_ema.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)  # the average resumes too
     history = json.loads((tmp_path / "resumed" / "training.json").read_text())["state"]["history"]
     assert [h["iteration"] for h in history] == [2, 4]
+
+
+def test_the_saved_model_is_the_weight_average_with_its_own_statistics(tmp_path):
+    image = exemplar(tmp_path)
+    averaged = Trainer([image], tmp_path / "avg", tiny(iters=3, ema=0.5), device="cpu")
+    averaged.run()
+    raw, avg = averaged.G.state_dict(), averaged.G_ema.state_dict()
+    saved = load_checkpoint(tmp_path / "avg").generator.state_dict()
+    weights = [k for k in raw if k.endswith("weight")]
+    assert all(torch.equal(saved[k], avg[k]) for k in saved  # the average is what is saved
+               if not k.endswith("num_batches_tracked"))  # a counter, not saved or used
+    assert not all(torch.equal(raw[k], avg[k]) for k in weights)
+    means = [k for k in raw if k.endswith("running_mean")]
+    assert not all(torch.allclose(raw[k], avg[k]) for k in means)  # measured, not copied
+    plain = Trainer([image], tmp_path / "raw", tiny(iters=3, ema=0.0), device="cpu")
+    plain.run()
+    saved = load_checkpoint(tmp_path / "raw").generator.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in plain.G.state_dict().items()
+               if not k.endswith("num_batches_tracked"))
 
 
 def test_training_into_a_used_directory_needs_resume(tmp_path):
