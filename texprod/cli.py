@@ -203,6 +203,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--upsample", choices=["tconv", "nearest"], default="tconv",
                        help="transposed convolutions (the papers) or nearest 2x + convolution "
                             "(no checkerboard artefacts)")
+    train.add_argument("--nz-global", type=int, default=None,
+                       help="psgan global channels (default 60)")
+    train.add_argument("--nz-periodic", type=int, default=None,
+                       help="psgan periodic channels (default 6; 0 for textures without a "
+                            "period, e.g. grass or gravel)")
     train.add_argument("--filters", type=_filters, default=None,
                        help="explicit generator widths, overriding --size's")
     train.add_argument("--iters", type=int, default=2000, help="training iterations")
@@ -254,7 +259,8 @@ def _train(args: argparse.Namespace) -> int:
                                   iters=args.iters, batch=args.batch, lr=args.lr,
                                   seed=args.seed, checkpoint_every=args.checkpoint_every,
                                   samples_every=args.samples_every, name=args.name,
-                                  upsample=args.upsample)
+                                  upsample=args.upsample, nz_global=args.nz_global,
+                                  nz_periodic=args.nz_periodic)
     bar = tqdm(total=config.iters, unit="it", desc="train", disable=None)
 
     def progress(iteration: int, losses: dict[str, float], seconds: float) -> None:
