@@ -15,12 +15,15 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from texprod.generators import load_checkpoint, save_generator
 from texprod.quality import format_table, load_exemplar, model_fidelity, verdict
 from texprod.registry import PREVIEW_PX, PREVIEW_SEED, render_preview
 from texprod.train import fit_latents
 
 MODELS = Path(__file__).resolve().parent.parent / "texprod" / "data" / "models"
+SPREAD_SEEDS = range(10, 15)  # rank_snapshots.py selects on seed 1
 
 
 def main() -> int:
@@ -52,10 +55,14 @@ def main() -> int:
                    latents=latents)
     shipped = load_checkpoint(tmp)
     (tmp / "preview.jpg").write_bytes(_preview(shipped))
-    tables = {}
+    tables, spreads = {}, {}
     for exemplar in args.exemplars:  # a manifold is measured at each exemplar's latent
         latent = exemplar.stem if exemplar.stem in shipped.latents else None
         tables[exemplar] = model_fidelity(tmp, exemplar, latent=latent)
+        # one seed's 16 crops are a noisy sample: the card also gives the spread over
+        # seeds that no snapshot was selected on
+        spreads[exemplar] = [_model_ratio(model_fidelity(tmp, exemplar, latent=latent,
+                                                         seed=seed)) for seed in SPREAD_SEEDS]
     training = provenance["training"]
     exemplars = ", ".join(f"`texprod/data/exemplars/{e.name}`" for e in args.exemplars)
     latents = ", ".join(f"`{k}`" for k in sorted(shipped.latents)) or "none"
@@ -104,6 +111,10 @@ def main() -> int:
             "",
             verdict(rows),
             "",
+            f"Over noise seeds {SPREAD_SEEDS[0]}-{SPREAD_SEEDS[-1]} (`texprod quality --seed N`): "
+            f"model ratio mean {np.mean(spreads[exemplar]):.2f}, "
+            f"min {min(spreads[exemplar]):.2f}, max {max(spreads[exemplar]):.2f}.",
+            "",
         ])
     (tmp / "README.md").write_text(card)
     shutil.rmtree(out, ignore_errors=True)
@@ -111,7 +122,12 @@ def main() -> int:
     print(card)
     print(json.dumps({str(e): {r.name: round(r.ratio, 3) for r in rows}
                       for e, rows in tables.items()}))
+    print(json.dumps({str(e): [round(r, 3) for r in v] for e, v in spreads.items()}))
     return 0
+
+
+def _model_ratio(rows) -> float:
+    return next(r.ratio for r in rows if r.name == "model")
 
 
 def _preview(checkpoint) -> bytes:
