@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -472,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     except TexprodError as e:
         print(f"texprod: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `texprod inspect ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:  # a file the user named cannot be read or written
         print(f"texprod: error: {e}", file=sys.stderr)
         return 2
