@@ -295,3 +295,20 @@ def test_format_table_and_verdict():
     assert verdict(rows) == ("model ratio 1.32 (goal <= 1.5: met); baselines: uniform noise "
                              "8.1, colour-histogram noise 5.3; exemplar vs itself 1.02")
     assert "not met" in verdict([FidelityRow(ROW_MODEL, 1.0, 2.0)])
+
+
+@pytest.mark.parametrize("model, exemplar, latent", [
+    ("packaging", "kraft-fibre.png", None),
+    ("aerial", "aerial-terrain.png", None),
+    ("kraft-terrain", "kraft-fibre.png", "kraft-fibre"),
+    ("kraft-terrain", "aerial-terrain.png", "aerial-terrain"),
+])
+def test_measure_ranks_the_shipped_models(model, exemplar, latent, capsys):
+    """exemplar vs itself < trained model < both noise baselines, through the command."""
+    path = Path(__file__).resolve().parent.parent / "texprod" / "data" / "exemplars" / exemplar
+    args = ["quality", f"bundled:{model}", str(path), "--json"]
+    assert main(args + (["--latent", latent] if latent else [])) == 0
+    rows = {r["name"]: r["ratio"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    itself, trained = rows["exemplar vs itself"], rows["model"]
+    baselines = [rows["uniform noise"], rows["noise with the exemplar's colour histogram"]]
+    assert itself < trained < min(baselines)

@@ -233,7 +233,9 @@ def _parser() -> argparse.ArgumentParser:
                     "sets: ~1 is as close as the exemplar is to itself; uniform noise and "
                     "noise with the exemplar's colours are shown as baselines. Deterministic.",
     )
-    quality.add_argument("model", metavar="MODEL", help="generator checkpoint directory")
+    quality.add_argument("model", metavar="MODEL",
+                         help="generator: a checkpoint directory, bundled:NAME, s3://... or "
+                              "NAME@VERSION from the registry")
     quality.add_argument("exemplar", metavar="EXEMPLAR", type=Path,
                          help="exemplar image (any format libvips reads)")
     quality.add_argument("--latent", default=None, metavar="NAME",
@@ -326,8 +328,10 @@ def _quality(args: argparse.Namespace) -> int:
     import json
 
     from texprod.quality import format_table, model_fidelity, table_json, verdict
+    from texprod.storage import resolve_model
 
-    rows = model_fidelity(args.model, args.exemplar, seed=args.seed, latent=args.latent,
+    model = resolve_model(args.model)  # a path, bundled:NAME, s3://..., NAME@VERSION
+    rows = model_fidelity(model, args.exemplar, seed=args.seed, latent=args.latent,
                           size=args.size, crop=args.crop, n=args.crops, device=args.device)
     if args.json:
         print(json.dumps(table_json(rows, model=args.model, exemplar=str(args.exemplar),
