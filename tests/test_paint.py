@@ -367,3 +367,36 @@ def test_a_mask_on_s3_is_fetched_and_a_missing_one_named(psgan, tmp_path, s3_buc
     with pytest.raises(SpecError, match=r"texture.paint.mask: got 's3://.*/masks/nope.png', no "
                                         "such object"):
         plan_job(parse_spec(job(psgan, tmp_path, {"paint": missing})))
+
+
+def test_bad_paint_sections_are_rejected_naming_the_field(psgan, tmp_path):
+    mask = str(rect_mask(tmp_path))
+    out = tmp_path / "out"
+    cases = [
+        ({"mask": mask, "latents": {"foreground": {"seed": 2}}},
+         r"texture.paint.latents: background is missing"),
+        ({"mask": mask, "latents": {"background": {"seed": 1}, "fuchsia": {"seed": 2}}},
+         r"texture.paint.latents: got 'fuchsia', a mask level must be background, foreground"),
+        ({"mask": mask, "latents": {"background": {"seed": 1}, 0: {"seed": 2}}},
+         r"0 and 'background' name the same mask level"),
+        ({"mask": mask, "latents": {"background": {"seed": 1}},
+          "placement": {"fit": "contain", "box_mm": [1, 2, 3, 4]}},
+         r"texture.paint.placement: give either fit \(with margin_mm\) or box_mm, not both"),
+    ]
+    for paint, message in cases:
+        with pytest.raises(SpecError, match=message):
+            parse_spec(job(psgan, out, {"paint": paint}))
+    latents = {"background": {"seed": 1}, "foreground": {"seed": 2}}
+    with pytest.raises(SpecError, match=r"texture.paint.placement.margin_mm: got 40, which "
+                                        r"leaves no room on a 80.0 x 60.0 mm trim"):
+        plan_job(parse_spec(job(psgan, out, {"paint": {
+            "mask": mask, "latents": latents, "placement": {"margin_mm": 40}}})))
+    with pytest.raises(SpecError, match=r"texture.paint.placement: the mask \(50.0 x 25.0 "
+                                        r"cells\) is larger than the repeat period"):
+        plan_job(parse_spec(job(psgan, out, {
+            "paint": {"mask": mask, "latents": latents, "placement": {"box_mm": [0, 0, 40, 20]}},
+            "repeat": {"width_mm": 19.2, "height_mm": 12.8}}, width_mm=19.2, height_mm=12.8)))
+    with pytest.raises(SpecError, match=r"texture: got quilt and paint: give only one of"):
+        parse_spec(job(psgan, out, {"quilt": {"block_mm": 10},
+                                    "paint": {"mask": mask, "latents": latents}}))
+    assert not out.exists()  # nothing written: every check runs before rendering

@@ -103,12 +103,9 @@ def repeat_period(width_mm: float, height_mm: float, dpi: float, cell_px: int,
     most `tolerance_mm`; "dpi" keeps the width exact and sets the resolution to fit whole
     cells (the height then snaps within the tolerance at that resolution). Without a
     tolerance any snap is accepted: it is at most half a cell."""
-    if adjust == "dpi":
-        cols = _cells(width_mm, dpi, cell_px)
-        exact_dpi = Fraction(cols * cell_px) * MM_PER_INCH / _exact(width_mm)
-        dpi = round(float(exact_dpi), 6)
-    else:
-        cols = _cells(width_mm, dpi, cell_px)
+    cols = _cells(width_mm, dpi, cell_px)
+    if adjust == "dpi":  # the resolution at which `cols` cells are exactly width_mm
+        dpi = round(float(Fraction(cols * cell_px) * MM_PER_INCH / _exact(width_mm)), 6)
     period = RepeatPeriod((_cells(height_mm, dpi, cell_px), cols), cell_px, dpi,
                           (width_mm, height_mm))
     for axis, (got, want) in enumerate(zip(period.mm, period.requested_mm, strict=True)):
