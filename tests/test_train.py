@@ -96,6 +96,19 @@ def test_resume_continues_with_the_same_optimiser_state(tmp_path):
     assert [h["iteration"] for h in history] == [2, 4]
 
 
+def test_resume_with_a_lower_learning_rate_anneals_the_run(tmp_path):
+    image = exemplar(tmp_path)
+    Trainer([image], tmp_path / "run", tiny(iters=2), device="cpu").run()
+    annealed = Trainer([image], tmp_path / "run", tiny(iters=4, lr=5e-5), device="cpu",
+                       resume=True)
+    for opt in (annealed.opt_g, annealed.opt_d):
+        assert [g["lr"] for g in opt.param_groups] == [5e-5]
+        assert float(next(iter(opt.state.values()))["step"]) == 2  # moments kept
+    annealed.run()
+    history = json.loads((tmp_path / "run" / "training.json").read_text())["state"]["history"]
+    assert [(h["iteration"], h["lr"]) for h in history] == [(2, 2e-4), (4, 5e-5)]
+
+
 def test_the_saved_model_is_the_weight_average_with_its_own_statistics(tmp_path):
     image = exemplar(tmp_path)
     averaged = Trainer([image], tmp_path / "avg", tiny(iters=3, ema=0.5), device="cpu")

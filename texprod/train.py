@@ -334,6 +334,7 @@ class Trainer:
         tmp.replace(self.out / STATE_FILE)
         self.state.history.append({"iteration": self.state.iteration,
                                    "seconds": round(self.state.seconds, 1),
+                                   "lr": self.opt_g.param_groups[0]["lr"],
                                    **{k: round(v, 4) for k, v in self.state.losses.items()}})
         info = {"state": {**asdict(self.state)}, "optimisers": {"opt_g": meta, "opt_d": m2},
                 "rng": self.rng.bit_generator.state, "config": asdict(cfg)}
@@ -350,6 +351,14 @@ class Trainer:
             self.G.load_state_dict(raw)
         _load_optimiser(self.opt_g, tensors, "opt_g", info["optimisers"]["opt_g"])
         _load_optimiser(self.opt_d, tensors, "opt_d", info["optimisers"]["opt_d"])
+        # the learning rate is this run's (--lr), not the saved one: resuming with a lower
+        # rate is how a run is annealed; the Adam moments carry over either way
+        saved_lr = info["optimisers"]["opt_g"]["param_groups"][0]["lr"]
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = self.config.lr
+        if saved_lr != self.config.lr:
+            log.info("learning rate %g (was %g before the resume)", self.config.lr, saved_lr)
         self.rng.bit_generator.state = info["rng"]
         state = info["state"]
         self.state = TrainingState(state["iteration"], state["seconds"], state["losses"],
