@@ -146,6 +146,41 @@ def test_several_exemplars_give_a_psgan_named_latents(tmp_path):
     assert all(v.shape == (4,) and v.abs().max() <= 1 for v in checkpoint.latents.values())
 
 
+def test_an_sgan_warm_starts_a_psgan_that_first_draws_its_texture(tmp_path):
+    image = exemplar(tmp_path)
+    train_model([image], str(tmp_path / "sgan"), tiny(iters=2), device="cpu")
+    sgan = load_checkpoint(tmp_path / "sgan").generator
+    config = tiny(arch="psgan", nz_global=4, nz_periodic=0, iters=2,
+                  init=str(tmp_path / "sgan"))
+    psgan = Trainer([image, exemplar(tmp_path, "other.png", seed=3)], tmp_path / "psgan",
+                    config, device="cpu")
+    assert psgan.G.config.nz == 6 + 4
+    # before training: the SGAN's output whatever the global latent
+    z_local = torch.rand(2, 6, 7, 7) * 2 - 1
+    z_global = (torch.rand(2, 4, 1, 1) * 2 - 1).expand(-1, -1, 7, 7)
+    with torch.no_grad():
+        warm = psgan.G_ema.eval()(torch.cat([z_local, z_global], 1))
+        assert torch.equal(warm, sgan.eval()(z_local))
+    psgan.run()
+    card = load_checkpoint(tmp_path / "psgan").card["provenance"]["training"]
+    assert card["init"] == str(tmp_path / "sgan")
+    # the global channels' weights learned something
+    first = psgan.G.blocks[0][0].weight  # (C_in, C_out, k, k)
+    assert first[6:].abs().max() > 0
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(filters=(16, 4)), "filters is \\(16, 8\\), this training's is \\(16, 4\\)"),
+    (dict(nz_local=5), "6 local noise channels, this training has 5; pass --nz-local 6"),
+])
+def test_warm_start_from_a_different_generator_is_refused(tmp_path, change, message):
+    image = exemplar(tmp_path)
+    train_model([image], str(tmp_path / "sgan"), tiny(iters=1), device="cpu")
+    with pytest.raises(TexprodError, match=message):
+        Trainer([image], tmp_path / "new", tiny(init=str(tmp_path / "sgan"), **change),
+                device="cpu")
+
+
 def test_grey_exemplars_are_converted_to_rgb(tmp_path):
     trainer = Trainer([exemplar(tmp_path, "grey.png", grey=True)], tmp_path / "m", tiny(),
                       device="cpu")

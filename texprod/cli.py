@@ -204,6 +204,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--upsample", choices=["tconv", "nearest"], default="tconv",
                        help="transposed convolutions (the papers) or nearest 2x + convolution "
                             "(no checkerboard artefacts)")
+    train.add_argument("--nz-local", type=int, default=None,
+                       help="local noise channels (default: 100 sgan, 30 psgan)")
     train.add_argument("--nz-global", type=int, default=None,
                        help="psgan global channels (default 60)")
     train.add_argument("--nz-periodic", type=int, default=None,
@@ -217,6 +219,11 @@ def _parser() -> argparse.ArgumentParser:
                             "saved rate, so a lower one anneals the run")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="auto picks CUDA when present")
+    train.add_argument("--init", default=None, metavar="MODEL",
+                       help="warm start: begin from this trained generator (a checkpoint "
+                            "directory, bundled:NAME, s3://... or NAME@VERSION) with the same "
+                            "widths; an SGAN can start a PSGAN, whose new global channels "
+                            "then learn what to change")
     train.add_argument("--resume", action="store_true",
                        help="continue the training saved in --out")
     train.add_argument("--samples-every", type=int, default=250,
@@ -263,7 +270,8 @@ def _train(args: argparse.Namespace) -> int:
                                   iters=args.iters, batch=args.batch, lr=args.lr,
                                   seed=args.seed, checkpoint_every=args.checkpoint_every,
                                   samples_every=args.samples_every, name=args.name,
-                                  upsample=args.upsample, nz_global=args.nz_global,
+                                  upsample=args.upsample, nz_local=args.nz_local,
+                                  nz_global=args.nz_global, init=args.init,
                                   nz_periodic=args.nz_periodic)
     bar = tqdm(total=config.iters, unit="it", desc="train", disable=None)
 

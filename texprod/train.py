@@ -79,6 +79,9 @@ class TrainConfig:
     # per iteration; 0 = the raw weights): GAN weights oscillate from one iteration to the
     # next, their average is a steadier and better texture (Yazici et al. 2019)
     ema: float = 0.999
+    # warm start: a trained checkpoint whose generator weights seed this one's (same
+    # widths and local channels; new global / periodic input channels start random)
+    init: str | None = None
 
     @classmethod
     def from_cli(cls, size: str = "small", filters: tuple[int, ...] | None = None,
@@ -171,6 +174,10 @@ class Trainer:
                                    "to continue its training or choose another directory")
             self.G = Generator(config.generator_config())
             _init_weights(self.G, torch_gen)
+            if config.init:
+                from texprod.storage import resolve_model
+
+                warm_start(self.G, load_checkpoint(resolve_model(config.init)).generator)
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()  # what is saved
         self._model_at = -1  # the iteration G_ema's BatchNorm statistics were measured at
         self.D = Discriminator(tuple(config.d_filters))
@@ -445,6 +452,61 @@ def train_model(exemplars: list[str | Path], out: str, config: TrainConfig, devi
             "device": training["device"]}
 
 
+# --------------------------------------------------------------------------- warm start
+
+
+def _input_groups(config: GeneratorConfig) -> dict[str, slice]:
+    """Where each kind of noise channel sits in the input, [local | global | periodic]."""
+    a = config.nz_local
+    b = a + config.nz_global
+    return {"local": slice(0, a), "global": slice(a, b),
+            "periodic": slice(b, b + config.nz_periodic)}
+
+
+def warm_start(generator: Generator, source: Generator) -> None:
+    """Copy a trained generator's weights into `generator` (before training).
+
+    Every layer must have the same shape, except the input layer when `generator` has
+    extra kinds of input channels: a trained SGAN starts a PSGAN, its local channels' weights
+    copied and the new global (and periodic) channels' weights zero, so the PSGAN begins by
+    drawing exactly the SGAN's texture for every latent and learns what the global channels
+    should change. Channel groups present in both must have the same size.
+    """
+    target, given = generator.config, source.config
+    same = ("kernel", "upsample", "filters", "out_channels")
+    for key in same:
+        if getattr(target, key) != getattr(given, key):
+            raise ConfigError(f"--init: the checkpoint's {key} is {getattr(given, key)}, this "
+                              f"training's is {getattr(target, key)}; they must match")
+    groups, source_groups = _input_groups(target), _input_groups(given)
+    for name, part in source_groups.items():
+        size = part.stop - part.start
+        if size and size != groups[name].stop - groups[name].start:
+            raise ConfigError(f"--init: the checkpoint has {size} {name} noise channels, this "
+                              f"training has {groups[name].stop - groups[name].start}; pass "
+                              f"--nz-{name} {size} or another checkpoint")
+    first = next(m for m in generator.blocks[0] if isinstance(m, nn.Conv2d | nn.ConvTranspose2d))
+    # ConvTranspose2d weights are (C_in, C_out, k, k); Conv2d weights (C_out, C_in, k, k)
+    in_dim = 0 if isinstance(first, nn.ConvTranspose2d) else 1
+    state = generator.state_dict()
+    with torch.no_grad():
+        for key, value in source.state_dict().items():
+            if key not in state:
+                continue  # e.g. the SGAN's absent wave MLP
+            if value.shape == state[key].shape:
+                state[key] = value.clone()
+            elif key.startswith("blocks.0.") and key.endswith("weight"):
+                state[key].zero_()  # new channels start silent: the source's output exactly
+                for name, part in source_groups.items():
+                    if part.stop > part.start:
+                        state[key].narrow(in_dim, groups[name].start, part.stop - part.start) \
+                            .copy_(value.narrow(in_dim, part.start, part.stop - part.start))
+            else:
+                raise ConfigError(f"--init: the checkpoint's {key} has shape "
+                                  f"{tuple(value.shape)}, this training's {tuple(state[key].shape)}")
+    generator.load_state_dict(state)
+
+
 # ------------------------------------------------------------------------- named latents
 
 
@@ -491,4 +553,4 @@ def fit_latents(generator: Generator, exemplars: dict[str, np.ndarray], steps: i
     return latents
 
 
-__all__ = ["Discriminator", "TrainConfig", "Trainer", "fit_latents", "train_model"]
+__all__ = ["Discriminator", "TrainConfig", "Trainer", "fit_latents", "train_model", "warm_start"]
