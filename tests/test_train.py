@@ -164,6 +164,7 @@ def test_an_sgan_warm_starts_a_psgan_that_first_draws_its_texture(tmp_path):
     psgan.run()
     card = load_checkpoint(tmp_path / "psgan").card["provenance"]["training"]
     assert card["init"] == str(tmp_path / "sgan")
+    assert card["init_digest"] == load_checkpoint(tmp_path / "sgan").digest
     # the global channels' weights learned something
     first = psgan.G.blocks[0][0].weight  # (C_in, C_out, k, k)
     assert first[6:].abs().max() > 0

@@ -164,10 +164,13 @@ class Trainer:
         self.exemplar_paths = [Path(p) for p in exemplars]
         self.exemplars = load_exemplars(self.exemplar_paths, config.crop_px)
         self.rng = np.random.default_rng(config.seed)
+        self.init_digest: str | None = None  # the model digest of --init, when given
         torch_gen = torch.Generator().manual_seed(config.seed)
         if resume and (self.out / STATE_FILE).exists():
             # the checkpoint holds the averaged model; the raw weights come with the state
-            self.G = load_checkpoint(self.out).generator
+            saved = load_checkpoint(self.out)
+            self.G = saved.generator
+            self.init_digest = saved.card["provenance"].get("training", {}).get("init_digest")
         else:
             if self.out.exists() and any(self.out.iterdir()) and not resume:
                 raise TexprodError(f"--out {self.out}: exists and is not empty; pass --resume "
@@ -177,7 +180,9 @@ class Trainer:
             if config.init:
                 from texprod.storage import resolve_model
 
-                warm_start(self.G, load_checkpoint(resolve_model(config.init)).generator)
+                source = load_checkpoint(resolve_model(config.init))
+                warm_start(self.G, source.generator)
+                self.init_digest = source.digest
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()  # what is saved
         self._model_at = -1  # the iteration G_ema's BatchNorm statistics were measured at
         self.D = Discriminator(tuple(config.d_filters))
@@ -318,6 +323,7 @@ class Trainer:
                 "device": str(self.device) if self.device.type == "cpu"
                 else torch.cuda.get_device_name(self.device),
                 "losses": {k: round(v, 4) for k, v in self.state.losses.items()},
+                **({"init_digest": self.init_digest} if self.init_digest else {}),
             },
         }
 
