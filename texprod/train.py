@@ -80,7 +80,7 @@ class TrainConfig:
     # next, their average is a steadier and better texture (Yazici et al. 2019)
     ema: float = 0.999
     # warm start: a trained checkpoint whose generator weights seed this one's (same
-    # widths and local channels; new global / periodic input channels start random)
+    # widths and local channels; new global / periodic input channels start at zero)
     init: str | None = None
 
     @classmethod
@@ -498,7 +498,7 @@ def warm_start(generator: Generator, source: Generator) -> None:
     with torch.no_grad():
         for key, value in source.state_dict().items():
             if key not in state:
-                continue  # e.g. the SGAN's absent wave MLP
+                continue  # a layer the new generator does not have
             if value.shape == state[key].shape:
                 state[key] = value.clone()
             elif key.startswith("blocks.0.") and key.endswith("weight"):
