@@ -170,6 +170,12 @@ def test_an_sgan_warm_starts_a_psgan_that_first_draws_its_texture(tmp_path):
     assert first[6:].abs().max() > 0
 
 
+def test_warm_start_from_a_missing_model_is_refused(tmp_path):
+    with pytest.raises(TexprodError, match="--init bundled:nope: .*no such bundled model"):
+        Trainer([exemplar(tmp_path)], tmp_path / "new", tiny(init="bundled:nope"), device="cpu")
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(filters=(16, 4)), "filters is \\(16, 8\\), this training's is \\(16, 4\\)"),
     (dict(nz_local=5), "6 local noise channels, this training has 5; pass --nz-local 6"),

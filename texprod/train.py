@@ -180,7 +180,10 @@ class Trainer:
             if config.init:
                 from texprod.storage import resolve_model
 
-                source = load_checkpoint(resolve_model(config.init))
+                try:
+                    source = load_checkpoint(resolve_model(config.init))
+                except TexprodError as e:
+                    raise ConfigError(f"--init {config.init}: {e}") from None
                 warm_start(self.G, source.generator)
                 self.init_digest = source.digest
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False).eval()  # what is saved
@@ -497,8 +500,6 @@ def warm_start(generator: Generator, source: Generator) -> None:
     state = generator.state_dict()
     with torch.no_grad():
         for key, value in source.state_dict().items():
-            if key not in state:
-                continue  # a layer the new generator does not have
             if value.shape == state[key].shape:
                 state[key] = value.clone()
             elif key.startswith("blocks.0.") and key.endswith("weight"):
