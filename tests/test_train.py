@@ -105,8 +105,13 @@ def test_resume_with_a_lower_learning_rate_anneals_the_run(tmp_path):
         assert [g["lr"] for g in opt.param_groups] == [5e-5]
         assert float(next(iter(opt.state.values()))["step"]) == 2  # moments kept
     annealed.run()
+    # a plain --resume keeps the annealed rate
+    resumed = Trainer([image], tmp_path / "run", tiny(iters=6), device="cpu", resume=True)
+    assert [g["lr"] for g in resumed.opt_d.param_groups] == [5e-5]
+    resumed.run()
     history = json.loads((tmp_path / "run" / "training.json").read_text())["state"]["history"]
-    assert [(h["iteration"], h["lr"]) for h in history] == [(2, 2e-4), (4, 5e-5)]
+    assert [(h["iteration"], h["lr"]) for h in history] == [(2, 2e-4), (4, 5e-5), (6, 5e-5)]
+    assert load_checkpoint(tmp_path / "run").card["provenance"]["training"]["lr"] == 5e-5
 
 
 def test_the_saved_model_is_the_weight_average_with_its_own_statistics(tmp_path):

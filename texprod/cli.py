@@ -215,9 +215,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="explicit generator widths, overriding --size's")
     train.add_argument("--iters", type=int, default=2000, help="training iterations")
     train.add_argument("--batch", type=int, default=8, help="crops per iteration")
-    train.add_argument("--lr", type=float, default=2e-4,
-                       help="Adam learning rate (both nets); with --resume it replaces the "
-                            "saved rate, so a lower one anneals the run")
+    train.add_argument("--lr", type=float, default=None,
+                       help="Adam learning rate of both nets (default 2e-4; with --resume, "
+                            "the saved rate); given with --resume it replaces the saved rate, "
+                            "so a lower one anneals the run")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="auto picks CUDA when present")
     train.add_argument("--init", default=None, metavar="MODEL",

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,9 @@ CROPS = {"small": 128, "standard": 160}  # training crop per named size
 D_SIZES = {"small": (32, 64, 128, 256), "standard": (64, 128, 256, 512)}  # discriminator
 
 
+DEFAULT_LR = 2e-4  # Adam's rate in the papers
+
+
 @dataclass
 class TrainConfig:
     arch: str = "sgan"
@@ -61,7 +64,7 @@ class TrainConfig:
     crop_px: int = 128
     batch: int = 8
     iters: int = 2000
-    lr: float = 2e-4
+    lr: float | None = None  # None: DEFAULT_LR for a new run, the saved rate on --resume
     beta1: float = 0.5
     seed: int = 0
     checkpoint_every: int = 250
@@ -158,7 +161,8 @@ class TrainingState:
 class Trainer:
     def __init__(self, exemplars: list[str | Path], out: str | Path, config: TrainConfig,
                  device: str = "auto", resume: bool = False):
-        self.config = config
+        self._lr_given = config.lr is not None  # else a resume keeps the saved rate
+        self.config = config = replace(config, lr=DEFAULT_LR if config.lr is None else config.lr)
         self.out = Path(out)
         self.device = resolve_device(device)
         self.exemplar_paths = [Path(p) for p in exemplars]
@@ -367,14 +371,14 @@ class Trainer:
             self.G.load_state_dict(raw)
         _load_optimiser(self.opt_g, tensors, "opt_g", info["optimisers"]["opt_g"])
         _load_optimiser(self.opt_d, tensors, "opt_d", info["optimisers"]["opt_d"])
-        # the learning rate is this run's (--lr), not the saved one: resuming with a lower
-        # rate is how a run is annealed; the Adam moments carry over either way
-        saved_lr = info["optimisers"]["opt_g"]["param_groups"][0]["lr"]
-        for opt in (self.opt_g, self.opt_d):
-            for group in opt.param_groups:
-                group["lr"] = self.config.lr
-        if saved_lr != self.config.lr:
-            log.info("learning rate %g (was %g before the resume)", self.config.lr, saved_lr)
+        # an --lr given with --resume replaces the saved rate: resuming with a lower one is
+        # how a run is annealed (the Adam moments carry over either way)
+        if self._lr_given:
+            for opt in (self.opt_g, self.opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = self.config.lr
+        else:
+            self.config = replace(self.config, lr=self.opt_g.param_groups[0]["lr"])
         self.rng.bit_generator.state = info["rng"]
         state = info["state"]
         self.state = TrainingState(state["iteration"], state["seconds"], state["losses"],
