@@ -96,11 +96,13 @@ def test_resume_continues_with_the_same_optimiser_state(tmp_path):
     assert [h["iteration"] for h in history] == [2, 4]
 
 
-def test_resume_with_a_lower_learning_rate_anneals_the_run(tmp_path):
+def test_resume_with_a_lower_learning_rate_anneals_the_run(tmp_path, caplog):
     image = exemplar(tmp_path)
     Trainer([image], tmp_path / "run", tiny(iters=2), device="cpu").run()
-    annealed = Trainer([image], tmp_path / "run", tiny(iters=4, lr=5e-5), device="cpu",
-                       resume=True)
+    with caplog.at_level("INFO", logger="texprod.train"):
+        annealed = Trainer([image], tmp_path / "run", tiny(iters=4, lr=5e-5), device="cpu",
+                           resume=True)
+    assert "learning rate 5e-05 (was 0.0002 before the resume)" in caplog.text
     for opt in (annealed.opt_g, annealed.opt_d):
         assert [g["lr"] for g in opt.param_groups] == [5e-5]
         assert float(next(iter(opt.state.values()))["step"]) == 2  # moments kept

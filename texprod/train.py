@@ -373,12 +373,15 @@ class Trainer:
         _load_optimiser(self.opt_d, tensors, "opt_d", info["optimisers"]["opt_d"])
         # an --lr given with --resume replaces the saved rate: resuming with a lower one is
         # how a run is annealed (the Adam moments carry over either way)
+        saved_lr = self.opt_g.param_groups[0]["lr"]
         if self._lr_given:
+            if saved_lr != self.config.lr:
+                log.info("learning rate %g (was %g before the resume)", self.config.lr, saved_lr)
             for opt in (self.opt_g, self.opt_d):
                 for group in opt.param_groups:
                     group["lr"] = self.config.lr
         else:
-            self.config = replace(self.config, lr=self.opt_g.param_groups[0]["lr"])
+            self.config = replace(self.config, lr=saved_lr)
         self.rng.bit_generator.state = info["rng"]
         state = info["state"]
         self.state = TrainingState(state["iteration"], state["seconds"], state["losses"],
