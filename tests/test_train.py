@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import pyvips
 import torch
+from safetensors.torch import load_file
 
 from texprod.cli import main
 from texprod.errors import TexprodError
 from texprod.generators import load_checkpoint, load_generator
 from texprod.noise import NoiseField
 from texprod.render import Renderer, render_canvas, render_reference
+from texprod.storage import sha256_file
 from texprod.tiling import plan_tiles
-from texprod.train import TrainConfig, Trainer, train_model
+from texprod.train import STATE_FILE, TrainConfig, Trainer, train_model
 
 
 def exemplar(tmp_path: Path, name: str = "stripes.png", size: int = 96, seed: int = 0,
@@ -195,6 +197,39 @@ def test_warm_start_from_a_different_generator_is_refused(tmp_path, change, mess
                 device="cpu")
 
 
+def test_the_discriminator_warm_starts_from_a_training_run(tmp_path):
+    image = exemplar(tmp_path)
+    train_model([image], str(tmp_path / "run"), tiny(), device="cpu")
+    saved = {k[2:]: v for k, v in load_file(tmp_path / "run" / STATE_FILE).items()
+             if k.startswith("D.")}
+    trainer = Trainer([image], tmp_path / "new",
+                      tiny(init=str(tmp_path / "run"), init_discriminator=str(tmp_path / "run")),
+                      device="cpu")
+    for key, value in trainer.D.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    trainer.run()
+    training = load_checkpoint(tmp_path / "new").card["provenance"]["training"]
+    assert training["init_discriminator_digest"] == sha256_file(tmp_path / "run" / STATE_FILE)
+    # a fresh run without it starts from random weights
+    fresh = Trainer([image], tmp_path / "fresh", tiny(), device="cpu")
+    assert not torch.equal(fresh.D.net[0].weight, saved["net.0.weight"])
+
+
+@pytest.mark.parametrize("source, message", [
+    ("empty", "no training_state.safetensors there"),
+    ("wider", r"its discriminator has widths \[16, 16, 16, 16\], this training's \[8, 16, 16, 16\]"),
+])
+def test_a_discriminator_warm_start_that_cannot_fit_is_refused(tmp_path, source, message):
+    image = exemplar(tmp_path)
+    run = tmp_path / source
+    if source == "empty":
+        run.mkdir()
+    else:
+        train_model([image], str(run), tiny(iters=1, d_filters=(16, 16, 16, 16)), device="cpu")
+    with pytest.raises(TexprodError, match=f"--init-discriminator {run}: {message}"):
+        Trainer([image], tmp_path / "new", tiny(init_discriminator=str(run)), device="cpu")
+
+
 def test_grey_exemplars_are_converted_to_rgb(tmp_path):
     trainer = Trainer([exemplar(tmp_path, "grey.png", grey=True)], tmp_path / "m", tiny(),
                       device="cpu")
@@ -227,3 +262,11 @@ def test_train_command(tmp_path, capsys):
     assert "2 iterations" in capsys.readouterr().out
     assert load_generator(out).config.filters == (16, 8)
     assert len(list((out / "samples").iterdir())) == 2
+    # a second run warm-started from the first, generator and discriminator
+    again = tmp_path / "cli-again"
+    assert main(["train", str(exemplar(tmp_path)), "--out", str(again), "--filters", "16,8",
+                 "--size", "32", "--iters", "1", "--batch", "2", "--device", "cpu",
+                 "--init", str(out), "--init-discriminator", str(out)]) == 0
+    training = load_checkpoint(again).card["provenance"]["training"]
+    assert training["init_discriminator"] == str(out)
+    assert training["init_digest"] == load_checkpoint(out).digest

@@ -226,6 +226,11 @@ def _parser() -> argparse.ArgumentParser:
                             "directory, bundled:NAME, s3://... or NAME@VERSION) with the same "
                             "widths; an SGAN can start a PSGAN, whose new global channels "
                             "then learn what to change")
+    train.add_argument("--init-discriminator", default=None, metavar="RUN",
+                       help="with --init: begin the discriminator from the one saved in this "
+                            "texprod train --out directory (same --size), so the warm-started "
+                            "generator is not wiped out by a random discriminator's first "
+                            "gradients")
     train.add_argument("--resume", action="store_true",
                        help="continue the training saved in --out")
     train.add_argument("--samples-every", type=int, default=250,
@@ -274,6 +279,7 @@ def _train(args: argparse.Namespace) -> int:
                                   samples_every=args.samples_every, name=args.name,
                                   upsample=args.upsample, nz_local=args.nz_local,
                                   nz_global=args.nz_global, init=args.init,
+                                  init_discriminator=args.init_discriminator,
                                   nz_periodic=args.nz_periodic)
     bar = tqdm(total=config.iters, unit="it", desc="train", disable=None)
 

@@ -85,6 +85,10 @@ class TrainConfig:
     # warm start: a trained checkpoint whose generator weights seed this one's (same
     # widths and local channels; new global / periodic input channels start at zero)
     init: str | None = None
+    # and a training run directory whose discriminator seeds this one's: a fresh, random
+    # discriminator's first gradients wiped a warm-started generator's texture within 1000
+    # iterations, a trained one keeps it while the new global channels learn
+    init_discriminator: str | None = None
 
     @classmethod
     def from_cli(cls, size: str = "small", filters: tuple[int, ...] | None = None,
@@ -194,6 +198,9 @@ class Trainer:
         self._model_at = -1  # the iteration G_ema's BatchNorm statistics were measured at
         self.D = Discriminator(tuple(config.d_filters))
         _init_weights(self.D, torch_gen)
+        self.init_d_digest: str | None = None  # sha256 of --init-discriminator's state file
+        if config.init_discriminator and not (resume and (self.out / STATE_FILE).exists()):
+            self.init_d_digest = warm_start_discriminator(self.D, config.init_discriminator)
         self.G.to(self.device).train()
         self.G_ema.to(self.device)
         self.D.to(self.device).train()
@@ -331,6 +338,8 @@ class Trainer:
                 else torch.cuda.get_device_name(self.device),
                 "losses": {k: round(v, 4) for k, v in self.state.losses.items()},
                 **({"init_digest": self.init_digest} if self.init_digest else {}),
+                **({"init_discriminator_digest": self.init_d_digest}
+                   if self.init_d_digest else {}),
             },
         }
 
@@ -521,6 +530,28 @@ def warm_start(generator: Generator, source: Generator) -> None:
     generator.load_state_dict(state)
 
 
+def warm_start_discriminator(discriminator: Discriminator, run: str | Path) -> str:
+    """Copy the discriminator saved in training run directory `run` (its training state)
+    into `discriminator`; returns the state file's sha256 for the provenance."""
+    path = Path(run) / STATE_FILE
+    if not path.is_file():
+        raise ConfigError(f"--init-discriminator {run}: no {STATE_FILE} there; it must be the "
+                          "--out directory of a texprod train run")
+    saved = {k[2:]: v for k, v in load_file(path).items() if k.startswith("D.")}
+    own = discriminator.state_dict()
+    if saved.keys() != own.keys() or any(saved[k].shape != own[k].shape for k in own):
+        def widths(state: dict) -> list[int]:  # conv output channels, the 1-logit layer left out
+            convs = sorted((int(k.split(".")[1]), v.shape[0]) for k, v in state.items()
+                           if v.dim() == 4)  # keys net.<layer>.weight
+            return [c for _, c in convs][:-1]
+
+        raise ConfigError(f"--init-discriminator {run}: its discriminator has widths "
+                          f"{widths(saved)}, this training's {widths(own)}; they must match "
+                          "(pass the run's --size)")
+    discriminator.load_state_dict(saved)
+    return sha256_file(path)
+
+
 # ------------------------------------------------------------------------- named latents
 
 
@@ -567,4 +598,5 @@ def fit_latents(generator: Generator, exemplars: dict[str, np.ndarray], steps: i
     return latents
 
 
-__all__ = ["Discriminator", "TrainConfig", "Trainer", "fit_latents", "train_model", "warm_start"]
+__all__ = ["Discriminator", "TrainConfig", "Trainer", "fit_latents", "train_model", "warm_start",
+           "warm_start_discriminator"]
