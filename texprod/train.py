@@ -86,7 +86,7 @@ class TrainConfig:
     # widths and local channels; new global / periodic input channels start at zero)
     init: str | None = None
     # and a training run directory whose discriminator seeds this one's: a fresh, random
-    # discriminator's first gradients wiped a warm-started generator's texture within 1000
+    # discriminator's first gradients wiped a warm-started generator's texture within 1250
     # iterations, a trained one keeps it while the new global channels learn
     init_discriminator: str | None = None
 
