@@ -228,6 +228,7 @@ def test_a_discriminator_warm_start_that_cannot_fit_is_refused(tmp_path, source,
         train_model([image], str(run), tiny(iters=1, d_filters=(16, 16, 16, 16)), device="cpu")
     with pytest.raises(TexprodError, match=f"--init-discriminator {run}: {message}"):
         Trainer([image], tmp_path / "new", tiny(init_discriminator=str(run)), device="cpu")
+    assert not (tmp_path / "new").exists()
 
 
 def test_grey_exemplars_are_converted_to_rgb(tmp_path):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -537,7 +538,8 @@ def warm_start_discriminator(discriminator: Discriminator, run: str | Path) -> s
     if not path.is_file():
         raise ConfigError(f"--init-discriminator {run}: no {STATE_FILE} there; it must be the "
                           "--out directory of a texprod train run")
-    saved = {k[2:]: v for k, v in load_file(path).items() if k.startswith("D.")}
+    with safe_open(path, "pt") as state:  # the discriminator only, not the optimisers
+        saved = {k[2:]: state.get_tensor(k) for k in state.keys() if k.startswith("D.")}
     own = discriminator.state_dict()
     if saved.keys() != own.keys() or any(saved[k].shape != own[k].shape for k in own):
         def widths(state: dict) -> list[int]:  # conv output channels, the 1-logit layer left out
