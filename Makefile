@@ -50,23 +50,54 @@ PORT ?= 4200
 NEED_API = @$(PY) -c "import sys; from prefect.settings import get_current_settings as s; \
   sys.exit(0 if s().api.url else 'PREFECT_API_URL is not set: run make server, then export PREFECT_API_URL=http://$(HOST):$(PORT)/api')"
 
-.PHONY: server worker deploy up down
+.PHONY: server server-objects worker deploy buckets up down system-packages
 
-# Local Prefect server with the UI at http://$(HOST):$(PORT) (SQLite under ~/.prefect); Ctrl-C stops it
+# The address the UI (in the operator's browser) calls the API at: the server's own, unless
+# it listens on all interfaces (then the host name; set UI_API_URL for a proxy or other name)
+UI_HOST = $(if $(filter 0.0.0.0 ::,$(HOST)),$(shell hostname -f),$(HOST))
+UI_API_URL ?= http://$(UI_HOST):$(PORT)/api
+# GPUs that may render at once across all deployments (the texprod-gpu concurrency limit)
+GPU_SLOTS ?= 1
+GPU_LIMIT ?= texprod-gpu
+
+# Local Prefect server with the UI at http://$(HOST):$(PORT) (SQLite under ~/.prefect); Ctrl-C stops it.
+# --port alone leaves the UI calling :4200: the API and UI settings get the port too.
 server: $(PY)
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PREFECT) server start --host $(HOST) --port $(PORT)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_API_HOST=$(HOST) \
+	  PREFECT_SERVER_API_PORT=$(PORT) PREFECT_UI_API_URL=$(UI_API_URL) \
+	  $(PREFECT) server start --host $(HOST) --port $(PORT)
 
-# Process worker on pool `gpu` (created if missing), one run at a time; GPU=N pins it to one GPU
-worker: $(PY)
+# What deployments and workers need on the server, created when missing (idempotent):
+# the process work pool `gpu` and the global concurrency limit the flow holds while rendering
+server-objects: $(PY)
 	$(NEED_API)
 	$(PREFECT) work-pool inspect gpu >/dev/null 2>&1 || $(PREFECT) work-pool create gpu --type process
+	$(PREFECT) gcl inspect $(GPU_LIMIT) >/dev/null 2>&1 || $(PREFECT) gcl create $(GPU_LIMIT) --limit $(GPU_SLOTS)
+
+# Process worker on pool `gpu` (created if missing), one run at a time; GPU=N pins it to one GPU
+worker: server-objects
 	TEXPROD_HOME=$(CURDIR) $(if $(GPU),CUDA_VISIBLE_DEVICES=$(GPU)) \
 	  $(PREFECT) worker start --pool gpu --limit 1 $(if $(GPU),--name $(shell hostname)-gpu$(GPU))
 
-# Create or update every deployment in infra/prefect.yaml (schedules arrive inactive)
-deploy: $(PY)
-	$(NEED_API)
+# Create or update every deployment in infra/prefect.yaml (schedules arrive inactive);
+# creates the work pool and the GPU concurrency limit first when they are missing
+deploy: server-objects
 	env -u TEXPROD_HOME $(PREFECT) --no-prompt deploy --all --prefect-file infra/prefect.yaml
+
+# The buckets this README uses (texprod-models, texprod-outputs) on the S3 server that
+# AWS_ENDPOINT_URL names (MinIO, moto, ...), created when missing; BUCKETS="a b" for others
+BUCKETS ?= texprod-models texprod-outputs
+buckets: $(PY)
+	$(PY) scripts/create_buckets.py $(BUCKETS)
+
+# Debian packages the tests use (run as root): Chromium for the dashboard test (Playwright
+# drives this binary, it never downloads a browser), Ghostscript and libtiff's tiffinfo as
+# independent readers of the outputs
+SYSTEM_PACKAGES = chromium ghostscript libtiff-tools
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 # Start the self-hosted stack (Postgres, Prefect server, MinIO + buckets, GPU worker) from infra/.env
 up:

@@ -5,21 +5,26 @@
 
 Tasks pass job keys, paths and digests, never pixels: the plan, the prepared generator and
 the scratch canvas of a running job live in this process (`_JOBS`) for the flow's duration.
-Operators see a progress artifact that moves as bands finish, a markdown report, a table of
-outputs with sizes and checksums, and links to the outputs and the proof.
+Operators see, in the run's Artifacts tab: a progress bar that moves as tiles finish, the
+job report (with the thumbnail), the proof image inline, and the outputs with their sizes
+and checksums. A failed run is renamed `...-FAILED`; an expected error (a `TexprodError`:
+bad spec, missing model, credentials, ink over the limit) ends it with one ERROR line
+naming the cause and no traceback (`flows/logs.py`); a bug keeps its traceback.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from prefect import flow, get_run_logger, task
+import pyvips
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -31,6 +36,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.logs import quiet_expected_errors
 from texprod import __version__
 from texprod.canvas import ScratchCanvas
 from texprod.job import (
@@ -38,17 +44,20 @@ from texprod.job import (
     PreflightError,
     check_disk_space,
     export_job,
+    job_summary,
     make_renderer,
     open_canvas,
+    output_records,
     plan_job,
     preflight_job,
     proof_job,
     render_job,
     upload_job,
 )
+from texprod.preflight import InspectionReport
 from texprod.render import Renderer
 from texprod.spec import JobSpec, load_spec, parse_spec, resolve_spec_path
-from texprod.storage import is_s3, presigned_url, resolve_model, sha256_file
+from texprod.storage import is_s3, presigned_url, resolve_model
 
 # Bands render one at a time: one device per flow run. (Several GPUs: one worker per GPU.)
 DEVICE_WORKERS = 1
@@ -56,6 +65,40 @@ DEVICE_WORKERS = 1
 GPU_LIMIT = os.environ.get("TEXPROD_GPU_LIMIT", "texprod-gpu")
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [2, 10, 30]
+# the progress artifact moves per tile, but talks to the API at most this often
+PROGRESS_SECONDS = float(os.environ.get("TEXPROD_PROGRESS_SECONDS", "1"))
+INLINE_PROOF_PX = 1024  # local proofs are embedded in the artifact at this size
+FAILED_SUFFIX = "-FAILED"
+
+# Called with (tiles done, tiles total, megapixels) after every tile, in this process:
+# `texprod generate` draws its terminal progress bar from it.
+progress_listeners: list[Callable[[int, int, float], None]] = []
+
+quiet_expected_errors()
+
+
+class _Progress:
+    """Tiles rendered so far: the run's progress artifact (rounded to 0.1 %, updated at
+    most every PROGRESS_SECONDS and at the end) and this process's listeners (every tile)."""
+
+    def __init__(self, total: int, megapixels: float, artifact_id) -> None:
+        self.total, self.megapixels, self.artifact_id = total, megapixels, artifact_id
+        self.done = 0
+        self._sent = -1.0
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def set(self, done: int) -> None:
+        with self._lock:
+            self.done = done
+            for listener in progress_listeners:
+                listener(done, self.total, self.megapixels)
+            percent = round(100.0 * done / self.total, 1)
+            now = time.monotonic()
+            if percent != self._sent and (done == self.total
+                                          or now - self._last >= PROGRESS_SECONDS):
+                update_progress_artifact(self.artifact_id, percent)
+                self._sent, self._last = percent, now
 
 
 @dataclass
@@ -63,6 +106,7 @@ class _Job:
     plan: JobPlan
     canvas: ScratchCanvas
     renderer: Renderer | None = None
+    progress: _Progress | None = None
     written: list[Path] = field(default_factory=list)  # local outputs this run wrote
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -146,7 +190,13 @@ def render_band(key: str, band: int) -> dict:
     started = time.perf_counter()
     if job.renderer is None and job.plan.tile_px != 0:
         job.renderer = make_renderer(job.plan)
-    rendered = render_job(job.plan, job.canvas, bands=[band], renderer=job.renderer)
+    base, first = job.progress.done, []
+
+    def tile_done(done: int, total: int) -> None:  # render_job counts from its own start
+        first.append(done) if not first else job.progress.set(base + done - first[0])
+
+    rendered = render_job(job.plan, job.canvas, bands=[band], renderer=job.renderer,
+                          progress=tile_done)
     return {"band": band, "tiles": len(job.plan.tiles.bands[band]), "rendered": bool(rendered),
             "seconds": time.perf_counter() - started}
 
@@ -171,7 +221,7 @@ def proof_task(key: str) -> list[str]:
 
 
 @task(name="preflight")
-def preflight_task(key: str) -> dict:
+def preflight_task(key: str) -> InspectionReport:
     job = _job(key)
     report = preflight_job(job.plan)
     get_run_logger().info("preflight of %s:\n%s", job.plan.outputs.tiff, report.table())
@@ -179,7 +229,7 @@ def preflight_task(key: str) -> dict:
         failed = ", ".join(f"{c.name} (found {c.found}, expected {c.expected})"
                            for c in report.checks if not c.ok)
         raise PreflightError(f"preflight failed for {job.plan.outputs.tiff}: {failed}")
-    return {"ok": True, "checks": len(report.checks)}
+    return report
 
 
 @task(name="upload", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
@@ -187,23 +237,26 @@ def preflight_task(key: str) -> dict:
 def upload_task(key: str) -> list[dict]:
     """Outputs with their final locations, sizes and sha256 (uploaded when on S3)."""
     job = _job(key)
-    outputs = job.plan.outputs
-    checksums = {p.name: (sha256_file(p), p.stat().st_size) for p in outputs.local}
+    rows = output_records(job.plan)  # before upload: staged copies are removed after it
     uploaded = {u["uri"]: u for u in upload_job(job.plan)}
-    rows = []
-    for path in outputs.local:
-        final = outputs.final(path)
-        sha, size = checksums[path.name]
-        rows.append({"name": path.name, "uri": final, "bytes": size, "sha256": sha,
-                     "etag": uploaded.get(final, {}).get("etag", "")})
+    for row in rows:
+        row["etag"] = uploaded.get(row["uri"], {}).get("etag", "")
     return rows
 
 
 # ----------------------------------------------------------------------------------- flow
 
 
+def _rename_failed_run(flow, flow_run, state) -> None:
+    """Failed and crashed runs carry -FAILED in their name, so the runs list tells them apart."""
+    if not flow_run.name.endswith(FAILED_SUFFIX):
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=flow_run.name + FAILED_SUFFIX)
+
+
 @flow(name="generate-texture", flow_run_name=_run_name,
       task_runner=ThreadPoolTaskRunner(max_workers=DEVICE_WORKERS),
+      on_failure=[_rename_failed_run], on_crashed=[_rename_failed_run],
       description="Render a job spec into a checked, print-ready TIFF with proof.")
 def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> dict:
     """Run the print job a spec (path, name in specs/, or dict) describes."""
@@ -218,36 +271,36 @@ def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> di
     key = planned["key"]
     try:
         job = _job(key)
+        total = planned["tiles"]
         progress_id = create_progress_artifact(
             0.0, key=f"{akey}-progress",
-            description=f"{job_spec.name}: tiles rendered ({planned['tiles']} tiles)")
-        total = planned["tiles"]
+            description=f"{job_spec.name}: % of {total} tiles rendered")
+        job.progress = _Progress(total, job.plan.geometry.megapixels, progress_id)
         bands = job.plan.tiles.bands
         done = sum(len(bands[b]) for b in planned["done"])
         todo = [b for b in range(planned["bands"]) if b not in planned["done"]]
         if done:
             logger.info("resuming: %d of %d tiles already on the scratch canvas", done, total)
-        update_progress_artifact(progress_id, 100.0 * done / total)
+        job.progress.set(done)
         t = time.perf_counter()
-        # a slot of the global concurrency limit (if an operator created it) serialises
+        # a slot of the global concurrency limit (`make deploy` creates it) serialises
         # GPU work across deployments; without the limit this is a no-op
         with concurrency(GPU_LIMIT, occupy=1, strict=False):
             for future in as_completed(render_band.map(key, todo)):
-                done += future.result()["tiles"]
-                update_progress_artifact(progress_id, 100.0 * done / total)
+                future.result()
+        job.progress.set(total)
         job.timings["render"] = time.perf_counter() - t
+        results = {}
         for name, stage in (("export", export_task), ("proof", proof_task),
                             ("preflight", preflight_task), ("upload", upload_task)):
             t = time.perf_counter()
-            result = stage(key)
+            results[name] = stage(key)
             job.timings[name] = time.perf_counter() - t
-            if name == "export":
-                export = result
-            elif name == "upload":
-                outputs = result
         job.timings["total"] = time.perf_counter() - started
-        summary = _report(job, export, outputs, akey)
-        logger.info("done: %s", ", ".join(o["uri"] for o in outputs))
+        summary = job_summary(job.plan, results["upload"], job.timings,
+                              results["export"]["tac_max"], results["preflight"])
+        _report(job, summary, results["export"], akey)
+        logger.info("done: %s", ", ".join(o["uri"] for o in summary["outputs"]))
         return summary
     except BaseException:
         with _JOBS_LOCK:
@@ -263,58 +316,85 @@ def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> di
             job.canvas.close(remove=True)
 
 
+# --------------------------------------------------------------------------------- report
+
+
+def _cell(text: object) -> str:
+    """A markdown table cell: a bare | would end the cell early."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _image_url(uri: str, local_max_px: int) -> str:
+    """A URL the operator's browser can load from the dashboard: a presigned URL for S3,
+    else the image itself as a data: URL (a browser cannot open the worker's file://),
+    shrunk to `local_max_px` to keep the artifact small."""
+    if is_s3(uri):
+        return presigned_url(uri)
+    image = pyvips.Image.thumbnail(uri, local_max_px)
+    data = image.jpegsave_buffer(Q=85, optimize_coding=True, strip=True)
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
 def _link(uri: str) -> str:
     return presigned_url(uri) if is_s3(uri) else Path(uri).absolute().as_uri()
 
 
-def _report(job: _Job, export: dict, outputs: list[dict], akey: str) -> dict[str, Any]:
+def _report(job: _Job, summary: dict, export: dict, akey: str) -> None:
+    """The run's artifacts: report (with thumbnail), inline proof, outputs table, links."""
     plan = job.plan
-    g, c = plan.geometry, plan.colour
+    g = plan.geometry
     config = plan.checkpoint.generator.config
-    t = job.timings
+    t = summary["timings"]
     mpx = g.megapixels
-    tiff = next(o for o in outputs if o["name"] == plan.outputs.tiff.name)
-    stages = " | ".join(f"{k} {v:.1f} s" for k, v in t.items())
-    lines = [
-        f"# {plan.spec.name}",
-        "",
-        f"{plan.spec.description}" if plan.spec.description else "",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| spec digest | `{plan.spec_digest[:16]}` |",
-        f"| model | {plan.spec.model} ({config.arch}/{config.upsample}, depth {config.depth}, "
-        f"digest `{plan.checkpoint.digest[:12]}`) |",
-        f"| seed | {plan.spec.seed} |",
-        f"| print | {g.trim_mm[0]:.1f} x {g.trim_mm[1]:.1f} mm + {g.bleed_mm:.2f} mm bleed "
-        f"at {g.dpi:g} dpi |",
-        f"| pixels | {g.width_px} x {g.height_px} ({mpx:.1f} Mpx), trim box {list(g.trim_box)} |",
-        f"| texture | {plan.texture.summary} |",
-        *([f"| repeat | {plan.repeat.describe()} |"] if plan.repeat else []),
-        f"| colour | {c.color.upper()} {c.bits}-bit, {c.description}, {c.intent}"
-        + (f", TAC max {export['tac_max']:.1f}% (limit {plan.spec.print.tac_limit:g}%)"
-           if export["tac_max"] is not None else "") + " |",
-        f"| TIFF | {plan.tiff.compression} {plan.tiff.layout}, "
-        f"{'BigTIFF' if export['bigtiff'] else 'classic'} ({plan.bigtiff_reason}) |",
-        f"| device | {plan.device} {plan.spec.render.precision}, {len(plan.tiles.tiles)} tiles |",
-        f"| timings | {stages} |",
-        f"| throughput | {mpx / t['total']:.2f} Mpx/s end to end, "
-        f"{mpx / max(t.get('render', 0), 1e-9):.2f} Mpx/s render |",
-        "| preflight | passed |",
-        f"| output | {tiff['uri']} |",
-        f"| texprod | {__version__} |",
+    stages = " · ".join(f"{k} {v:.1f} s" for k, v in t.items())
+    thumb = summary["thumbnail"]
+    rows = [
+        ("spec digest", f"`{plan.spec_digest[:16]}`"),
+        ("model", f"{plan.spec.model} ({config.arch}/{config.upsample}, depth {config.depth}, "
+                  f"digest `{plan.checkpoint.digest[:12]}`)"),
+        ("seed", plan.spec.seed),
+        ("print", f"{g.trim_mm[0]:.1f} x {g.trim_mm[1]:.1f} mm + {summary['bleed_mm']:g} mm "
+                  f"bleed ({g.bleed_px} px; spec {plan.spec.print.bleed_mm:g} mm) at "
+                  f"{g.dpi:g} dpi"),
+        ("pixels", f"{g.width_px} x {g.height_px} ({mpx:.1f} Mpx), trim box "
+                   f"{list(g.trim_box)}"),
+        ("texture", plan.texture.summary),
+        *([("repeat", plan.repeat.describe())] if plan.repeat else []),
+        ("colour", summary["colour"]
+         + (f", TAC max {export['tac_max']:.1f}% (limit {plan.spec.print.tac_limit:g}%)"
+            if export["tac_max"] is not None else "")),
+        ("TIFF", f"{plan.tiff.compression} {plan.tiff.layout}, "
+                 f"{'BigTIFF' if export['bigtiff'] else 'classic'} ({plan.bigtiff_reason})"),
+        ("file", f"{summary['file']}"),
+        ("size", f"{summary['bytes'] / 1e6:.2f} MB ({summary['bytes']:,} bytes)"),
+        ("sha256", f"`{summary['sha256']}`"),
+        ("device", f"{plan.device} {plan.spec.render.precision}, {len(plan.tiles.tiles)} tiles"),
+        ("timings", stages),
+        ("throughput", f"{mpx / t['total']:.2f} Mpx/s end to end, "
+                       f"{mpx / max(t.get('render', 0), 1e-9):.2f} Mpx/s render"),
+        ("preflight", f"passed ({summary['preflight']['checks']} checks)"),
+        ("texprod", __version__),
     ]
+    lines = [f"# {plan.spec.name}", ""]
+    if plan.spec.description:
+        lines += [plan.spec.description, ""]
+    if thumb:
+        lines += [f"![thumbnail of {plan.spec.name}]({_image_url(thumb, 256)})", ""]
+    lines += ["| | |", "|---|---|", *(f"| {k} | {_cell(v)} |" for k, v in rows)]
     create_markdown_artifact("\n".join(lines), key=f"{akey}-report",
                              description=f"print job report: {plan.spec.name}")
     create_table_artifact(
         [{"file": o["name"], "location": o["uri"], "MB": round(o["bytes"] / 1e6, 2),
-          "sha256": o["sha256"]} for o in outputs],
+          "sha256": o["sha256"]} for o in summary["outputs"]],
         key=f"{akey}-outputs", description="outputs with sizes and checksums")
-    for o in outputs:
-        kind = "proof" if o["name"].endswith(".proof.jpg") else \
-            "thumbnail" if o["name"].endswith(".thumb.jpg") else \
-            "repeat-preview" if o["name"].endswith(".repeat.jpg") else "print"
-        create_link_artifact(_link(o["uri"]), link_text=f"{kind}: {o['name']}",
-                             key=f"{akey}-{kind}", description=f"{kind} of {plan.spec.name}")
-    return {"spec_digest": plan.spec_digest, "outputs": outputs, "timings": t,
-            "megapixels": mpx, "tac_max": export["tac_max"]}
+    for kind, uri in (("proof", summary["proof"]), ("repeat-preview", summary["repeat_preview"])):
+        if uri:  # the image itself, inline in the Artifacts tab
+            name = uri.rsplit("/", 1)[-1]
+            create_markdown_artifact(
+                f"# {kind}: {plan.spec.name}\n\n![{kind} of {name}]"
+                f"({_image_url(uri, INLINE_PROOF_PX)})\n\n[{name}]({_link(uri)})",
+                key=f"{akey}-{kind}", description=f"{kind} of {plan.spec.name} ({name})")
+    for kind, uri in (("print", summary["file"]), ("thumbnail", thumb)):
+        if uri:
+            create_link_artifact(_link(uri), link_text=f"{kind}: {uri.rsplit('/', 1)[-1]}",
+                                 key=f"{akey}-{kind}", description=f"{kind} of {plan.spec.name}")

@@ -7,6 +7,7 @@ import functools
 import pytest
 import torch
 
+from tests.prefect_server import prefect_api, prefect_server  # noqa: F401
 from tests.s3_server import s3_bucket, s3_server  # noqa: F401
 from texprod.generators import GeneratorConfig, random_generator
 

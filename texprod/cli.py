@@ -97,8 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                     "The model card goes up last: until it is there the version does not "
                     "exist for list and pull.",
     )
-    push.add_argument("path", type=Path,
-                      help="checkpoint directory (model.json + generator.safetensors)")
+    push.add_argument("path", metavar="MODEL",
+                      help="checkpoint directory (model.json + generator.safetensors), "
+                           "bundled:NAME or s3://...")
     push.add_argument("ref", metavar="NAME@VERSION",
                       help="model name and version: letters, digits, '.', '_', '-'")
     push.add_argument("--registry", default=None, help=registry_help)
@@ -131,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
                     "texture plane of a seed to an RGB TIFF. Tiled rendering is exact: any "
                     "--tile and --batch give the same image as the one-pass reference.",
     )
-    render.add_argument("--model", required=True, help="generator checkpoint directory")
+    render.add_argument("--model", required=True,
+                        help="generator: a checkpoint directory, bundled:NAME, s3://... or "
+                             "NAME@VERSION from the registry")
     render.add_argument("--width", required=True, type=int, help="width in pixels")
     render.add_argument("--height", required=True, type=int, help="height in pixels")
     render.add_argument("--out", required=True, type=Path, help="output .tif file")
@@ -160,14 +163,20 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser(
         "generate", formatter_class=_Formatter,
         help="run a print job: render, export a print-ready TIFF, proof and preflight",
-        description="Run the job a YAML spec describes as a Prefect flow run (reporting to "
-                    "PREFECT_API_URL if set, else to an ephemeral local API) and check the "
-                    "result. A bare name (box_packaging) is looked up in specs/.",
+        description="Run the job a YAML spec describes and check the result. With a Prefect "
+                    "API configured (PREFECT_API_URL, or the active profile) it runs as a "
+                    "flow run reported there; without one it runs in this process, with no "
+                    "server (--flow forces a flow run). A bare name (box_packaging) is looked "
+                    "up in specs/.",
     )
     generate.add_argument("spec", help="job spec: a YAML file or a name in specs/")
     _add_overrides(generate, "override a spec field, e.g. --set print.dpi=150 (repeatable)")
     generate.add_argument("--dry-run", action="store_true",
-                          help="print the plan (sizes, tiles, disk, estimated time) and stop")
+                          help="print the plan (sizes, tiles, disk, time measured on a sample "
+                               "of its tiles) and stop")
+    generate.add_argument("--flow", action="store_true",
+                          help="run as a Prefect flow run even when no PREFECT_API_URL is "
+                               "configured (Prefect then starts a throwaway local API first)")
 
     inspect = commands.add_parser(
         "inspect", formatter_class=_Formatter,
@@ -302,28 +311,114 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prefect_api_url() -> str | None:
+    """The Prefect API this machine is configured for (env or profile), if any."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+class _TileBar:
+    """One terminal progress bar for a job: tiles, Mpx/s and ETA (silent when not a tty)."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.megapixels = 0.0
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int, megapixels: float | None = None) -> None:
+        if megapixels is not None:
+            self.megapixels = megapixels
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="tile", desc="render", disable=None,
+                            dynamic_ncols=True)
+            self.started = time.perf_counter()
+            self.first = done  # tiles a resumed job already had
+        if self.megapixels and done > self.first:
+            rate = (done - self.first) / total * self.megapixels \
+                / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"{rate:.2f} Mpx/s", refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def format_summary(summary: dict) -> str:
+    """The one-screen end of `texprod generate`: what was made, how long it took, where."""
+    t = summary["timings"]
+    stages = " · ".join(f"{k} {v:.1f} s" for k, v in t.items() if k != "total")
+    tac = (f"; TAC max {summary['tac_max']:.1f}% (limit {summary['tac_limit']:g}%)"
+           if summary.get("tac_max") is not None else "")
+    verdict = summary["preflight"]
+    rows = [
+        ("file", f"{summary['file']} ({summary['bytes'] / 1e6:.1f} MB, sha256 "
+                 f"{summary['sha256'][:16]}...)"),
+        ("pixels", f"{summary['width_px']} x {summary['height_px']} px "
+                   f"({summary['megapixels']:.1f} Mpx) at {summary['dpi']:g} dpi, "
+                   f"{summary['bleed_mm']:g} mm bleed ({summary['bleed_px']} px)"),
+        ("colour", summary["colour"] + tac),
+        ("timings", f"{stages}; {summary['megapixels'] / t['total']:.2f} Mpx/s end to end"),
+        ("preflight", f"passed, {verdict['checks']} checks" if verdict["ok"]
+         else f"FAILED: {', '.join(verdict['failed'])}"),
+        ("proof", summary.get("proof") or "none (output.proof: false)"),
+    ]
+    if summary.get("repeat_preview"):
+        rows.append(("repeat", summary["repeat_preview"]))
+    if summary.get("run_url"):
+        rows.append(("flow run", summary["run_url"]))
+    width = max(len(k) for k, _ in rows)
+    head = (f"texprod: {summary['name']} (seed {summary['seed']}) done in "
+            f"{t['total']:.1f} s on {summary['device']}")
+    return "\n".join([head, *(f"  {k:<{width}}  {v}" for k, v in rows)])
+
+
 def _generate(args: argparse.Namespace) -> int:
+    from texprod.job import check_disk_space, plan_job
     from texprod.spec import load_spec, resolve_spec_path
 
     spec_path = resolve_spec_path(args.spec)
     spec = load_spec(spec_path, args.overrides)  # spec errors stop here, before any run
     if args.dry_run:
-        from texprod.job import check_disk_space, describe_plan, plan_job
+        from texprod.job import describe_plan, measured_estimate
 
         plan = plan_job(spec, spec_path.parent)
+        plan.estimate = measured_estimate(plan)
         print(describe_plan(plan))
         check_disk_space(plan)
         return 0
-    from flows.generate import generate_texture  # imports Prefect: only when running
+    bar = _TileBar()
+    try:
+        if args.flow or _prefect_api_url():
+            summary = _generate_as_flow(spec_path, args.overrides, bar, args.verbose)
+        else:
+            # no Prefect API configured: the same job in this process, no throwaway server
+            from texprod.job import run_job
 
-    summary = generate_texture(spec=str(spec_path), overrides=list(args.overrides))
-    timings = ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())
-    for output in summary["outputs"]:
-        print(f"wrote {output['uri']} ({output['bytes'] / 1e6:.1f} MB, "
-              f"sha256 {output['sha256'][:16]}...)")
-    print(f"{summary['megapixels']:.1f} Mpx: {timings}; "
-          f"{summary['megapixels'] / summary['timings']['total']:.2f} Mpx/s end to end")
+            plan = plan_job(spec, spec_path.parent)
+            bar(0, len(plan.tiles.tiles), plan.geometry.megapixels)
+            summary = run_job(spec, spec_path.parent, progress=bar, plan=plan).summary()
+    finally:
+        bar.close()
+    print(format_summary(summary))
     return 0
+
+
+def _generate_as_flow(spec_path: Path, overrides: list[str], bar: _TileBar,
+                      verbose: bool) -> dict:
+    """The job as a Prefect flow run, reported to the configured API (or a throwaway one)."""
+    if not verbose:  # the run's logs go to the API; the terminal gets a bar and a summary
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # a throwaway API migrates a fresh database first: minutes on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    import flows.generate as generate_flow  # imports Prefect: only when running a flow
+
+    generate_flow.progress_listeners.append(bar)
+    try:
+        return generate_flow.generate_texture(spec=str(spec_path), overrides=list(overrides))
+    finally:
+        generate_flow.progress_listeners.remove(bar)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -383,8 +478,9 @@ def _models_init(args: argparse.Namespace) -> int:
 
 def _models_push(args: argparse.Namespace) -> int:
     from texprod import registry
+    from texprod.storage import resolve_model
 
-    uri = registry.push(args.path, args.ref, args.registry, force=args.force)
+    uri = registry.push(resolve_model(args.path), args.ref, args.registry, force=args.force)
     print(f"pushed {args.ref} to {uri}")
     return 0
 
@@ -430,6 +526,7 @@ def _render(args: argparse.Namespace) -> int:
     from texprod.noise import NoiseField
     from texprod.printfile import check_tiff_path, write_plain_tiff
     from texprod.render import Renderer, default_tiling, render_reference
+    from texprod.storage import resolve_model
     from texprod.tiling import plan_tiles
 
     out = check_tiff_path(args.out)
@@ -440,7 +537,7 @@ def _render(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tile: got {args.tile}, must be 0 (one pass) or a size in pixels")
     if args.batch is not None and args.batch < 1:
         raise ConfigError(f"--batch: got {args.batch}, must be at least 1")
-    generator = load_generator(args.model)
+    generator = load_generator(resolve_model(args.model))
     cell = generator.config.cell_px
     period = repeat_period(args.width, args.height, cell) if args.repeat else None
     field = NoiseField(generator.config, args.seed, waves=generator.waves, period=period)

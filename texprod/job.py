@@ -34,7 +34,7 @@ from texprod.printfile import TiffOptions, WrittenTiff, bigtiff_decision, write_
 from texprod.proof import make_proof, make_repeat_preview
 from texprod.render import Renderer, default_tiling, render_reference, resolve_device
 from texprod.spec import JobSpec, RepeatSpec
-from texprod.storage import is_s3, resolve_model, split_s3, upload_file
+from texprod.storage import is_s3, resolve_model, sha256_file, split_s3, upload_file
 from texprod.texture import TextureField, frame_of, texture_field
 from texprod.tiling import TilePlan, plan_tiles
 
@@ -110,6 +110,10 @@ class JobResult:
     tac_max: float | None
     report: InspectionReport
     timings: dict[str, float] = field(default_factory=dict)
+    outputs: list[dict] = field(default_factory=list)  # output_records(), before upload
+
+    def summary(self) -> dict:
+        return job_summary(self.plan, self.outputs, self.timings, self.tac_max, self.report)
 
 
 def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | None = None
@@ -266,8 +270,7 @@ def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = N
     Pass a `renderer` to reuse one prepared generator across calls (one band per call).
     """
     generator = plan.checkpoint.generator
-    field = NoiseField(generator.config, plan.spec.seed, waves=generator.waves,
-                       period=plan.period, global_field=plan.texture.field)
+    field = _noise_field(plan)
     output = "uint8" if plan.render_bits == 8 else "uint16"
     wanted = range(len(plan.tiles.bands)) if bands is None else bands
     todo = [b for b in wanted if b not in canvas.done_bands]
@@ -301,14 +304,24 @@ def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = N
     return todo
 
 
+def _noise_field(plan: JobPlan) -> NoiseField:
+    generator = plan.checkpoint.generator
+    return NoiseField(generator.config, plan.spec.seed, waves=generator.waves,
+                      period=plan.period, global_field=plan.texture.field)
+
+
 def make_renderer(plan: JobPlan) -> Renderer:
     return Renderer(plan.checkpoint.generator, device=plan.device,
                     precision=plan.spec.render.precision)
 
 
 def _band_plan(plan: TilePlan, band: int) -> TilePlan:
+    return _sub_plan(plan, plan.bands[band])
+
+
+def _sub_plan(plan: TilePlan, tiles) -> TilePlan:
     return TilePlan(plan.width, plan.height, plan.x0, plan.y0, plan.cell_px, plan.halo,
-                    plan.tile_cells, plan.bands[band])
+                    plan.tile_cells, tuple(tiles))
 
 
 def _disk_error(error: OSError, path: Path) -> Exception:
@@ -333,7 +346,8 @@ def provenance(plan: JobPlan) -> dict:
         "trim_box_px": list(g.trim_box),
         "bleed_px": g.bleed_px,
         "trim_mm": [round(v, 3) for v in g.trim_mm],
-        "bleed_mm": plan.spec.print.bleed_mm,
+        "bleed_mm": round(g.bleed_mm, 3),  # what the pixels hold (whole pixels at the dpi)
+        "bleed_mm_requested": plan.spec.print.bleed_mm,
         "repeat": _repeat_record(plan),
         "texture": plan.texture.summary,
         "color": c.color,
@@ -483,6 +497,7 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         timings["preflight"] = time.perf_counter() - t
         if not report.ok:
             raise PreflightError(f"preflight failed for {plan.outputs.tiff}:\n{report.table()}")
+        outputs = output_records(plan)
         t = time.perf_counter()
         if upload_job(plan):
             timings["upload"] = time.perf_counter() - t
@@ -493,7 +508,39 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
     finally:
         canvas.close(remove=True)
     timings["total"] = time.perf_counter() - started
-    return JobResult(plan, written, tac, report, timings)
+    return JobResult(plan, written, tac, report, timings, outputs)
+
+
+def output_records(plan: JobPlan) -> list[dict]:
+    """Each finished local output: name, final location, size and sha256 (before upload)."""
+    return [{"name": p.name, "uri": plan.outputs.final(p), "bytes": p.stat().st_size,
+             "sha256": sha256_file(p)} for p in plan.outputs.local]
+
+
+def job_summary(plan: JobPlan, outputs: list[dict], timings: dict[str, float],
+                tac_max: float | None, report: InspectionReport) -> dict:
+    """What a finished job made, as plain JSON: the CLI's closing screen and the flow's result."""
+    g, c = plan.geometry, plan.colour
+    by_name = {o["name"]: o for o in outputs}
+
+    def uri(path: Path | None) -> str | None:
+        return by_name[path.name]["uri"] if path is not None and path.name in by_name else None
+
+    tiff = by_name[plan.outputs.tiff.name]
+    return {
+        "name": plan.spec.name, "spec_digest": plan.spec_digest, "seed": plan.spec.seed,
+        "file": tiff["uri"], "bytes": tiff["bytes"], "sha256": tiff["sha256"],
+        "width_px": g.width_px, "height_px": g.height_px, "megapixels": g.megapixels,
+        "dpi": g.dpi, "bleed_mm": round(g.bleed_mm, 3), "bleed_px": g.bleed_px,
+        "colour": f"{c.color.upper()} {c.bits}-bit, {c.description}, {c.intent}",
+        "tac_max": tac_max, "tac_limit": plan.spec.print.tac_limit if c.color == "cmyk" else None,
+        "preflight": {"ok": report.ok, "checks": len(report.checks),
+                      "failed": [ch.name for ch in report.failed]},
+        "proof": uri(plan.outputs.proof), "thumbnail": uri(plan.outputs.thumbnail),
+        "repeat_preview": uri(plan.outputs.repeat_preview),
+        "device": plan.device, "tiles": len(plan.tiles.tiles),
+        "timings": dict(timings), "outputs": outputs,
+    }
 
 
 # ------------------------------------------------------------------------------ estimates
@@ -517,6 +564,33 @@ def estimate(plan: JobPlan) -> str:
     if export:
         export_s = plan.output_bytes / 1e6 / export["mb_s"]
         text += f"; export ~{_duration(export_s)} at {export['mb_s']:.0f} MB/s"
+    return text
+
+
+def measured_estimate(plan: JobPlan) -> str:
+    """The render time measured now, on this machine and device, from the plan's own tiles.
+
+    A recorded benchmark comes from an idle machine and was 4-5x optimistic on a loaded
+    one; one warm-up batch and one timed batch of real tiles cost about a second here.
+    """
+    if plan.tile_px == 0:  # sampling the one-pass render would be the whole render
+        return f"at least {plan.estimate} (recorded on an idle machine; not measured now)"
+    renderer = make_renderer(plan)
+    field = _noise_field(plan)
+    sample = _sub_plan(plan.tiles, list(plan.tiles.tiles[:plan.batch]))
+    output = "uint8" if plan.render_bits == 8 else "uint16"
+    for _ in renderer.tiles(field, sample, batch=plan.batch, output=output):  # warm-up
+        pass
+    started = time.perf_counter()
+    for _ in renderer.tiles(field, sample, batch=plan.batch, output=output):
+        pass
+    per_tile = (time.perf_counter() - started) / len(sample.tiles)
+    seconds = per_tile * len(plan.tiles.tiles)
+    text = (f"render ~{_duration(seconds)} ({plan.geometry.megapixels / seconds:.2f} Mpx/s, "
+            f"measured now on {plan.device} over {len(sample.tiles)} tile(s))")
+    recorded = plan.estimate.split("; export ", 1)
+    if len(recorded) == 2:
+        text += f"; export at least {recorded[1].removeprefix('~')} (recorded on an idle machine)"
     return text
 
 

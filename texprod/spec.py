@@ -372,8 +372,12 @@ def _other_branch(error: dict, errors: list[dict]) -> bool:
                for other in errors if other is not error)
 
 
-def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None) -> JobSpec:
-    """Validate spec data; raise SpecError listing every problem with its field and line."""
+def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None,
+               overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
+    """Validate spec data; raise SpecError listing every problem with its field and line.
+
+    A problem in a field an override set names the override, not the YAML line it replaced.
+    """
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a job spec must be a mapping of fields, got "
                         f"{type(data).__name__}")
@@ -390,10 +394,24 @@ def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None) -
         for loc, errors in by_field.items():
             line = ""
             node = _yaml_node_at(root, loc) if root is not None else None
-            if node is not None:
+            override = _override_of(loc, overrides)
+            if override is not None:
+                line = f" (from --set {override})"
+            elif node is not None:
                 line = f" (line {node.start_mark.line + 1})"
             problems.append(_describe(loc, errors) + line)
         raise SpecError(f"{source}: invalid job spec:\n  " + "\n  ".join(problems)) from None
+
+
+def _override_of(loc: tuple, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The last override that set field `loc` (or a section around it), if any."""
+    field = [str(p) for p in loc]
+    found = None
+    for assignment in overrides:
+        path = assignment.partition("=")[0].split(".")
+        if field[:len(path)] == path:
+            found = assignment
+    return found
 
 
 def resolve_spec_path(name: str | os.PathLike) -> Path:
@@ -438,4 +456,4 @@ def load_spec(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = 
         if not isinstance(data, dict):
             break
         _set_override(data, assignment)
-    return parse_spec(data, str(spec_path), root)
+    return parse_spec(data, str(spec_path), root, overrides)

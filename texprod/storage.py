@@ -175,7 +175,8 @@ def _env_number(name: str, default: float, minimum: float, kind: type = int) -> 
     return value
 
 
-def _endpoint_setting() -> str | None:
+def s3_endpoint() -> str | None:
+    """The S3 endpoint the environment names; None for AWS itself."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
@@ -200,7 +201,7 @@ def s3_client() -> Any:
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
-    endpoint = _endpoint_setting()
+    endpoint = s3_endpoint()
     region = s3_region()
     attempts = max_attempts()
     connect = _env_number("TEXPROD_S3_CONNECT_TIMEOUT", 10, 0.1, float)
@@ -272,7 +273,7 @@ def _transfer_config(part_size: int | None = None) -> Any:
 def _endpoint_of(client: Any | None) -> str:
     if client is not None:
         return client.meta.endpoint_url
-    return _endpoint_setting() or f"https://s3.{s3_region()}.amazonaws.com"
+    return s3_endpoint() or f"https://s3.{s3_region()}.amazonaws.com"
 
 
 def _map_error(exc: BaseException, uri: str, action: str, client: Any | None) -> StorageError:
@@ -365,6 +366,33 @@ def _head(client: Any, uri: str, action: str = "look up") -> dict[str, Any] | No
         if isinstance(e, NoSuchObject):
             return None
         raise
+
+
+def ensure_bucket(name: str) -> bool:
+    """Create bucket `name` unless it exists (an operator's local S3 server, MinIO, moto).
+
+    Returns True when it was created. (AWS's us-east-1 answers a create of a bucket one
+    already owns with success, so existence is asked first.)
+    """
+    from botocore.exceptions import ClientError
+
+    client = s3_client()
+    uri = f"s3://{name}"
+    try:
+        with _s3_errors(uri, "look up"):
+            client.head_bucket(Bucket=name)
+        return False
+    except StorageError as e:
+        cause = e.__cause__
+        if not (isinstance(cause, ClientError)
+                and cause.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket")):
+            raise
+    with _s3_errors(uri, "create"):
+        kwargs = {}
+        if s3_region() != "us-east-1":  # AWS refuses the default region as a constraint
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": s3_region()}
+        client.create_bucket(Bucket=name, **kwargs)
+    return True
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""Operating texprod as the README says, against a real `prefect server start` (via
+`make server`) and moto's S3 server: the UI on any port, `make deploy` on an empty server,
+a schedule that the server's own scheduler fires and a `make worker` runs, `make buckets`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+
+from tests.prefect_server import REPO, VENV, PrefectServer, server_env
+from tests.s3_server import TEST_ENV, admin_client
+from texprod.generators import GeneratorConfig, random_generator, save_generator
+from texprod.preflight import inspect_tiff
+
+TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
+
+
+def make(target: str, env: dict[str, str], *args: str, timeout: float = 300
+         ) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-C", str(REPO), target, f"VENV={VENV}", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_ui_settings_name_the_port_the_server_runs_on(prefect_server: PrefectServer):
+    assert prefect_server.port != 4200  # a random port: the fixture runs `make server PORT=...`
+    with urllib.request.urlopen(f"{prefect_server.url}/ui-settings", timeout=10) as response:
+        settings = json.load(response)
+    assert settings["api_url"] == prefect_server.api_url
+
+
+def test_make_deploy_on_an_empty_server_creates_pool_and_limit(prefect_server, tmp_path):
+    env = server_env(prefect_server)
+    for attempt in (1, 2):  # the second run finds everything in place and changes nothing
+        done = make("deploy", env)
+        assert done.returncode == 0, f"attempt {attempt}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    prefect = str(VENV / "bin" / "prefect")
+    pool = subprocess.run([prefect, "work-pool", "inspect", "gpu"], env=env,
+                          capture_output=True, text=True)
+    assert pool.returncode == 0 and "process" in pool.stdout
+    limit = subprocess.run([prefect, "gcl", "inspect", "texprod-gpu", "--output", "json"],
+                           env=env, capture_output=True, text=True)
+    assert limit.returncode == 0, limit.stderr
+    assert json.loads(limit.stdout)["limit"] == 1
+    for name in ("generate-texture/box-packaging", "generate-texture/city-map-gigapixel"):
+        deployment = subprocess.run([prefect, "deployment", "inspect", name], env=env,
+                                    capture_output=True, text=True)
+        assert deployment.returncode == 0, deployment.stderr
+        assert "'work_pool_name': 'gpu'" in deployment.stdout
+
+
+def _tiny_deployment(tmp_path: Path, interval_s: int) -> tuple[Path, Path]:
+    """A prefect.yaml for one deployment of generate-texture on a tiny spec, with an active
+    interval schedule; returns it and the job's output directory."""
+    model = save_generator(random_generator(TINY, 2), tmp_path / "tiny", name="tiny")
+    out = tmp_path / "out"
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "scheduled", "seed": 1, "model": str(model),
+        "print": {"width_mm": 20, "height_mm": 20, "dpi": 100, "bleed_mm": 1, "color": "cmyk"},
+        "render": {"device": "cpu", "tile_px": 32},
+        "output": {"dir": str(out)},
+    }))
+    config = tmp_path / "prefect.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "texprod-test", "prefect-version": "3.8.8", "build": None, "push": None,
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
+        "deployments": [{
+            "name": "every-few-seconds", "entrypoint": "flows/generate.py:generate_texture",
+            "parameters": {"spec": str(spec)}, "work_pool": {"name": "gpu"},
+            "schedules": [{"interval": interval_s, "active": True}],
+        }],
+    }))
+    return config, out
+
+
+def test_a_schedule_fires_and_a_worker_runs_it(prefect_server, tmp_path):
+    env = server_env(prefect_server, PREFECT_WORKER_QUERY_SECONDS="1",
+                     PREFECT_WORKER_PREFETCH_SECONDS="5")
+    config, out = _tiny_deployment(tmp_path, interval_s=10)
+    done = make("server-objects", env)
+    assert done.returncode == 0, done.stderr
+    deployed = subprocess.run(
+        [str(VENV / "bin" / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
+         str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    worker_log = tmp_path / "worker.log"
+    with open(worker_log, "wb") as log:
+        worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        run = _wait_for_completed_run(prefect_server, "every-few-seconds", timeout_s=150,
+                                      log=worker_log)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+        _pause_schedules(env, "generate-texture/every-few-seconds")
+    assert run.auto_scheduled  # created by the server's scheduler, not by hand
+    (tiff,) = out.glob("scheduled-*.tif")
+    assert inspect_tiff(tiff).ok
+    server_log = prefect_server.log.read_text()
+    assert "InvalidRequestError" not in server_log, server_log[-3000:]
+
+
+def _wait_for_completed_run(server: PrefectServer, deployment: str, timeout_s: float,
+                            log: Path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + timeout_s
+    with temporary_settings({PREFECT_API_URL: server.api_url}), \
+            get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=[deployment])), flow_run_filter=FlowRunFilter())
+            for run in runs:
+                if run.state and run.state.is_completed():
+                    return run
+                if run.state and run.state.is_final():
+                    pytest.fail(f"run {run.name} ended {run.state}: {log.read_text()[-3000:]}")
+            time.sleep(1)
+    pytest.fail(f"no completed run of {deployment} within {timeout_s} s; worker log:\n"
+                f"{log.read_text()[-3000:]}\nserver log:\n{server.log.read_text()[-2000:]}")
+
+
+def _pause_schedules(env: dict[str, str], deployment: str) -> None:
+    prefect = str(VENV / "bin" / "prefect")
+    listed = subprocess.run([prefect, "deployment", "schedule", "ls", deployment, "--output",
+                             "json"], env=env, capture_output=True, text=True)
+    try:
+        schedules = json.loads(listed.stdout)
+    except ValueError:
+        return
+    for schedule in schedules:
+        subprocess.run([prefect, "deployment", "schedule", "pause", deployment,
+                        str(schedule["id"])], env=env, capture_output=True)
+
+
+def test_make_buckets_creates_the_readme_buckets_once(s3_server, tmp_path):
+    env = {**os.environ, **TEST_ENV, "AWS_ENDPOINT_URL": s3_server}
+    names = [f"texprod-models-{os.getpid()}", f"texprod-outputs-{os.getpid()}"]
+    first = make("buckets", env, f"BUCKETS={' '.join(names)}")
+    assert first.returncode == 0, first.stderr
+    assert all(f"s3://{n}: created" in first.stdout for n in names)
+    again = make("buckets", env, f"BUCKETS={' '.join(names)}")
+    assert again.returncode == 0, again.stderr
+    assert all(f"s3://{n}: exists" in again.stdout for n in names)
+    existing = {b["Name"] for b in admin_client().list_buckets()["Buckets"]}
+    assert set(names) <= existing
+    # without BUCKETS it creates the README's two
+    planned = subprocess.run(["make", "-n", "-C", str(REPO), "buckets", f"VENV={VENV}"],
+                             capture_output=True, text=True)
+    assert "texprod-models texprod-outputs" in planned.stdout
