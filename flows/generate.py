@@ -33,8 +33,10 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.urls import url_for
 
 from flows.logs import quiet_expected_errors
 from texprod import __version__
@@ -138,9 +140,7 @@ def _spec_of(spec: str | dict, overrides: list[str]) -> tuple[JobSpec, Path | No
 
 
 def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    params = flow_run.parameters
+    params = FlowRunContext.get().flow_run.parameters
     try:
         job, _ = _spec_of(params["spec"], params.get("overrides") or [])
         return f"{job.name}-seed{job.seed}"
@@ -287,8 +287,7 @@ def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> di
         # GPU work across deployments; without the limit this is a no-op
         with concurrency(GPU_LIMIT, occupy=1, strict=False):
             for future in as_completed(render_band.map(key, todo)):
-                future.result()
-        job.progress.set(total)
+                future.result()  # the last tile set the progress to 100
         job.timings["render"] = time.perf_counter() - t
         results = {}
         for name, stage in (("export", export_task), ("proof", proof_task),
@@ -300,6 +299,7 @@ def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> di
         summary = job_summary(job.plan, results["upload"], job.timings,
                               results["export"]["tac_max"], results["preflight"])
         _report(job, summary, results["export"], akey)
+        summary["run_url"] = url_for(FlowRunContext.get().flow_run)  # the CLI shows it
         logger.info("done: %s", ", ".join(o["uri"] for o in summary["outputs"]))
         return summary
     except BaseException:

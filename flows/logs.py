@@ -37,6 +37,7 @@ class ExpectedErrorFilter(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, TexprodError):
             record.exc_info = record.exc_text = None  # no traceback
+            record.texprod_expected = True  # `texprod generate` prints these itself
             if record.name.startswith("prefect.task_runs"):
                 _demote(record)  # the flow reports the cause once
                 record.msg, record.args = "failed: %s", (error,)

@@ -114,7 +114,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 
 @pytest.fixture(scope="module")
 def prefect_api(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         yield prefect_server
+        APILogWorker.drain_all(timeout=10)  # logs still queued reach the server while it runs

@@ -175,3 +175,29 @@ def test_corrupt_model_is_reported_by_the_cli(model, tmp_path):
     assert result.returncode == 2
     assert "generator.safetensors: truncated" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bundled_models_are_accepted_wherever_a_model_is(s3_bucket, tmp_path, capsys):
+    from texprod.registry import list_models, pull
+
+    out = tmp_path / "bundled.tif"
+    assert main(["render", "--model", "bundled:packaging", "--width", "64", "--height", "48",
+                 "--out", str(out)]) == 0
+    assert tifffile.imread(out).shape == (48, 64, 3)
+    assert main(["models", "push", "bundled:packaging", "kraft@1.0",
+                 "--registry", s3_bucket]) == 0
+    (entry,) = list_models(s3_bucket)
+    assert (entry["name"], entry["version"]) == ("kraft", "1.0")
+    bundled = Path(__file__).resolve().parent.parent / "texprod/data/models/packaging"
+    pulled = pull("kraft@1.0", s3_bucket)
+    assert (pulled / "model.json").read_bytes() == (bundled / "model.json").read_bytes()
+    capsys.readouterr()
+    exemplar = bundled.parent.parent / "exemplars" / "kraft-fibre.png"
+    assert main(["quality", "bundled:packaging", str(exemplar), "--crop", "80", "--crops", "2",
+                 "--size", "160", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "bundled:packaging"
+    # a bundled name that does not exist lists the ones that do
+    assert main(["render", "--model", "bundled:nope", "--width", "8", "--height", "8",
+                 "--out", str(tmp_path / "x.tif")]) == 2
+    err = capsys.readouterr().err
+    assert "bundled:nope" in err and "packaging" in err

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -18,7 +19,7 @@ import flows.generate as generate_flow
 from texprod.cli import main
 from texprod.generators import GeneratorConfig, random_generator, save_generator
 from texprod.preflight import expectations_from_provenance, inspect_tiff
-from texprod.storage import download_file, split_s3
+from texprod.storage import download_file, sha256_file, split_s3
 
 TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
 
@@ -257,3 +258,144 @@ def test_training_flow_pushes_a_model_with_its_card(prefect_api, s3_bucket, tmp_
     assert card["provenance"]["training"]["iterations"] == 2
     keys = {a.key for a in artifacts(state.state_details.flow_run_id)}
     assert {"stripes-training", "stripes-model-card"} <= keys
+
+
+def _artifact_versions(api_url: str, key: str) -> list:
+    """Every stored version of artifact `key`, read over HTTP (usable from any thread)."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{api_url}/artifacts/filter", method="POST",
+        data=json.dumps({"artifacts": {"key": {"any_": [key]}}}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_progress_moves_per_tile_and_is_rounded(prefect_api, tiny_model, tmp_path,
+                                                monkeypatch):
+    import threading
+
+    monkeypatch.setattr(generate_flow, "PROGRESS_SECONDS", 0.0)  # every tile reaches the API
+    path = spec_file(tmp_path, name="progress-job", model=str(tiny_model), print={
+        "width_mm": 60, "height_mm": 50, "dpi": 150, "bleed_mm": 0, "color": "rgb"})
+    seen: list[float] = []
+    ticks: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:  # what an operator's dashboard reads while the job runs
+        while not stop.is_set():
+            for artifact in _artifact_versions(prefect_api.api_url, "progress-job-progress"):
+                seen.append(float(artifact["data"]))
+            time.sleep(0.02)
+
+    def listener(done: int, total: int, megapixels: float) -> None:
+        ticks.append((done, total))
+
+    generate_flow.progress_listeners.append(listener)
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        state, run_id = run_flow(path)
+    finally:
+        stop.set()
+        poller.join()
+        generate_flow.progress_listeners.remove(listener)
+    assert state.is_completed(), state.message
+    total = ticks[-1][1]
+    assert total > 20 and [d for d, _ in ticks] == list(range(total + 1))  # every tile
+    assert any(0 < value < 100 for value in seen), seen  # a value mid-run, in the API
+    assert all(value == round(value, 1) for value in seen)
+    (final,) = [a for a in artifacts(run_id) if a.key == "progress-job-progress"]
+    assert float(final.data) == 100.0
+
+
+def test_the_report_shows_every_timing_size_checksum_and_the_files_bleed(
+        prefect_api, tiny_model, tmp_path):
+    import base64
+    import re
+
+    import pyvips
+
+    path = spec_file(tmp_path, name="report-job", model=str(tiny_model), print={
+        "width_mm": 40, "height_mm": 30, "dpi": 300, "bleed_mm": 3, "color": "cmyk"})
+    state, run_id = run_flow(path)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    by_key = {a.key: a for a in artifacts(run_id)}
+    report = by_key["report-job-report"].data
+    rows = {}
+    for line in report.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)]  # a bare | ends a cell
+        if len(cells) >= 4 and cells[1]:
+            assert len(cells) == 4, line  # exactly two cells on every row
+            rows[cells[1]] = cells[2]
+    for stage in ("plan", "render", "export", "proof", "preflight", "upload", "total"):
+        assert f"{stage} " in rows["timings"], rows["timings"]
+    tiff = Path(summary["file"])
+    assert rows["sha256"] == f"`{sha256_file(tiff)}`"
+    assert f"({tiff.stat().st_size:,} bytes)" in rows["size"]
+    facts = json.loads(inspect_tiff(tiff).to_json())["facts"]
+    provenance = facts["provenance"]
+    # the file's bleed is whole pixels: 35 px at 300 dpi = 2.963 mm, in both places
+    assert provenance["bleed_mm"] == round(facts["bleed_px"] / 300 * 25.4, 3) != 3
+    assert f"+ {provenance['bleed_mm']:g} mm bleed ({facts['bleed_px']} px; spec 3 mm)" \
+        in rows["print"]
+    assert provenance["bleed_mm_requested"] == 3
+    # the thumbnail inside the report and the proof inline: images a browser can show
+    for text, alt in ((report, "thumbnail of report-job"),
+                      (by_key["report-job-proof"].data, "proof of report-job-")):
+        match = re.search(rf"!\[{re.escape(alt)}[^\]]*\]\(data:image/jpeg;base64,([^)]+)\)",
+                          text)
+        assert match, text[:300]
+        image = pyvips.Image.new_from_buffer(base64.b64decode(match[1]), "")
+        assert image.width > 0 and max(image.width, image.height) <= 1024
+
+
+def _logs(run_id) -> list:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        for _ in range(100):  # logs travel to the API in batches, every few seconds
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            if any("Finished in state" in log.message and log.task_run_id is None
+                   for log in logs):
+                return logs
+            time.sleep(0.2)
+    return logs
+
+
+@pytest.mark.parametrize("case, fields, overrides, cause", [
+    ("missing-model", {"model": "no-such-model"}, [], "no such checkpoint"),
+    ("ink-limit", {}, ["print.tac_limit=100"], "exceeds the limit 100%"),
+    ("bad-override", {}, ["print.dpi=10"], "print.dpi: got 10, must be between 72 and 2400 "
+                                           "(from --set print.dpi=10)"),
+])
+def test_a_failed_run_is_named_and_says_its_cause_in_one_error_line(
+        prefect_api, tiny_model, tmp_path, case, fields, overrides, cause):
+    path = spec_file(tmp_path, name=case, **{"model": str(tiny_model), **fields})
+    state, run_id = run_flow(path, overrides)
+    assert state.is_failed()
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(run_id).name
+    assert name.endswith("-FAILED") and name != "flow-job-seed4"
+    logs = _logs(run_id)
+    errors = [log.message for log in logs if log.level >= 40]
+    assert len(errors) == 1, errors
+    assert cause in errors[0]
+    assert not any("Traceback" in log.message for log in logs)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_bug_keeps_its_traceback(prefect_api, tiny_model, tmp_path, monkeypatch):
+    def broken_plan(*args, **kwargs):
+        raise ZeroDivisionError("a bug in planning")
+
+    monkeypatch.setattr(generate_flow, "plan_job", broken_plan)  # fault injection
+    state, run_id = run_flow(spec_file(tmp_path, name="buggy", model=str(tiny_model)))
+    assert state.is_failed()
+    logs = _logs(run_id)
+    assert any("Traceback" in log.message and "ZeroDivisionError" in log.message
+               for log in logs if log.level >= 40)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run_id).name.endswith("-FAILED")

@@ -295,7 +295,49 @@ def test_generate_dry_run_prints_the_plan_and_writes_nothing(model, tmp_path, ca
                      "30.0 x 20.0 mm trim + 2.03 mm bleed", "CMYK 8-bit", "texprod FOGRA39",
                      "tiles", "scratch", "estimate", ".tif"):
         assert fragment in text, fragment
+    # the time comes from tiles rendered now, on this machine, not from an idle benchmark
+    estimate = next(line for line in text.splitlines() if line.startswith("estimate"))
+    assert "Mpx/s, measured now on cpu over 1 tile(s)" in estimate, estimate
     assert not (tmp_path / "out").exists()
+
+
+def test_generate_on_a_terminal_shows_one_progress_bar_and_a_summary(model, tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(make_spec(model, tmp_path / "out")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no API configured
+    primary, secondary = pty.openpty()  # a real terminal for stdout and stderr,
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 120 wide
+    exe = Path(sys.executable).with_name("texprod")
+    process = subprocess.Popen([str(exe), "generate", str(spec_path)], stdout=secondary,
+                               stderr=secondary, env=env)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert process.wait(timeout=120) == 0
+    os.close(primary)
+    text = b"".join(chunks).decode(errors="replace")
+    assert "render:" in text and "tile" in text and "Mpx/s" in text  # the bar
+    assert "100%" in text
+    assert "Finished in state" not in text
+    summary = text[text.index("texprod: job (seed 3) done in"):]
+    for row in ("file", "pixels", "colour", "timings", "preflight  passed", "proof"):
+        assert f"\n  {row}" in summary.replace("\r\n", "\n"), row
 
 
 def test_generate_and_inspect_cli(model, tmp_path, capsys):

@@ -223,3 +223,24 @@ def test_spec_schema_is_documented():
         for name, info in model.model_fields.items():
             assert info.description, f"{name} has no description"
     assert yaml.safe_load(MINIMAL)["name"] == "box"
+
+
+def test_an_error_in_an_override_names_the_override_not_a_yaml_line(tmp_path, monkeypatch,
+                                                                     capsys):
+    path = write(tmp_path, "name: box\nmodel: m\nprint:\n  width_mm: 600\n  height_mm: 400\n"
+                           "  dpi: 300\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path, ["seed=2", "print.dpi=10"])
+    message = str(info.value)
+    assert "print.dpi: got 10, must be between 72 and 2400 (from --set print.dpi=10)" in message
+    assert "(line" not in message
+    # a section replaced by an override is named too, and untouched fields keep their line
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, "name: box\nmodel: m\nseed: -1\nprint:\n  width_mm: 600\n"
+                                  "  height_mm: 400\n"), ["print={width_mm: 0, height_mm: 4}"])
+    message = str(info.value)
+    assert "print.width_mm: got 0" in message and "(from --set print={width_mm" in message
+    assert "seed: got -1" in message and "(line 3)" in message
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "spec.yaml", "--set", "print.dpi=10"]) == 2
+    assert "(from --set print.dpi=10)" in capsys.readouterr().err

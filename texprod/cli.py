@@ -318,27 +318,38 @@ def _prefect_api_url() -> str | None:
     return get_current_settings().api.url
 
 
+def _check_api(url: str) -> None:
+    """Refuse early, in one line, when the configured Prefect API does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10):
+            return
+    except OSError as e:
+        reason = getattr(e, "reason", e)
+        raise ConfigError(
+            f"PREFECT_API_URL: got {url}, no Prefect server answers there ({reason}); start "
+            "one (make server) or unset PREFECT_API_URL to run the job in this process"
+        ) from None
+
+
 class _TileBar:
     """One terminal progress bar for a job: tiles, Mpx/s and ETA (silent when not a tty)."""
 
     def __init__(self) -> None:
         self.bar: tqdm | None = None
         self.megapixels = 0.0
-        self.started = time.perf_counter()
 
     def __call__(self, done: int, total: int, megapixels: float | None = None) -> None:
         if megapixels is not None:
             self.megapixels = megapixels
         if self.bar is None:
-            self.bar = tqdm(total=total, unit="tile", desc="render", disable=None,
-                            dynamic_ncols=True)
-            self.started = time.perf_counter()
-            self.first = done  # tiles a resumed job already had
-        if self.megapixels and done > self.first:
-            rate = (done - self.first) / total * self.megapixels \
-                / max(time.perf_counter() - self.started, 1e-9)
-            self.bar.set_postfix_str(f"{rate:.2f} Mpx/s", refresh=False)
+            self.bar = tqdm(total=total, initial=done, unit="tile", desc="render",
+                            disable=None, dynamic_ncols=True)
         self.bar.update(done - self.bar.n)
+        tiles_per_s = self.bar.format_dict.get("rate")  # tqdm's smoothed rate
+        if tiles_per_s and self.megapixels:
+            self.bar.set_postfix_str(f"{tiles_per_s * self.megapixels / total:.2f} Mpx/s")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -388,9 +399,12 @@ def _generate(args: argparse.Namespace) -> int:
         print(describe_plan(plan))
         check_disk_space(plan)
         return 0
+    api_url = _prefect_api_url()
+    if api_url:
+        _check_api(api_url)
     bar = _TileBar()
     try:
-        if args.flow or _prefect_api_url():
+        if args.flow or api_url:
             summary = _generate_as_flow(spec_path, args.overrides, bar, args.verbose)
         else:
             # no Prefect API configured: the same job in this process, no throwaway server
@@ -414,6 +428,8 @@ def _generate_as_flow(spec_path: Path, overrides: list[str], bar: _TileBar,
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     import flows.generate as generate_flow  # imports Prefect: only when running a flow
 
+    for handler in logging.getLogger().handlers:  # main() prints the cause once, itself
+        handler.addFilter(lambda record: not getattr(record, "texprod_expected", False))
     generate_flow.progress_listeners.append(bar)
     try:
         return generate_flow.generate_texture(spec=str(spec_path), overrides=list(overrides))
@@ -578,8 +594,10 @@ def _render(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # libraries' loggers propagate to it too
+        handler.setLevel(level)
     handlers = {"models": _models_init, "render": _render, "generate": _generate,
                 "inspect": _inspect, "train": _train}
     handlers["quality"] = _quality
