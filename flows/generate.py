@@ -190,10 +190,14 @@ def render_band(key: str, band: int) -> dict:
     started = time.perf_counter()
     if job.renderer is None and job.plan.tile_px != 0:
         job.renderer = make_renderer(job.plan)
-    base, first = job.progress.done, []
+    base, start = job.progress.done, None
 
-    def tile_done(done: int, total: int) -> None:  # render_job counts from its own start
-        first.append(done) if not first else job.progress.set(base + done - first[0])
+    def tile_done(done: int, total: int) -> None:
+        nonlocal start
+        if start is None:  # render_job's first call: its count before this band
+            start = done
+        else:
+            job.progress.set(base + done - start)
 
     rendered = render_job(job.plan, job.canvas, bands=[band], renderer=job.renderer,
                           progress=tile_done)

@@ -41,10 +41,16 @@ def test_ui_settings_name_the_port_the_server_runs_on(prefect_server: PrefectSer
 
 def test_make_deploy_on_an_empty_server_creates_pool_and_limit(prefect_server, tmp_path):
     env = server_env(prefect_server)
+    prefect = str(VENV / "bin" / "prefect")
+    # an empty server, whichever tests ran before on the shared one
+    for kind, name in (("work-pool", "gpu"), ("gcl", "texprod-gpu")):
+        subprocess.run([prefect, "--no-prompt", kind, "delete", name], env=env,
+                       capture_output=True)
+        assert subprocess.run([prefect, kind, "inspect", name], env=env,
+                              capture_output=True).returncode != 0
     for attempt in (1, 2):  # the second run finds everything in place and changes nothing
         done = make("deploy", env)
         assert done.returncode == 0, f"attempt {attempt}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-    prefect = str(VENV / "bin" / "prefect")
     pool = subprocess.run([prefect, "work-pool", "inspect", "gpu"], env=env,
                           capture_output=True, text=True)
     assert pool.returncode == 0 and "process" in pool.stdout

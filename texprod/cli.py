@@ -399,13 +399,17 @@ def _generate(args: argparse.Namespace) -> int:
         print(describe_plan(plan))
         check_disk_space(plan)
         return 0
-    api_url = _prefect_api_url()
+    if not args.verbose:  # a flow run's logs go to its API; the terminal gets bar and summary
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # a throwaway API (--flow) migrates a fresh database first: minutes on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    api_url = _prefect_api_url()  # Prefect reads these settings when first imported
     if api_url:
         _check_api(api_url)
     bar = _TileBar()
     try:
         if args.flow or api_url:
-            summary = _generate_as_flow(spec_path, args.overrides, bar, args.verbose)
+            summary = _generate_as_flow(spec_path, args.overrides, bar)
         else:
             # no Prefect API configured: the same job in this process, no throwaway server
             from texprod.job import run_job
@@ -419,13 +423,8 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate_as_flow(spec_path: Path, overrides: list[str], bar: _TileBar,
-                      verbose: bool) -> dict:
+def _generate_as_flow(spec_path: Path, overrides: list[str], bar: _TileBar) -> dict:
     """The job as a Prefect flow run, reported to the configured API (or a throwaway one)."""
-    if not verbose:  # the run's logs go to the API; the terminal gets a bar and a summary
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-    # a throwaway API migrates a fresh database first: minutes on a busy machine
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     import flows.generate as generate_flow  # imports Prefect: only when running a flow
 
     for handler in logging.getLogger().handlers:  # main() prints the cause once, itself
