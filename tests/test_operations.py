@@ -114,6 +114,9 @@ def test_a_schedule_fires_and_a_worker_runs_it(prefect_server, tmp_path):
     assert run.auto_scheduled  # created by the server's scheduler, not by hand
     (tiff,) = out.glob("scheduled-*.tif")
     assert inspect_tiff(tiff).ok
+    # the GPU concurrency limit exists (make server-objects), so no run warns about it
+    warnings = [log.message for log in _run_logs(prefect_server, run.id) if log.level >= 30]
+    assert not warnings, warnings
     server_log = prefect_server.log.read_text()
     assert "InvalidRequestError" not in server_log, server_log[-3000:]
 
@@ -136,6 +139,15 @@ def _wait_for_completed_run(server: PrefectServer, deployment: str, timeout_s: f
             time.sleep(1)
     pytest.fail(f"no completed run of {deployment} within {timeout_s} s; worker log:\n"
                 f"{log.read_text()[-3000:]}\nserver log:\n{server.log.read_text()[-2000:]}")
+
+
+def _run_logs(server: PrefectServer, run_id) -> list:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}), \
+            get_client(sync_client=True) as client:
+        return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
 
 
 def _pause_schedules(env: dict[str, str], deployment: str) -> None:
