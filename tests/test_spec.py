@@ -11,7 +11,7 @@ import yaml
 from texprod.cli import main
 from texprod.errors import SpecError
 from texprod.geometry import mm_to_px, print_geometry
-from texprod.spec import JobSpec, PrintSpec, load_spec
+from texprod.spec import JobSpec, PrintSpec, load_spec, parse_spec
 
 MINIMAL = """\
 name: box
@@ -244,3 +244,92 @@ def test_an_error_in_an_override_names_the_override_not_a_yaml_line(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "spec.yaml", "--set", "print.dpi=10"]) == 2
     assert "(from --set print.dpi=10)" in capsys.readouterr().err
+
+
+BASE = "name: box\nmodel: m\nprint:\n  width_mm: 600\n  height_mm: 400\n"
+
+
+@pytest.mark.parametrize("override, field", [
+    ("seed=true", "seed"), ("seed=yes", "seed"), ("seed=on", "seed"),
+    ("print.dpi=true", "print.dpi"), ("print.bleed_mm=false", "print.bleed_mm"),
+    ("render.batch=yes", "render.batch"), ("render.tile_px=on", "render.tile_px"),
+    ("print.bit_depth=true", "print.bit_depth"), ("texture.latent={seed: true}",
+                                                  "texture.latent.seed"),
+    ("print.width_mm='600'", "print.width_mm"),
+])
+def test_booleans_and_strings_are_not_numbers(tmp_path, override, field):
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, BASE), [override])
+    message = str(info.value)
+    assert f"{field}: got " in message and f"(from --set {override})" in message
+
+
+ALIAS_BOMB = "".join(
+    f"{k}: &{k} [" + ", ".join([f"*{prev}"] * 9 if prev else ['"lol"'] * 9) + "]\n"
+    for prev, k in zip([None, *"abcdefgh"], "abcdefghi", strict=True))
+
+
+@pytest.mark.parametrize("text", [
+    ALIAS_BOMB + BASE,                                     # 9^9 values from 9 lines
+    BASE + "seed: &s [*s]\n",                              # a list that contains itself
+    BASE + "texture: &t {latent: {seed: 1}, more: [*t, *t, *t, *t, *t, *t, *t, *t]}\n",
+])
+def test_yaml_alias_bombs_are_refused_quickly(tmp_path, text):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(SpecError, match="values once its YAML aliases"):
+        load_spec(write(tmp_path, text))
+    assert time.perf_counter() - started < 5
+
+
+def test_errors_never_print_an_unbounded_value(tmp_path):
+    shared = ["x" * 50] * 50
+    data = {"name": "n" * 100_000, "model": "m", "seed": [shared] * 20,
+            "print": {"width_mm": 1, "height_mm": 1, "dpi": "z" * 100_000}}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    message = str(info.value)
+    assert len(message) < 1000 and message.count("…") >= 3
+    assert all(f"{field}: got " in message for field in ("name", "seed", "print.dpi"))
+
+
+@pytest.mark.parametrize("raw, offset", [
+    (b"name: box\xff\nmodel: m\n", 9),
+    ("name: caf\u00e9\n".encode("latin-1"), 9),
+    ("name: box\n".encode("utf-16"), 0),
+])
+def test_a_spec_that_is_not_utf8_names_the_file_and_the_byte(tmp_path, raw, offset,
+                                                              monkeypatch, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(path) in str(info.value) and f"at offset {offset}" in str(info.value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "spec.yaml"]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.yaml"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["print.width_mm=100000", "print.height_mm=100000", "print.dpi=2400"],
+     "print.width: 9,449,386 px with bleed at 2400 dpi"),
+    (["print.width_mm=60000", "print.height_mm=60000"], "Gpx at 300 dpi; at most 68.7 Gpx"),
+    (["print.width_mm=null", "print.height_mm=null", "print.width_px=300000",
+      "print.height_px=300000"], "at most 68.7 Gpx"),
+    (["print.width_mm=20000", "print.height_mm=20000", "render.tile_px=32"],
+     "32 px gives 54,538,225 tiles for 236291 x 236291 px; at most 1,000,000"),
+])
+def test_work_is_bounded_before_anything_is_allocated(tmp_path, monkeypatch, capsys,
+                                                      overrides, message):
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    args = [a for o in overrides for a in ("--set", o)]
+    assert main(["generate", "box_packaging", *args, "--set", "output.dir=out",
+                 "--dry-run"]) == 2
+    assert time.perf_counter() - started < 20
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

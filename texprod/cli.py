@@ -538,6 +538,7 @@ def repeat_period(width: int, height: int, cell_px: int) -> tuple[int, int]:
 def _render(args: argparse.Namespace) -> int:
     from texprod.canvas import BandWriter, ScratchCanvas
     from texprod.generators import load_generator
+    from texprod.geometry import MAX_PIXELS, MAX_SIDE_PX
     from texprod.noise import NoiseField
     from texprod.printfile import check_tiff_path, write_plain_tiff
     from texprod.render import Renderer, default_tiling, render_reference
@@ -546,8 +547,14 @@ def _render(args: argparse.Namespace) -> int:
 
     out = check_tiff_path(args.out)
     for name in ("width", "height"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name}: got {getattr(args, name)}, must be at least 1 pixel")
+        value = getattr(args, name)
+        if value < 1:
+            raise ConfigError(f"--{name}: got {value}, must be at least 1 pixel")
+        if value > MAX_SIDE_PX:
+            raise ConfigError(f"--{name}: got {value:,}, must be at most {MAX_SIDE_PX:,} pixels")
+    if args.width * args.height > MAX_PIXELS:
+        raise ConfigError(f"--width x --height: got {args.width * args.height / 1e9:.1f} Gpx, "
+                          f"at most {MAX_PIXELS / 1e9:.1f} Gpx")
     if args.tile is not None and args.tile < 0:
         raise ConfigError(f"--tile: got {args.tile}, must be 0 (one pass) or a size in pixels")
     if args.batch is not None and args.batch < 1:

@@ -158,4 +158,23 @@ def print_geometry(spec: PrintSpec, repeat_cell_px: int | None = None,
         snapped = True
         trim = snapped_trim
         total = [t + 2 * bleed_px for t in trim]
+    check_canvas_size(total[0], total[1], dpi)
     return PrintGeometry(total[0], total[1], bleed_px, dpi, requested, snapped)
+
+
+MAX_SIDE_PX = 1_000_000  # TIFF and libvips handle more, but a tile plan this wide is 4 GB
+MAX_PIXELS = 1 << 36  # 68.7 Gpx: a 2 x 2 m wall at 2400 dpi; the scratch canvas alone is 206 GB
+
+
+def check_canvas_size(width_px: int, height_px: int, dpi: float) -> None:
+    """Refuse a print too large to plan, before anything is allocated for it."""
+    for name, value in (("width", width_px), ("height", height_px)):
+        if value > MAX_SIDE_PX:
+            raise SpecError(
+                f"print.{name}: {value:,} px with bleed at {dpi:g} dpi ("
+                f"{px_to_mm(value, dpi) / 1000:.1f} m); at most {MAX_SIDE_PX:,} px per side: "
+                "lower print.dpi or the size")
+    if width_px * height_px > MAX_PIXELS:
+        raise SpecError(
+            f"print: {width_px:,} x {height_px:,} px = {width_px * height_px / 1e9:.1f} Gpx at "
+            f"{dpi:g} dpi; at most {MAX_PIXELS / 1e9:.1f} Gpx: lower print.dpi or the size")

@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
     ValidationError,
     model_validator,
 )
@@ -52,7 +53,8 @@ def _positive_max(hi: float):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's true/yes/on are booleans, never the number 1; "300" is not a number
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class LatentSpec(_Strict):
@@ -92,7 +94,9 @@ class PlacementSpec(_Strict):
                           "trim covered, the mask cropped; fill: stretched to the trim")
     margin_mm: Annotated[float, _between(0, 100_000)] = Field(
         0, description="space kept free on every side of the trim (repeat: of the period)")
-    box_mm: tuple[float, float, float, float] | None = Field(
+    # a YAML list is fine here (strict would want a tuple); its items are strict numbers
+    box_mm: Annotated[tuple[StrictFloat, StrictFloat, StrictFloat, StrictFloat] | None,
+                      Field(strict=False)] = Field(
         None, description="explicit [x, y, width, height] in mm from the trim's top-left")
 
     @model_validator(mode="after")
@@ -348,7 +352,36 @@ def _describe(loc: tuple, errors: list[dict]) -> str:
         rules.append(rule)
     rules = list(dict.fromkeys(rules))
     rules[1:] = [r.removeprefix("must be ") for r in rules[1:]]
-    return f"{field}: got {first['input']!r}, {' or '.join(rules)}"
+    return f"{field}: got {shorten(first['input'])}, {' or '.join(rules)}"
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters: an error never prints an unbounded value.
+
+    The repr of a huge or deeply shared structure is itself huge, so it is built from a
+    bounded walk, not from repr() of the whole value.
+    """
+    text = _bounded_repr(value, limit + 1)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _bounded_repr(value: Any, budget: int) -> str:
+    if isinstance(value, dict | list | tuple):
+        items = value.items() if isinstance(value, dict) else value
+        open_, close = ("{", "}") if isinstance(value, dict) else ("[", "]")
+        parts, used = [], 1
+        for item in items:
+            if used >= budget:
+                parts.append("…")
+                break
+            text = (f"{_bounded_repr(item[0], budget - used)}: "
+                    f"{_bounded_repr(item[1], budget - used)}" if isinstance(value, dict)
+                    else _bounded_repr(item, budget - used))
+            parts.append(text)
+            used += len(text) + 2
+        return open_ + ", ".join(parts) + close
+    text = repr(value)
+    return text if len(text) <= budget else text[:budget] + "…"
 
 
 def _all_field_names() -> set[str]:
@@ -381,6 +414,9 @@ def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None,
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a job spec must be a mapping of fields, got "
                         f"{type(data).__name__}")
+    if _expanded_size(data, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
+        raise SpecError(f"{source}: more than {MAX_SPEC_VALUES:,} values once its YAML "
+                        "aliases (*name) are expanded; a job spec needs a few dozen")
     try:
         return JobSpec.model_validate(data)
     except ValidationError as e:
@@ -440,10 +476,42 @@ def _set_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw else ""
 
 
+MAX_SPEC_BYTES = 1 << 20  # a job spec is a page of YAML; 1 MiB is generous
+MAX_SPEC_VALUES = 10_000  # values in the spec with every alias expanded
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """How many values `data` holds with shared parts (YAML aliases) counted each time they
+    appear, up to `limit`: nested anchors expand to billions from a few lines, and a
+    recursive one never ends, so the count stops early."""
+    count, todo = 0, [data]
+    while todo and count <= limit:
+        value = todo.pop()
+        count += 1
+        if isinstance(value, dict):
+            todo += [*value.keys(), *value.values()]
+        elif isinstance(value, list | tuple):
+            todo += value
+    return count
+
+
+def _read_spec_text(spec_path: Path) -> str:
+    size = spec_path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"{spec_path}: {size:,} bytes; a job spec may be at most "
+                        f"{MAX_SPEC_BYTES:,} bytes")
+    raw = spec_path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{spec_path}: not UTF-8 text: byte 0x{raw[e.start]:02x} at offset "
+                        f"{e.start} (save the spec as UTF-8)") from None
+
+
 def load_spec(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
     """Read and validate a YAML job spec. Relative model and output paths stay as written."""
     spec_path = resolve_spec_path(path)
-    text = spec_path.read_text()
+    text = _read_spec_text(spec_path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

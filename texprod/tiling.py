@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from texprod.errors import ConfigError
 
+MAX_TILES = 1_000_000
+
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
@@ -108,6 +110,11 @@ def plan_tiles(
         cells = max(1, round(tile_px / s))
         ty, tx = min(cells, cy1 - cy0), min(cells, cx1 - cx0)
 
+    count = _ceil_div(cy1 - cy0, ty) * _ceil_div(cx1 - cx0, tx)
+    if count > MAX_TILES:  # checked before the plan (about 200 bytes a tile) is built
+        raise ConfigError(f"tile: {tile_px} px gives {count:,} tiles for {width} x {height} "
+                          f"px; at most {MAX_TILES:,}: use larger tiles (render.tile_px, "
+                          "--tile)")
     tiles = []
     for start_y, from_y, to_y in _axis_runs(cy0, cy1, ty):
         # written pixel rows: the written cells clipped to the canvas
