@@ -201,6 +201,21 @@ def test_header_that_is_not_json(checkpoint):
     (lambda c: c["config"].update(kernel=4), "kernel: got 4, the nearest-upsample variant"),
     (lambda c: c["latents"].update(short=[0.5]), "latents.short: must be 4 finite numbers"),
     (lambda c: c.pop("config"), "config: missing"),
+    # types and ranges, refused before any layer is built
+    (lambda c: c["config"].update(filters="abc"), "filters: got 'abc', must be a list of whole"),
+    (lambda c: c["config"].update(filters=[1e9, 1e9, 8]), "filters: got \\[1000000000.0"),
+    (lambda c: c["config"].update(filters=[4096] * 4, kernel=5), "at most 1,073,741,824"),
+    (lambda c: c["config"].update(filters=[2**40, 8, 8]), "between 1 and 4096"),
+    (lambda c: c["config"].update(kernel=True), "kernel: got True, must be a whole number"),
+    (lambda c: c["config"].update(nz_local="4"), "nz_local: got '4', must be a whole number"),
+    (lambda c: c["config"].update(nz_global=10**6), "nz_global: got 1000000, must be <= 4096"),
+    (lambda c: c["config"].update(affine="yes"), "affine: got 'yes', must be true or false"),
+    (lambda c: c["config"].update(upsample=["tconv"]), "upsample: got \\['tconv'\\]"),
+    (lambda c: c.update(latents=["brick"]), "latents: got list, expected an object"),
+    (lambda c: c.update(provenance="me"), "provenance: got str, expected an object"),
+    (lambda c: c["weights"].update(file="../../etc/passwd"), "weights.file: got '../../etc"),
+    (lambda c: c["weights"].update(file=7), "weights.file: got '7'"),
+    (lambda c: c["weights"].update(sha256=["x"]), "weights.sha256: got"),
 ])
 def test_bad_model_cards(checkpoint, edit, message):
     _edit_card(checkpoint, edit)
@@ -226,3 +241,51 @@ def test_missing_files_and_uris(tmp_path, checkpoint):
         load_generator(checkpoint)
     with pytest.raises(CheckpointError, match="only local checkpoint paths"):
         load_generator("s3://bucket/models/x")
+
+
+def _rewrite_header(checkpoint: Path, edit) -> None:
+    """Replace the weights file's header by `edit(header)`, keeping the tensor bytes."""
+    path = checkpoint / "generator.safetensors"
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    edit(header)
+    encoded = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
+    _edit_card(checkpoint, lambda c: c["weights"].update(
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+
+
+def _first_tensor(header: dict) -> str:
+    return next(k for k in header if k != "__metadata__")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h.update({_first_tensor(h): "not an object"}), "got str, expected an object"),
+    (lambda h: h.update({_first_tensor(h): [1, 2]}), "got list, expected an object"),
+    (lambda h: h[_first_tensor(h)].update(dtype=7), "dtype: got '7'"),
+    (lambda h: h[_first_tensor(h)].update(shape="big"), "shape: got big"),
+    (lambda h: h[_first_tensor(h)].update(shape=[10**9, 10**9]), "needs 4000000000000000000"),
+    (lambda h: h[_first_tensor(h)].update(shape=[-1]), "shape: got \\[-1\\]"),
+    (lambda h: h[_first_tensor(h)].update(data_offsets=[5]), "data_offsets: got \\[5\\]"),
+    (lambda h: h[_first_tensor(h)].update(data_offsets=["0", "4"]), "data_offsets: got"),
+    (lambda h: h[_first_tensor(h)].update(data_offsets=[9, 1]), "data_offsets: got \\[9, 1\\]"),
+])
+def test_malformed_safetensors_headers_name_the_entry(checkpoint, edit, message):
+    _rewrite_header(checkpoint, edit)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_generator(checkpoint)
+    assert "generator.safetensors: header entry" in str(info.value)
+
+
+def test_header_shapes_are_checked_against_the_config_before_building(checkpoint):
+    import time
+
+    # a card claiming a 3.3 GB generator (building it takes about 7 s here) over small
+    # weights: the shapes are compared on the meta device, nothing of that size is built
+    _edit_card(checkpoint, lambda c: c["config"].update(filters=[4096, 4096, 16], kernel=7))
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match="expected \\[4096, ") as info:
+        load_generator(checkpoint)
+    assert "for this architecture" in str(info.value)
+    assert time.perf_counter() - started < 2

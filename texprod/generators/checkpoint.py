@@ -168,6 +168,18 @@ def _read_card(card_path: Path) -> dict[str, Any]:
     for key in ("config", "weights"):
         if not isinstance(card.get(key), dict):
             raise CheckpointError(f"{card_path}: {key}: missing or not an object")
+    for key in ("provenance", "latents"):
+        if not isinstance(card.get(key, {}), dict):
+            raise CheckpointError(f"{card_path}: {key}: got {type(card[key]).__name__}, "
+                                  "expected an object")
+    file = card["weights"].get("file", WEIGHTS_FILE)
+    if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+        raise CheckpointError(f"{card_path}: weights.file: got {str(file)[:80]!r}, expected "
+                              f"a file name in the checkpoint directory (e.g. {WEIGHTS_FILE})")
+    sha = card["weights"].get("sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+        raise CheckpointError(f"{card_path}: weights.sha256: got {str(sha)[:80]!r}, expected "
+                              "64 hex digits")
     return card
 
 
@@ -199,7 +211,9 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a safetensors file (header is not an object)")
     header.pop("__metadata__", None)
-    data_end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    for key, entry in header.items():
+        _check_header_entry(path, key, entry)
+    data_end = max((v["data_offsets"][1] for v in header.values()), default=0)
     available = size - 8 - header_len
     if data_end > available:
         raise CheckpointError(
@@ -207,6 +221,44 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             f"the file holds {available}"
         )
     return header
+
+
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+               "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_header_entry(path: Path, key: str, entry: Any) -> None:
+    """One tensor's header entry: {dtype, shape, data_offsets}, sizes that agree."""
+    where = f"{path}: header entry {key[:80]!r}"
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{where}: got {type(entry).__name__}, expected an object with "
+                              "dtype, shape and data_offsets")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPE_BYTES:
+        raise CheckpointError(f"{where}: dtype: got {str(dtype)[:40]!r}, expected one of "
+                              f"{', '.join(DTYPE_BYTES)}")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(map(_is_count, shape)):
+        raise CheckpointError(f"{where}: shape: got {str(shape)[:60]}, expected a list of at "
+                              "most 8 sizes >= 0")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
+            and offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{where}: data_offsets: got {str(offsets)[:60]}, expected "
+                              "[begin, end] with 0 <= begin <= end")
+    size = math.prod(shape) * DTYPE_BYTES[dtype]
+    if offsets[1] - offsets[0] != size:
+        raise CheckpointError(f"{where}: data_offsets span {offsets[1] - offsets[0]} bytes, "
+                              f"shape {shape} of {dtype} needs {size}")
+
+
+def _expected_tensors(config: GeneratorConfig) -> dict[str, list[int]]:
+    """The tensor shapes the architecture needs, from a generator on the meta device: no
+    weights are allocated before the file is known to match."""
+    with torch.device("meta"):
+        return {k: list(v.shape) for k, v in _state_tensors(Generator(config)).items()}
 
 
 def load_checkpoint(path_or_uri: str | os.PathLike) -> Checkpoint:
@@ -224,7 +276,7 @@ def load_checkpoint(path_or_uri: str | os.PathLike) -> Checkpoint:
         config = GeneratorConfig.from_dict(card["config"])
     except TexprodError as e:
         raise CheckpointError(f"{card_path}: config: {e}") from None
-    except TypeError as e:
+    except TypeError as e:  # a key the dataclass lacks would be caught above; belt and braces
         raise CheckpointError(f"{card_path}: config: {e}") from None
 
     weights_path = directory / card["weights"].get("file", WEIGHTS_FILE)
@@ -235,8 +287,7 @@ def load_checkpoint(path_or_uri: str | os.PathLike) -> Checkpoint:
             f"{weights_path}: checksum mismatch: sha256 differs from the one in {CARD_FILE} "
             "(the file was changed or corrupted)"
         )
-    generator = Generator(config)
-    expected = _state_tensors(generator)
+    expected = _expected_tensors(config)
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
     if missing or unexpected:
@@ -252,11 +303,12 @@ def load_checkpoint(path_or_uri: str | os.PathLike) -> Checkpoint:
                 f"{weights_path}: {key}: dtype {info.get('dtype')}, "
                 f"must be one of {', '.join(LOAD_DTYPES)}"
             )
-        if list(info.get("shape", [])) != list(want.shape):
+        if info["shape"] != want:
             raise CheckpointError(
-                f"{weights_path}: {key}: got shape {info.get('shape')}, "
-                f"expected {list(want.shape)} for this architecture"
+                f"{weights_path}: {key}: got shape {info['shape']}, "
+                f"expected {want} for this architecture"
             )
+    generator = Generator(config)
     state: dict[str, torch.Tensor] = {}
     try:
         with safe_open(weights_path, framework="pt") as f:

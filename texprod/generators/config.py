@@ -11,6 +11,15 @@ from texprod.errors import ConfigError
 Upsample = Literal["tconv", "nearest"]
 UPSAMPLE_CHOICES: tuple[str, ...] = ("tconv", "nearest")
 
+MAX_CHANNELS = 4096  # per layer; the papers' widest is 512
+MAX_WEIGHTS = 1 << 30  # 4 GB of float32: far beyond any texture generator, far below 800 GB
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 # The papers' reference generator: 5 layers, kernel 5, 512-256-128-64 channels.
 REFERENCE_FILTERS: tuple[int, ...] = (512, 256, 128, 64)
 
@@ -40,7 +49,8 @@ class GeneratorConfig:
     out_channels: int = 3
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+        self._check_types()
+        object.__setattr__(self, "filters", tuple(self.filters))
         checks = [
             ("nz_local", self.nz_local, self.nz_local >= 0, "must be >= 0"),
             ("nz_global", self.nz_global, self.nz_global >= 0, "must be >= 0"),
@@ -48,9 +58,16 @@ class GeneratorConfig:
             ("wave_hidden", self.wave_hidden, self.wave_hidden >= 1, "must be >= 1"),
             ("upsample", self.upsample, self.upsample in UPSAMPLE_CHOICES,
              f"must be one of {', '.join(UPSAMPLE_CHOICES)}"),
+            ("nz_local", self.nz_local, self.nz_local <= MAX_CHANNELS, f"must be <= {MAX_CHANNELS}"),
+            ("nz_global", self.nz_global, self.nz_global <= MAX_CHANNELS,
+             f"must be <= {MAX_CHANNELS}"),
+            ("nz_periodic", self.nz_periodic, self.nz_periodic <= MAX_CHANNELS,
+             f"must be <= {MAX_CHANNELS}"),
+            ("wave_hidden", self.wave_hidden, self.wave_hidden <= MAX_CHANNELS,
+             f"must be <= {MAX_CHANNELS}"),
             ("kernel", self.kernel, 2 <= self.kernel <= 15, "must be between 2 and 15"),
-            ("filters", list(self.filters), all(f >= 1 for f in self.filters),
-             "must be positive channel counts"),
+            ("filters", list(self.filters), all(1 <= f <= MAX_CHANNELS for f in self.filters),
+             f"must be channel counts between 1 and {MAX_CHANNELS}"),
             ("depth", self.depth, 1 <= self.depth <= 10, "must be between 1 and 10"),
             ("out_channels", self.out_channels, self.out_channels in (1, 3),
              "must be 1 or 3"),
@@ -60,10 +77,37 @@ class GeneratorConfig:
                 raise ConfigError(f"{name}: got {value!r}, {allowed}")
         if self.nz == 0:
             raise ConfigError("nz_local + nz_global + nz_periodic: got 0, need at least one channel")
+        if self.weight_count > MAX_WEIGHTS:
+            raise ConfigError(f"filters: got {list(self.filters)} with kernel {self.kernel}: "
+                              f"{self.weight_count:,} convolution weights, at most "
+                              f"{MAX_WEIGHTS:,} (a generator of 4 GB)")
         if self.upsample == "nearest" and self.kernel % 2 == 0:
             raise ConfigError(
                 f"kernel: got {self.kernel}, the nearest-upsample variant needs an odd kernel"
             )
+
+    def _check_types(self) -> None:
+        """JSON gives any type: refuse what is not what the field holds before using it."""
+        ints = ("nz_local", "nz_global", "nz_periodic", "wave_hidden", "kernel", "out_channels")
+        for name in ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name}: got {_short(value)}, must be a whole number")
+        if not isinstance(self.affine, bool):
+            raise ConfigError(f"affine: got {_short(self.affine)}, must be true or false")
+        if not isinstance(self.upsample, str):
+            raise ConfigError(f"upsample: got {_short(self.upsample)}, must be one of "
+                              f"{', '.join(UPSAMPLE_CHOICES)}")
+        if not isinstance(self.filters, list | tuple) or not all(
+                isinstance(f, int) and not isinstance(f, bool) for f in self.filters):
+            raise ConfigError(f"filters: got {_short(self.filters)}, must be a list of whole "
+                              "channel counts, e.g. [512, 256, 128, 64]")
+
+    @property
+    def weight_count(self) -> int:
+        """Convolution weights of the upsampling stack (what sizes the model in memory)."""
+        widths = [self.nz, *self.filters, self.out_channels]
+        return sum(a * b * self.kernel ** 2 for a, b in zip(widths, widths[1:], strict=False))
 
     @property
     def depth(self) -> int:
