@@ -289,3 +289,30 @@ def test_header_shapes_are_checked_against_the_config_before_building(checkpoint
         load_generator(checkpoint)
     assert "for this architecture" in str(info.value)
     assert time.perf_counter() - started < 2
+
+
+def test_checkpoints_get_normal_modes_for_workers_of_other_users(tmp_path, s3_bucket):
+    import os
+    import stat
+
+    from texprod import registry
+    from texprod.cli import main
+
+    def modes(directory: Path) -> set[tuple[str, int]]:
+        return {(p.name, stat.S_IMODE(p.stat().st_mode))
+                for p in [directory, *directory.iterdir()]}
+
+    old = os.umask(0o022)
+    try:
+        saved = save_generator(tiny_generator(NAME), tmp_path / "saved")
+        assert main(["models", "init", "--out", str(tmp_path / "init"), "--depth", "3",
+                     "--filters", "8,8", "--kernel", "3"]) == 0
+        assert registry.push(saved, "tiny@1", s3_bucket).endswith("models/tiny/1")
+        pulled = registry.pull("tiny@1", s3_bucket)  # the digest-keyed cache
+        copied = registry.pull("tiny@1", s3_bucket, tmp_path / "copy")
+        for directory in (saved, tmp_path / "init", pulled, copied):
+            found = modes(directory)
+            assert (directory.name, 0o755) in found
+            assert all(mode == 0o644 for name, mode in found if name != directory.name), found
+    finally:
+        os.umask(old)

@@ -31,3 +31,14 @@ def atomic_output(dest: str | os.PathLike, suffix: str = ".part") -> Iterator[Pa
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def normal_modes(directory: str | os.PathLike) -> None:
+    """Give a directory made by mkdtemp (0700) and its files the modes a plain mkdir and
+    open() would (0777 / 0666 less the umask), so that a worker running as another user
+    can read a checkpoint; call it before renaming the directory into place."""
+    directory = Path(directory)
+    mask = _umask()
+    for path in directory.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    os.chmod(directory, 0o777 & ~mask)

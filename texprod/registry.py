@@ -26,6 +26,7 @@ from typing import Any
 
 from texprod import storage
 from texprod.errors import ConfigError
+from texprod.files import normal_modes
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def _copy_checkpoint(src: Path, out: Path) -> Path:
     try:
         for f in files:
             shutil.copyfile(src / f, tmp / f)
-        os.chmod(tmp, 0o755)
+        normal_modes(tmp)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from texprod.errors import CheckpointError, ConfigError, SpecError, TexprodError
-from texprod.files import atomic_output
+from texprod.files import atomic_output, normal_modes
 
 log = logging.getLogger(__name__)
 
@@ -846,6 +846,7 @@ def fetch_model(uri: str) -> Path:
                       "etags": {CARD_FILE: card_etag, name: weights_etag},
                       "fetched": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
             (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+            normal_modes(tmp)  # a cache shared by workers running as other users
             if path.exists():
                 _remove_tree(path)
             try:

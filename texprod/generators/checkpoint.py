@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from texprod.errors import CheckpointError, TexprodError
+from texprod.files import normal_modes
 from texprod.generators.config import GeneratorConfig
 from texprod.generators.model import Generator
 
@@ -118,6 +119,7 @@ def save_generator(
             "latents": {k: [float(x) for x in v.tolist()] for k, v in latents.items()},
         }
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        normal_modes(tmp)
         if out.exists():
             # replace the two files one by one (the card last: it names the weights'
             # checksum, so a reader never accepts new weights with an old card or the
