@@ -280,7 +280,7 @@ def test_file_size_limit_mid_job_fails_cleanly(model, tmp_path):
     done = subprocess.run([sys.executable, "-c", script, str(spec_path)],
                           capture_output=True, text=True, preexec_fn=limit, timeout=300)
     assert done.returncode == 2, done.stderr
-    assert "TexprodError disk full while writing" in done.stderr
+    assert "JobFailure disk full while writing" in done.stderr
     assert str(out) in done.stderr  # names the file it could not write
     assert list(out.iterdir()) == []
 

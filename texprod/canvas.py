@@ -44,7 +44,14 @@ class ScratchCanvas:
         if not self._done:
             self.path.unlink(missing_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.ftruncate(self._fd, self.nbytes)  # sparse: takes no space until written
+        try:
+            os.ftruncate(self._fd, self.nbytes)  # sparse: takes no space until written
+        except OSError:  # e.g. a file size limit: leave nothing behind but a resumable canvas
+            os.close(self._fd)
+            self._fd = -1
+            if not self._done:
+                self.path.unlink(missing_ok=True)
+            raise
 
     def _read_journal(self) -> set[int]:
         try:

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -400,7 +401,7 @@ def _generate(args: argparse.Namespace) -> int:
         check_disk_space(plan)
         return 0
     if not args.verbose:  # a flow run's logs go to its API; the terminal gets bar and summary
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
     # a throwaway API (--flow) migrates a fresh database first: minutes on a busy machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
     api_url = _prefect_api_url()  # Prefect reads these settings when first imported
@@ -604,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # libraries' loggers propagate to it too
         handler.setLevel(level)
+        if not args.verbose:  # a flow run's warnings are in its logs on the server
+            handler.addFilter(lambda r: r.levelno >= logging.ERROR
+                              or not r.name.startswith("prefect"))
     handlers = {"models": _models_init, "render": _render, "generate": _generate,
                 "inspect": _inspect, "train": _train}
     handlers["quality"] = _quality
@@ -612,9 +616,9 @@ def main(argv: list[str] | None = None) -> int:
                               "list": _models_list}[args.models_command]
     try:
         return handlers[args.command](args)
-    except TexprodError as e:
+    except TexprodError as e:  # expected: one line, the message says what to change
         print(f"texprod: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except BrokenPipeError:  # `texprod inspect ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -624,6 +628,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("texprod: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug: keep the traceback, and say that it is one
+        traceback.print_exc()
+        print("texprod: internal error: the traceback above is a bug in texprod, not a "
+              "problem with your input; please report it with the command you ran",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

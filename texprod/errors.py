@@ -6,7 +6,20 @@ User errors name the field, the value and what is allowed, e.g.
 
 
 class TexprodError(Exception):
-    """Base class: a problem the user can fix, with a message that says how."""
+    """Base class: a problem the user can fix, with a message that says how.
+
+    `texprod` prints it in one line, without traceback, and exits with `exit_code`:
+    2 for input to fix (spec, options, model, paths), 1 for a job that failed (JobFailure).
+    """
+
+    exit_code = 2
+
+
+class JobFailure(TexprodError):
+    """A valid job that could not be completed: a full disk, a store that kept failing, a
+    file that did not keep its promise. Running it again may succeed."""
+
+    exit_code = 1
 
 
 class ConfigError(TexprodError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -25,7 +26,7 @@ import numpy as np
 from texprod import __version__
 from texprod.canvas import BandWriter, ScratchCanvas
 from texprod.colour import OutputColour, resolve_colour, to_output
-from texprod.errors import TexprodError
+from texprod.errors import JobFailure, SpecError, TexprodError
 from texprod.generators import Checkpoint, load_checkpoint, receptive_field
 from texprod.geometry import PrintGeometry, RepeatPeriod, print_geometry, repeat_period
 from texprod.noise import NoiseField
@@ -46,7 +47,7 @@ BENCHMARKS_JSON = resources.files("texprod") / "data" / "benchmarks.json"
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 
 
-class PreflightError(TexprodError):
+class PreflightError(JobFailure):
     """The written file does not keep the spec's promises."""
 
 
@@ -212,8 +213,24 @@ def _period_box(geometry: PrintGeometry, period: tuple[int, int] | None, cell_px
     return b, b, w, h
 
 
+def check_directories(plan: JobPlan) -> None:
+    """The output and scratch directories can be made and written, or the field is named."""
+    fields = [("output.dir", plan.spec.output.dir, plan.outputs.tiff.parent)]
+    if plan.spec.render.scratch_dir:
+        fields.append(("render.scratch_dir", plan.spec.render.scratch_dir,
+                       plan.scratch_path.parent))
+    for name, given, directory in fields:
+        existing = _existing_ancestor(directory)
+        if not existing.is_dir():
+            raise SpecError(f"{name}: got {given!r}, but {existing} is a file, not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise SpecError(f"{name}: got {given!r}, but {existing} is not writable by this "
+                            "user")
+
+
 def check_disk_space(plan: JobPlan) -> None:
     """Fail before rendering if the scratch canvas and the output will not fit."""
+    check_directories(plan)
     needs: dict[Path, list[tuple[str, int]]] = {}
     for label, directory, size in (
         ("scratch canvas", plan.scratch_path.parent, plan.scratch_bytes),
@@ -326,7 +343,7 @@ def _sub_plan(plan: TilePlan, tiles) -> TilePlan:
 
 def _disk_error(error: OSError, path: Path) -> Exception:
     if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return TexprodError(f"disk full while writing {path}: {error.strerror}")
+        return JobFailure(f"disk full while writing {path}: {error.strerror}")
     return error
 
 

@@ -436,6 +436,8 @@ def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None,
             elif node is not None:
                 line = f" (line {node.start_mark.line + 1})"
             problems.append(_describe(loc, errors) + line)
+        if len(problems) == 1:  # one line for one problem
+            raise SpecError(f"{source}: invalid job spec: {problems[0]}") from None
         raise SpecError(f"{source}: invalid job spec:\n  " + "\n  ".join(problems)) from None
 
 

@@ -84,6 +84,10 @@ class StorageError(TexprodError):
 
     transient = False  # worth retrying later (the flow retries only these)
 
+    @property
+    def exit_code(self) -> int:  # a store that failed is a job failure, a wrong name is not
+        return 1 if self.transient else 2
+
 
 class NoSuchObject(StorageError):
     """The object (or the local file) does not exist."""

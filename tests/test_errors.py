@@ -1,0 +1,166 @@
+"""Every expected error ends `texprod` with one line naming the field or resource, the value
+and what is allowed, no traceback, exit 2 for input to fix and 1 for a job that failed,
+and nothing left behind; a bug keeps its traceback, with a line that says it is one.
+
+The command runs as a user runs it, in a subprocess: in-process (no Prefect API) and as a
+flow run against a real Prefect server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.prefect_server import server_env
+from texprod.generators import GeneratorConfig, random_generator, save_generator
+
+TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
+TEXPROD = str(Path(sys.executable).with_name("texprod"))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return save_generator(random_generator(TINY, 4), tmp_path_factory.mktemp("m") / "tiny")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spec(tmp_path: Path, model_path: Path, **sections) -> Path:
+    spec = {"name": "err", "model": str(model_path), "seed": 1,
+            "print": {"width_mm": 30, "height_mm": 20, "dpi": 150, "bleed_mm": 1,
+                      "color": "cmyk"},
+            "render": {"device": "cpu", "tile_px": 64, "scratch_dir": str(tmp_path / "out")},
+            "output": {"dir": str(tmp_path / "out")}}
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            spec.setdefault(key, {}).update(value)
+        else:
+            spec[key] = value
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _bad_card(tmp_path: Path, model: Path) -> Path:
+    bad = tmp_path / "bad-model"
+    bad.mkdir()
+    card = json.loads((model / "model.json").read_text())
+    card["config"]["filters"] = [1e9, 1e9, 8]
+    (bad / "model.json").write_text(json.dumps(card))
+    (bad / "generator.safetensors").write_bytes((model / "generator.safetensors").read_bytes())
+    return str(bad)
+
+
+def _a_file(tmp_path: Path) -> str:
+    (tmp_path / "a-file").write_text("not a directory")
+    return str(tmp_path / "a-file" / "out")
+
+
+# (case, spec sections (a callable gets tmp_path and the model), overrides, extra env,
+#  exit code, text the one line must hold)
+CASES = [
+    ("missing model", {"model": "/no/such/model"}, [], {}, 2, "no such checkpoint"),
+    ("unknown bundled model", {"model": "bundled:nope"}, [], {}, 2, "no such bundled model"),
+    ("absurd checkpoint config", {"model": _bad_card}, [], {}, 2,
+     "filters: got [1000000000.0"),
+    ("missing mask", {"texture": {"paint": {"mask": "/no/mask.png",
+                                            "latents": {"background": {"seed": 1}}}}},
+     [], {}, 2, "texture.paint.mask: got '/no/mask.png'"),
+    ("missing ICC profile", {"print": {"icc_profile": "/no/such.icc"}}, [], {}, 2,
+     "print.icc_profile: got '/no/such.icc'"),
+    ("output dir is a file", {"output": {"dir": _a_file}}, [], {}, 2,
+     "is a file, not a directory"),
+    ("bigtiff never, too big", {"tiff": {"bigtiff": "never", "compression": "none"},
+                                "print": {"width_mm": 3000, "height_mm": 3000, "dpi": 300}},
+     [], {}, 2, "bigtiff"),
+    ("ink over the limit", {}, ["print.tac_limit=100"], {}, 2, "exceeds the limit 100%"),
+    ("bad override", {}, ["print.dpi=10"], {}, 2, "(from --set print.dpi=10)"),
+    ("invalid S3 bucket name", {"model": "s3://B/m"}, [], {}, 2, "not a valid bucket name"),
+    ("no S3 credentials", {"model": "s3://bucket/models/m"}, [],
+     {"AWS_ENDPOINT_URL": "http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "",
+      "AWS_SECRET_ACCESS_KEY": "", "AWS_CONFIG_FILE": os.devnull,
+      "AWS_SHARED_CREDENTIALS_FILE": os.devnull}, 2, "no usable S3 credentials"),
+    ("S3 endpoint down", {"model": "s3://bucket/models/m"}, [],
+     {"AWS_ENDPOINT_URL": "http://127.0.0.1:{port}", "TEXPROD_S3_MAX_ATTEMPTS": "1",
+      "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}, 1,
+     "127.0.0.1:{port}"),
+]
+
+
+def _run(tmp_path, model, sections, overrides, env_extra, preexec=None, env=None):
+    sections = {k: (v(tmp_path, model) if callable(v) else v) for k, v in sections.items()}
+    for section in sections.values():
+        if isinstance(section, dict) and callable(section.get("dir")):
+            section["dir"] = section["dir"](tmp_path)
+    path = _spec(tmp_path, model, **sections)
+    env = dict(env or {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")})
+    env.setdefault("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    env.update(env_extra)
+    args = [TEXPROD, "generate", str(path), *[a for o in overrides for a in ("--set", o)]]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=preexec)
+
+
+def _assert_one_line(done, code: int, text: str, out: Path) -> None:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == code, done.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("texprod: error: "), done.stderr[-3000:]
+    assert text in lines[0], lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("case, sections, overrides, env, code, text", CASES,
+                         ids=[c[0] for c in CASES])
+def test_expected_errors_in_process(model, tmp_path, case, sections, overrides, env, code,
+                                    text):
+    port = str(_closed_port())
+    env = {k: v.replace("{port}", port) for k, v in env.items()}
+    done = _run(tmp_path, model, sections, overrides, env)
+    _assert_one_line(done, code, text.replace("{port}", port), tmp_path / "out")
+
+
+@pytest.mark.parametrize("case", ["missing model", "ink over the limit", "bad override",
+                                  "absurd checkpoint config"])
+def test_expected_errors_through_a_flow_run(prefect_server, model, tmp_path, case):
+    _, sections, overrides, env, code, text = next(c for c in CASES if c[0] == case)
+    done = _run(tmp_path, model, sections, overrides, env, env=server_env(prefect_server))
+    _assert_one_line(done, code, text, tmp_path / "out")
+
+
+def test_a_full_disk_while_writing_is_a_job_failure(model, tmp_path):
+    def limit():  # the file system refuses writes past 200 kB: EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    done = _run(tmp_path, model, {"print": {"width_mm": 120, "height_mm": 80}}, [], {},
+                preexec=limit)
+    _assert_one_line(done, 1, "disk full while writing", tmp_path / "out")
+
+
+def test_a_bug_keeps_its_traceback_and_says_so(model, tmp_path):
+    path = _spec(tmp_path, model)
+    script = ("import sys\nimport texprod.job\n"
+              "def broken(*args, **kwargs):\n    raise ZeroDivisionError('a bug')\n"
+              "texprod.job.run_job = broken  # fault injection\n"
+              "from texprod.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    done = subprocess.run([sys.executable, "-c", script, "generate", str(path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "ZeroDivisionError: a bug" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("texprod: internal error: ")
