@@ -46,16 +46,20 @@ from texprod.job import (
     PreflightError,
     check_disk_space,
     export_job,
+    job_lock,
     job_summary,
     make_renderer,
     open_canvas,
     output_records,
     plan_job,
     preflight_job,
+    prepare_directories,
     proof_job,
+    remove_staging,
     render_job,
     upload_job,
 )
+from texprod.joblock import JobLock, sweep_dead_temporaries
 from texprod.preflight import InspectionReport
 from texprod.render import Renderer
 from texprod.spec import JobSpec, load_spec, parse_spec, resolve_spec_path
@@ -107,6 +111,7 @@ class _Progress:
 class _Job:
     plan: JobPlan
     canvas: ScratchCanvas
+    lock: JobLock
     renderer: Renderer | None = None
     progress: _Progress | None = None
     written: list[Path] = field(default_factory=list)  # local outputs this run wrote
@@ -170,8 +175,15 @@ def plan_task(spec: dict, spec_dir: str | None, model_path: str) -> dict:
     started = time.perf_counter()
     plan = plan_job(parse_spec(spec), Path(spec_dir) if spec_dir else None, Path(model_path))
     check_disk_space(plan)
-    plan.outputs.tiff.parent.mkdir(parents=True, exist_ok=True)
-    job = _Job(plan, open_canvas(plan))
+    prepare_directories(plan)
+    lock = job_lock(plan).acquire()  # another live job on the same name is refused here
+    try:
+        sweep_dead_temporaries(plan.outputs.tiff.parent)
+        job = _Job(plan, open_canvas(plan), lock)
+    except BaseException:
+        lock.release()
+        remove_staging(plan)
+        raise
     job.timings["plan"] = time.perf_counter() - started
     key = plan.spec_digest
     with _JOBS_LOCK:
@@ -318,6 +330,8 @@ def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> di
             job = _JOBS.pop(key, None)
         if job is not None:
             job.canvas.close(remove=True)
+            job.lock.release()
+            remove_staging(job.plan)
 
 
 # --------------------------------------------------------------------------------- report

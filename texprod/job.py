@@ -9,11 +9,13 @@ complete, and a failed job removes its scratch canvas and partial files.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +31,7 @@ from texprod.colour import OutputColour, resolve_colour, to_output
 from texprod.errors import JobFailure, SpecError, TexprodError
 from texprod.generators import Checkpoint, load_checkpoint, receptive_field
 from texprod.geometry import PrintGeometry, RepeatPeriod, print_geometry, repeat_period
+from texprod.joblock import JobLock, sweep_dead_temporaries
 from texprod.noise import NoiseField
 from texprod.preflight import Expectations, InspectionReport, inspect_tiff
 from texprod.printfile import TiffOptions, WrittenTiff, bigtiff_decision, write_print_tiff
@@ -171,8 +174,10 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         split_s3(spec.output.dir)  # validates the URI
         remote_dir = spec.output.dir.rstrip("/") + "/"
         # staged locally, uploaded when complete
+        # staged locally, uploaded when complete: in a directory private to this user
+        # (made and checked by prepare_directories), one per output name
         out_dir = Path(spec.render.scratch_dir or tempfile.gettempdir()).expanduser() \
-            / "texprod-staging"
+            / f"texprod-staging-{os.getuid()}" / f"{spec.name}-{digest[:12]}"
     else:
         out_dir = Path(spec.output.dir).expanduser()
     stem = f"{spec.name}-{digest[:12]}"
@@ -226,6 +231,40 @@ def check_directories(plan: JobPlan) -> None:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise SpecError(f"{name}: got {given!r}, but {existing} is not writable by this "
                             "user")
+
+
+def prepare_directories(plan: JobPlan) -> None:
+    """Make the output, staging and scratch directories. The staging directory of s3://
+    outputs lives under a shared temp dir, so its parent must be this user's own: made
+    0700, and refused if someone made it first (a symlink, another owner, open modes)."""
+    if plan.outputs.remote_dir is not None:
+        parent = plan.outputs.tiff.parent.parent
+        parent.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            parent.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        info = os.lstat(parent)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() \
+                or stat.S_IMODE(info.st_mode) & 0o077:
+            raise SpecError(f"render.scratch_dir: the staging directory {parent} is not a "
+                            "private directory of this user (a symlink, another owner, or "
+                            "open to others); remove it or set render.scratch_dir elsewhere")
+        plan.outputs.tiff.parent.mkdir(mode=0o700, exist_ok=True)
+    plan.outputs.tiff.parent.mkdir(parents=True, exist_ok=True)
+    plan.scratch_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def job_lock(plan: JobPlan) -> JobLock:
+    """The lock a running job holds on its output name, beside its canvas and outputs."""
+    return JobLock(plan.outputs.tiff.stem, [plan.scratch_path.parent, plan.outputs.tiff.parent])
+
+
+def remove_staging(plan: JobPlan) -> None:
+    """Drop the (empty) private staging directory of an s3:// job."""
+    if plan.outputs.remote_dir is not None:
+        with contextlib.suppress(OSError):
+            plan.outputs.tiff.parent.rmdir()
 
 
 def check_disk_space(plan: JobPlan) -> None:
@@ -496,8 +535,15 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
     check_disk_space(plan)
     timings["plan"] = time.perf_counter() - started
     written_paths: list[Path] = []
-    plan.outputs.tiff.parent.mkdir(parents=True, exist_ok=True)
-    canvas = open_canvas(plan)
+    prepare_directories(plan)
+    lock = job_lock(plan).acquire()  # another live job on the same name is refused here
+    try:
+        sweep_dead_temporaries(plan.outputs.tiff.parent)
+        canvas = open_canvas(plan)
+    except BaseException:
+        lock.release()
+        remove_staging(plan)
+        raise
     try:
         t = time.perf_counter()
         render_job(plan, canvas, progress=progress)
@@ -524,6 +570,8 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         raise
     finally:
         canvas.close(remove=True)
+        lock.release()
+        remove_staging(plan)
     timings["total"] = time.perf_counter() - started
     return JobResult(plan, written, tac, report, timings, outputs)
 
