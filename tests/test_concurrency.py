@@ -191,3 +191,27 @@ def test_s3_staging_is_private_and_a_planted_directory_is_refused(model, s3_buck
     local = tmp_path / "downloaded.tif"
     admin_client().download_file(bucket, key, str(local))
     assert inspect_tiff(local).ok
+
+
+@pytest.mark.parametrize("signum, stage, marker", [
+    (signal.SIGTERM, "render", ".race-*.canvas.raw.bands.json"),
+    (signal.SIGINT, "render", ".race-*.canvas.raw.bands.json"),
+    (signal.SIGTERM, "export", ".race-*.tif.*.partial.tif"),
+    (signal.SIGINT, "export", ".race-*.tif.*.partial.tif"),
+    (signal.SIGTERM, "export, again", ".race-*.tif.*.partial.tif"),
+    (signal.SIGTERM, "proof", ".race-*.proof.jpg.*.partial.jpg"),
+])
+def test_a_stop_signal_ends_the_job_non_zero_and_leaves_nothing(model, tmp_path, signum,
+                                                                 stage, marker):
+    """Wherever the signal lands (in our code or inside a libvips callback), the job stops
+    at its next safe point, removes what it wrote and exits 128 + the signal number."""
+    out = tmp_path / "out"
+    job = _start(_spec(tmp_path, model, out, tile_px=64), tmp_path)
+    _wait_for(lambda: any(out.glob(marker)), job, timeout=300)
+    job.send_signal(signum)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 128 + signum, err
+    (line,) = err.strip().splitlines()[-1:]
+    assert line.startswith(f"texprod: error: stopped by {signal.Signals(signum).name}")
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert sorted(p.name for p in out.iterdir()) == []

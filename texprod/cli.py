@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -413,11 +414,20 @@ def _generate(args: argparse.Namespace) -> int:
             summary = _generate_as_flow(spec_path, args.overrides, bar)
         else:
             # no Prefect API configured: the same job in this process, no throwaway server
+            from texprod import stop
             from texprod.job import run_job
 
-            plan = plan_job(spec, spec_path.parent)
-            bar(0, len(plan.tiles.tiles), plan.geometry.megapixels)
-            summary = run_job(spec, spec_path.parent, progress=bar, plan=plan).summary()
+            with stop.stop_on_signals():  # SIGTERM / SIGINT stop it at a safe point
+                plan = plan_job(spec, spec_path.parent)
+                bar(0, len(plan.tiles.tiles), plan.geometry.megapixels)
+                summary = run_job(spec, spec_path.parent, progress=bar, plan=plan).summary()
+                late = stop.pending()
+            if late is not None:  # arrived during the upload: the job is complete anyway
+                bar.close()
+                print(format_summary(summary))
+                print(f"texprod: error: {signal.Signals(late).name} arrived after the last safe "
+                      "point; the outputs above are complete", file=sys.stderr)
+                return 128 + late
     finally:
         bar.close()
     print(format_summary(summary))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from texprod import __version__
+from texprod import __version__, stop
 from texprod.canvas import BandWriter, ScratchCanvas
 from texprod.colour import OutputColour, resolve_colour, to_output
 from texprod.errors import JobFailure, SpecError, TexprodError
@@ -355,6 +355,7 @@ def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = N
                 done += 1
                 if progress:
                     progress(done, total)
+                stop.check()
     except OSError as e:
         raise _disk_error(e, plan.scratch_path) from None
     return todo
@@ -459,11 +460,17 @@ def export_job(plan: JobPlan, canvas: ScratchCanvas) -> tuple[WrittenTiff, float
     if plan.colour.color == "cmyk":
         meter = _InkMeter(plan.spec.print.tac_limit, 255 if plan.colour.bits == 8 else 65535)
     description = json.dumps(provenance(plan))
+
+    def on_band(y: int, band: np.ndarray) -> None:
+        stop.check()  # a safe point: the partial file is removed on the way out
+        if meter is not None:
+            meter(y, band)
+
     try:
         written = write_print_tiff(
             image, plan.outputs.tiff, options=plan.tiff, dpi=plan.geometry.dpi,
             icc_profile=plan.colour.profile if plan.tiff.embed_icc else None,
-            description=description, on_band=meter,
+            description=description, on_band=on_band,
         )
     except OSError as e:
         raise _disk_error(e, plan.outputs.tiff) from None
@@ -552,15 +559,18 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         written, tac = export_job(plan, canvas)
         written_paths.append(written.path)
         timings["export"] = time.perf_counter() - t
+        stop.check()
         t = time.perf_counter()
         written_paths += proof_job(plan, canvas) or []
         timings["proof"] = time.perf_counter() - t
+        stop.check()
         t = time.perf_counter()
         report = preflight_job(plan)
         timings["preflight"] = time.perf_counter() - t
         if not report.ok:
             raise PreflightError(f"preflight failed for {plan.outputs.tiff}:\n{report.table()}")
         outputs = output_records(plan)
+        stop.check()  # the last safe point: after the upload the job is done
         t = time.perf_counter()
         if upload_job(plan):
             timings["upload"] = time.perf_counter() - t
