@@ -164,3 +164,30 @@ def test_a_bug_keeps_its_traceback_and_says_so(model, tmp_path):
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "ZeroDivisionError: a bug" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("texprod: internal error: ")
+
+
+def test_inputs_that_would_size_work_are_bounded_before_use(tmp_path):
+    import time
+
+    import pyvips
+
+    bomb = tmp_path / "bomb.png"  # 400 KB on disk, 400 Mpx decoded
+    pyvips.Image.black(20000, 20000).pngsave(str(bomb), compression=9)
+    assert bomb.stat().st_size < 2_000_000
+    cases = [
+        (["texture.paint.mask=" + str(bomb)], "logo_paint",
+         "20000 x 20000 px; a mask may have at most 256 Mpx"),
+        (["texture.quilt={block_mm: 0.001}"], "wallpaper_repeat",
+         "texture.quilt.block_mm: got 0.001, a block must span at least one noise cell"),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    for overrides, spec, message in cases:
+        started = time.perf_counter()
+        args = [a for o in overrides for a in ("--set", o)]
+        done = subprocess.run([TEXPROD, "generate", spec, *args, "--set",
+                               f"output.dir={tmp_path / 'out'}", "--dry-run"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert time.perf_counter() - started < 30
+    assert not (tmp_path / "out").exists()

@@ -43,6 +43,9 @@ def is_colour_key(key: str | int) -> bool:
     return len(level_value(key)) == 3
 
 
+MAX_MASK_PIXELS = 256 * 10**6  # decoded to memory with per-pixel work: 256 Mpx is ~2 GB
+
+
 def load_mask(path: str, colour: bool, field: str = "texture.paint.mask") -> np.ndarray:
     """Decode a mask with libvips (any format it reads): (H, W, 3 if colour else 1) uint8.
 
@@ -51,7 +54,11 @@ def load_mask(path: str, colour: bool, field: str = "texture.paint.mask") -> np.
     import pyvips
 
     try:
-        image = pyvips.Image.new_from_file(path)
+        image = pyvips.Image.new_from_file(path)  # reads the header only
+        if image.width * image.height > MAX_MASK_PIXELS:  # a tiny file can claim gigapixels
+            raise SpecError(f"{field}: got {path!r}, {image.width} x {image.height} px; a mask "
+                            f"may have at most {MAX_MASK_PIXELS // 10**6} Mpx (its detail "
+                            "below one noise cell is not used: shrink it)")
         if image.hasalpha():
             image = image.flatten(background=[0] * (image.bands - 1))
         image = image.colourspace("srgb" if colour else "b-w")

@@ -113,6 +113,9 @@ def _latent_name(ref: LatentSpec) -> str:
 def _quilt(quilt: QuiltSpec, job_seed: int, nz_global: int, frame: CellFrame,
            period: tuple[int, int] | None) -> TextureField:
     block = frame.cells(quilt.block_mm)
+    if block < 1:
+        raise SpecError(f"texture.quilt.block_mm: got {quilt.block_mm:g}, a block must span "
+                        f"at least one noise cell ({frame.mm(1):.3f} mm at this resolution)")
     transition_mm = quilt.transition_mm if quilt.transition_mm is not None \
         else quilt.block_mm / 4
     if period is None:
