@@ -6,7 +6,7 @@ Failed(...)" for both). For a `TexprodError` (a bad spec, a missing model, bad c
 ink over the limit: something the user fixes, whose message says how) this filter keeps
 one line: the flow's, reworded to the cause and without traceback. The task's lines and
 the "Finished in state" lines of such failures drop to INFO. Any other exception is a bug:
-its records pass unchanged, tracebacks included.
+its records keep their tracebacks, and the flow's says that it is one.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ class ExpectedErrorFilter(logging.Filter):
                 record.msg, record.args = "failed: %s", (error,)
             else:
                 record.msg, record.args = "job failed: %s", (error,)
+            return True
+        if error is not None and record.name.startswith("prefect.flow_runs") \
+                and record.levelno >= logging.ERROR:  # say that the traceback is a bug
+            record.msg = f"{record.msg} (a bug in texprod, not a problem with the job's " \
+                "input: please report it with this traceback)"
             return True
         if record.levelno >= logging.ERROR and isinstance(record.msg, str) \
                 and record.msg.startswith("Finished in state Failed") \

@@ -396,6 +396,6 @@ def test_a_bug_keeps_its_traceback(prefect_api, tiny_model, tmp_path, monkeypatc
     assert state.is_failed()
     logs = _logs(run_id)
     assert any("Traceback" in log.message and "ZeroDivisionError" in log.message
-               for log in logs if log.level >= 40)
+               and "a bug in texprod" in log.message for log in logs if log.level >= 40)
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(run_id).name.endswith("-FAILED")
