@@ -41,8 +41,11 @@ class ExpectedErrorFilter(logging.Filter):
             if record.name.startswith("prefect.task_runs"):
                 _demote(record)  # the flow reports the cause once
                 record.msg, record.args = "failed: %s", (error,)
-            else:
-                record.msg, record.args = "job failed: %s", (error,)
+                return True
+            if getattr(error, "_texprod_reported", False):
+                return False  # a deployment run's engine logs the same exception twice
+            error._texprod_reported = True
+            record.msg, record.args = "job failed: %s", (error,)
             return True
         if error is not None and record.name.startswith("prefect.flow_runs") \
                 and record.levelno >= logging.ERROR:  # say that the traceback is a bug

@@ -105,12 +105,29 @@ def test_a_schedule_fires_and_a_worker_runs_it(prefect_server, tmp_path):
         worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        run = _wait_for_completed_run(prefect_server, "every-few-seconds", timeout_s=150,
-                                      log=worker_log)
+        run = _wait_for_run(prefect_server, "every-few-seconds", "completed", timeout_s=150,
+                            log=worker_log)
+        _pause_schedules(env, "generate-texture/every-few-seconds")
+        # a run by hand with a bad override: through the worker, one ERROR line, no traceback
+        started = subprocess.run(
+            [str(VENV / "bin" / "prefect"), "deployment", "run",
+             "generate-texture/every-few-seconds", "--param",
+             'overrides=["model=/no/such/model"]'], env=env, capture_output=True, text=True,
+            timeout=60)
+        assert started.returncode == 0, started.stderr
+        failed = _wait_for_run(prefect_server, "every-few-seconds", "failed", timeout_s=90,
+                               log=worker_log)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
         _pause_schedules(env, "generate-texture/every-few-seconds")
+    assert not failed.auto_scheduled
+    time.sleep(3)  # the run's on_failure hook renames it, and its last logs arrive
+    failed_logs = _run_logs(prefect_server, failed.id)
+    assert _read_run(prefect_server, failed.id).name.endswith("-FAILED")
+    errors = [(log.name, log.message[:300]) for log in failed_logs if log.level >= 40]
+    assert len(errors) == 1 and "no such checkpoint" in errors[0][1], errors
+    assert not any("Traceback" in log.message for log in failed_logs)
     assert run.auto_scheduled  # created by the server's scheduler, not by hand
     (tiff,) = out.glob("scheduled-*.tif")
     assert inspect_tiff(tiff).ok
@@ -121,8 +138,9 @@ def test_a_schedule_fires_and_a_worker_runs_it(prefect_server, tmp_path):
     assert "InvalidRequestError" not in server_log, server_log[-3000:]
 
 
-def _wait_for_completed_run(server: PrefectServer, deployment: str, timeout_s: float,
-                            log: Path):
+def _wait_for_run(server: PrefectServer, deployment: str, state: str, timeout_s: float,
+                  log: Path):
+    """The first run of `deployment` that ended `state` (completed or failed)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     deadline = time.monotonic() + timeout_s
@@ -132,13 +150,21 @@ def _wait_for_completed_run(server: PrefectServer, deployment: str, timeout_s: f
             runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
                 name=DeploymentFilterName(any_=[deployment])), flow_run_filter=FlowRunFilter())
             for run in runs:
-                if run.state and run.state.is_completed():
+                if run.state and run.state.type.value.lower() == state:
                     return run
-                if run.state and run.state.is_final():
+                if state == "completed" and run.state and run.state.is_final():
                     pytest.fail(f"run {run.name} ended {run.state}: {log.read_text()[-3000:]}")
             time.sleep(1)
-    pytest.fail(f"no completed run of {deployment} within {timeout_s} s; worker log:\n"
+    pytest.fail(f"no {state} run of {deployment} within {timeout_s} s; worker log:\n"
                 f"{log.read_text()[-3000:]}\nserver log:\n{server.log.read_text()[-2000:]}")
+
+
+def _read_run(server: PrefectServer, run_id):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}), \
+            get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
 
 
 def _run_logs(server: PrefectServer, run_id) -> list:
