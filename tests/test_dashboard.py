@@ -123,7 +123,7 @@ def test_the_proof_and_the_thumbnail_load_inline(prefect_api, runs, page, tmp_pa
     text = page.inner_text("body")
     # the timings row shows every stage (a bare | used to cut it at the first one)
     timings = next(line for line in text.splitlines() if line.startswith("timings"))
-    for stage in ("plan", "render", "export", "proof", "preflight", "upload", "total"):
+    for stage in ("plan", "render", "export", "proof", "preflight", "total"):
         assert f"{stage} " in timings, timings
     assert "sha256" in text and "size" in text
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)

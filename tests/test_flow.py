@@ -16,6 +16,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 import flows.generate as generate_flow
+import texprod.job
 from texprod.cli import main
 from texprod.generators import GeneratorConfig, random_generator, save_generator
 from texprod.preflight import expectations_from_provenance, inspect_tiff
@@ -80,6 +81,7 @@ def test_registry_model_to_s3_output_end_to_end(prefect_api, s3_bucket, tiny_mod
     summary = state.result()
     tiff = next(o for o in summary["outputs"] if o["name"].endswith(".tif"))
     assert tiff["uri"].startswith(f"{s3_bucket}/prints/flow-job-")
+    assert summary["timings"]["upload"] > 0 and tiff["etag"]
     # the print file is really on S3: download it and check every promise
     local = tmp_path / "downloaded.tif"
     download_file(tiff["uri"], local, expected_sha256=tiff["sha256"])
@@ -160,8 +162,7 @@ def test_unreachable_endpoint_retries_then_fails_clearly(prefect_api, tmp_path, 
         port = s.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("TEXPROD_S3_MAX_ATTEMPTS", "2")
-    quick = generate_flow.fetch_model.with_options(retry_delay_seconds=[0.1, 0.1, 0.1])
-    monkeypatch.setattr(generate_flow, "fetch_model", quick)
+    monkeypatch.setattr(generate_flow, "IO_RETRY_DELAYS", [0.1, 0.1, 0.1])
     path = spec_file(tmp_path, model="s3://bucket/models/x/1")
     state, run_id = run_flow(path)
     assert state.is_failed()
@@ -330,7 +331,7 @@ def test_the_report_shows_every_timing_size_checksum_and_the_files_bleed(
         if len(cells) >= 4 and cells[1]:
             assert len(cells) == 4, line  # exactly two cells on every row
             rows[cells[1]] = cells[2]
-    for stage in ("plan", "render", "export", "proof", "preflight", "upload", "total"):
+    for stage in ("plan", "render", "export", "proof", "preflight", "total"):
         assert f"{stage} " in rows["timings"], rows["timings"]
     tiff = Path(summary["file"])
     assert rows["sha256"] == f"`{sha256_file(tiff)}`"
@@ -391,7 +392,7 @@ def test_a_bug_keeps_its_traceback(prefect_api, tiny_model, tmp_path, monkeypatc
     def broken_plan(*args, **kwargs):
         raise ZeroDivisionError("a bug in planning")
 
-    monkeypatch.setattr(generate_flow, "plan_job", broken_plan)  # fault injection
+    monkeypatch.setattr(texprod.job, "plan_job", broken_plan)  # fault injection
     state, run_id = run_flow(spec_file(tmp_path, name="buggy", model=str(tiny_model)))
     assert state.is_failed()
     logs = _logs(run_id)

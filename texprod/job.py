@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -324,6 +325,7 @@ def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = N
 
     Bands the canvas already has (a resumed job) are skipped. Returns the bands rendered.
     Pass a `renderer` to reuse one prepared generator across calls (one band per call).
+    `progress(done, total)` follows every tile, counting the whole job's tiles.
     """
     generator = plan.checkpoint.generator
     field = _noise_field(plan)
@@ -331,9 +333,7 @@ def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = N
     wanted = range(len(plan.tiles.bands)) if bands is None else bands
     todo = [b for b in wanted if b not in canvas.done_bands]
     total = len(plan.tiles.tiles)
-    done = total - sum(len(plan.tiles.bands[b]) for b in todo)
-    if progress:
-        progress(done, total)
+    done = sum(len(plan.tiles.bands[b]) for b in canvas.done_bands)  # of the whole job
     if not todo:
         return []
     writer = BandWriter(canvas, plan.tiles)
@@ -533,15 +533,27 @@ def upload_job(plan: JobPlan) -> list[dict]:
     return uploaded
 
 
+StageRunner = Callable[[str, Callable[[], Any]], Any]  # (stage name, its work) -> result
+
+
+def inline(name: str, work: Callable[[], Any]) -> Any:
+    """Run a stage here and now. The Prefect flow passes a runner that makes each stage a
+    task (with retries on I/O) and holds a GPU slot around "render"."""
+    return work()
+
+
 def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | None = None,
-            plan: JobPlan | None = None) -> JobResult:
-    """The whole job on this machine. On failure it leaves no scratch and no output."""
+            plan: JobPlan | None = None, stage: StageRunner = inline) -> JobResult:
+    """The job, and its only orchestration: fetch the model, plan, render band by band,
+    export, proof, preflight, upload. The CLI, tests and benchmarks run it inline, the flow
+    through Prefect tasks. On failure it leaves no scratch and no output."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    plan = plan or plan_job(spec, spec_dir)
+    if plan is None:
+        model_path = stage("fetch-model", lambda: resolve_model(spec.model, spec_dir,
+                                                                registry=spec.registry))
+        plan = stage("plan", lambda: plan_job(spec, spec_dir, model_path))
     check_disk_space(plan)
-    timings["plan"] = time.perf_counter() - started
-    written_paths: list[Path] = []
     prepare_directories(plan)
     lock = job_lock(plan).acquire()  # another live job on the same name is refused here
     try:
@@ -551,29 +563,32 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         lock.release()
         remove_staging(plan)
         raise
+    timings["plan"] = time.perf_counter() - started
+    written_paths: list[Path] = []
     try:
         t = time.perf_counter()
-        render_job(plan, canvas, progress=progress)
+        stage("render", lambda: _render_bands(plan, canvas, progress, stage))
         timings["render"] = time.perf_counter() - t
         t = time.perf_counter()
-        written, tac = export_job(plan, canvas)
+        written, tac = stage("export", lambda: export_job(plan, canvas))
         written_paths.append(written.path)
         timings["export"] = time.perf_counter() - t
         stop.check()
         t = time.perf_counter()
-        written_paths += proof_job(plan, canvas) or []
+        written_paths += stage("proof", lambda: proof_job(plan, canvas)) or []
         timings["proof"] = time.perf_counter() - t
         stop.check()
         t = time.perf_counter()
-        report = preflight_job(plan)
+        report = stage("preflight", lambda: _preflight_or_fail(plan))
         timings["preflight"] = time.perf_counter() - t
-        if not report.ok:
-            raise PreflightError(f"preflight failed for {plan.outputs.tiff}:\n{report.table()}")
         outputs = output_records(plan)
         stop.check()  # the last safe point: after the upload the job is done
         t = time.perf_counter()
-        if upload_job(plan):
+        uploaded = {u["uri"]: u for u in stage("upload", lambda: upload_job(plan))}
+        if uploaded:
             timings["upload"] = time.perf_counter() - t
+        for row in outputs:
+            row["etag"] = uploaded.get(row["uri"], {}).get("etag", "")
     except BaseException:
         for path in written_paths:  # a failed job leaves no output behind
             path.unlink(missing_ok=True)
@@ -584,6 +599,33 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         remove_staging(plan)
     timings["total"] = time.perf_counter() - started
     return JobResult(plan, written, tac, report, timings, outputs)
+
+
+def _render_bands(plan: JobPlan, canvas: ScratchCanvas, progress: Progress | None,
+                  stage: StageRunner) -> None:
+    """Each band the canvas lacks, one stage each, with one prepared generator."""
+    done = canvas.done_bands
+    if done:
+        log.info("resuming: %d of %d bands already on the scratch canvas", len(done),
+                 len(plan.tiles.bands))
+    renderer = make_renderer(plan) if plan.tile_px != 0 else None
+    if progress:
+        progress(sum(len(plan.tiles.bands[b]) for b in done), len(plan.tiles.tiles))
+    for band in range(len(plan.tiles.bands)):
+        if band not in done:
+            stage("render-band", lambda b=band: render_job(plan, canvas, bands=[b],
+                                                           progress=progress,
+                                                           renderer=renderer))
+
+
+def _preflight_or_fail(plan: JobPlan) -> InspectionReport:
+    report = preflight_job(plan)
+    log.info("preflight of %s:\n%s", plan.outputs.tiff, report.table())
+    if not report.ok:
+        failed = ", ".join(f"{c.name} (found {c.found}, expected {c.expected})"
+                           for c in report.failed)
+        raise PreflightError(f"preflight failed for {plan.outputs.tiff}: {failed}")
+    return report
 
 
 def output_records(plan: JobPlan) -> list[dict]:
