@@ -105,13 +105,19 @@ def _spec_of(spec: str | dict, overrides: list[str]) -> tuple[JobSpec, Path | No
     return load_spec(path, overrides), path.parent
 
 
+# the run name's parse of the spec, by flow run id, for the flow body: parsed once a run
+_PARSED: dict[Any, tuple[JobSpec, Path | None]] = {}
+
+
 def _run_name() -> str:
-    params = FlowRunContext.get().flow_run.parameters
+    run = FlowRunContext.get().flow_run
+    params = run.parameters
     try:
-        job, _ = _spec_of(params["spec"], params.get("overrides") or [])
-        return f"{job.name}-seed{job.seed}"
+        parsed = _spec_of(params["spec"], params.get("overrides") or [])
     except Exception:  # noqa: BLE001 - an invalid spec fails in the flow, with its message
         return "invalid-spec"
+    _PARSED[run.id] = parsed
+    return f"{parsed[0].name}-seed{parsed[0].seed}"
 
 
 def _artifact_key(text: str) -> str:
@@ -158,7 +164,9 @@ def _rename_failed_run(flow, flow_run, state) -> None:
       description="Render a job spec into a checked, print-ready TIFF with proof.")
 def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> dict:
     """Run the print job a spec (path, name in specs/, or dict) describes."""
-    job_spec, spec_dir = _spec_of(spec, overrides or [])  # a spec error fails here, first
+    parsed = _PARSED.pop(FlowRunContext.get().flow_run.id, None)
+    # a spec error fails here, first (the run name could not parse it)
+    job_spec, spec_dir = parsed or _spec_of(spec, overrides or [])
     akey = _artifact_key(job_spec.name)
     progress = _Progress(akey, job_spec.name)
     result = run_job(job_spec, spec_dir, progress=progress, stage=_Stages(progress))

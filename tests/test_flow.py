@@ -400,3 +400,18 @@ def test_a_bug_keeps_its_traceback(prefect_api, tiny_model, tmp_path, monkeypatc
                and "a bug in texprod" in log.message for log in logs if log.level >= 40)
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(run_id).name.endswith("-FAILED")
+
+
+def test_a_flow_run_parses_its_spec_once(prefect_api, tiny_model, tmp_path, monkeypatch):
+    calls = []
+    real = generate_flow.load_spec
+
+    def counting(*args, **kwargs):  # a spy on the real parser
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate_flow, "load_spec", counting)
+    state, _ = run_flow(spec_file(tmp_path, name="parse-once", model=str(tiny_model)))
+    assert state.is_completed(), state.message
+    assert len(calls) == 1
+    assert not generate_flow._PARSED  # nothing kept after the run

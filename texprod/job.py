@@ -512,7 +512,7 @@ def preflight_job(plan: JobPlan, path: Path | None = None) -> InspectionReport:
     return inspect_tiff(path or plan.outputs.tiff, expectations(plan))
 
 
-def upload_job(plan: JobPlan) -> list[dict]:
+def upload_job(plan: JobPlan, records: list[dict] | None = None) -> list[dict]:
     """Upload the finished local outputs to the S3 output dir, then drop the staged copies.
 
     Each object appears at its final key only when its upload completes.
@@ -525,9 +525,11 @@ def upload_job(plan: JobPlan) -> list[dict]:
     types = {".tif": "image/tiff", ".jpg": "image/jpeg"}
     uploaded = []
     # the TIFF last: a consumer that sees it sees a complete set
+    known = {r["name"]: r["sha256"] for r in records or []}  # hashed once, by output_records
     for path in sorted(plan.outputs.local, key=lambda p: p == plan.outputs.tiff):
         uploaded.append(upload_file(path, plan.outputs.final(path), metadata=metadata,
-                                    content_type=types.get(path.suffix)))
+                                    content_type=types.get(path.suffix),
+                                    sha256=known.get(path.name)))
     for path in plan.outputs.local:
         path.unlink(missing_ok=True)
     return uploaded
@@ -584,7 +586,7 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         outputs = output_records(plan)
         stop.check()  # the last safe point: after the upload the job is done
         t = time.perf_counter()
-        uploaded = {u["uri"]: u for u in stage("upload", lambda: upload_job(plan))}
+        uploaded = {u["uri"]: u for u in stage("upload", lambda: upload_job(plan, outputs))}
         if uploaded:
             timings["upload"] = time.perf_counter() - t
         for row in outputs:

@@ -483,6 +483,7 @@ def upload_file(
     *,
     part_size: int | None = None,
     progress: Callable[[int], None] | None = None,
+    sha256: str | None = None,
 ) -> dict[str, Any]:
     """Upload a file; the object appears at `uri` only when complete.
 
@@ -490,7 +491,8 @@ def upload_file(
     multipart upload that any failure (or Ctrl-C) aborts; smaller ones as one PUT. Every
     request carries an SHA-256 checksum the server verifies, and the object's metadata gets
     the whole file's ``sha256`` (besides `metadata`). A local `uri` is an atomic copy.
-    `progress` is called with byte counts as they are sent.
+    `progress` is called with byte counts as they are sent. Pass the file's `sha256` when
+    it is known, so that a large file is not read once more to hash it.
 
     Returns {"uri", "etag", "sha256", "bytes"} (etag is None for local copies).
     """
@@ -501,7 +503,7 @@ def upload_file(
     if not src.is_file():
         raise NoSuchObject(f"{src}: no such file to upload")
     size = src.stat().st_size
-    digest = sha256_file(src)
+    digest = sha256 or sha256_file(src)
     meta = _metadata(metadata, digest)
     if not is_s3(uri):
         dest = Path(uri)
