@@ -127,6 +127,10 @@ def test_repeat_with_a_size_that_is_not_whole_cells_names_the_nearest_sizes(mode
 
 @pytest.mark.parametrize("args, message", [
     (["--width", "0", "--height", "10"], "--width: got 0, must be at least 1 pixel"),
+    (["--width", "10", "--height", "2000000"],
+     "--height: got 2,000,000, must be at most 1,000,000 pixels"),
+    (["--width", "300000", "--height", "300000"], "--width x --height: got 90.0 Gpx, at most"),
+    (["--width", "100000", "--height", "100000", "--tile", "16"], "at most 1,000,000"),
     (["--width", "10", "--height", "10", "--tile", "-1"], "--tile: got -1"),
     (["--width", "10", "--height", "10", "--batch", "0"], "--batch: got 0"),
     (["--width", "10", "--height", "10", "--seed", "-2"], "seed: got -2"),

@@ -438,8 +438,6 @@ def _generate_as_flow(spec_path: Path, overrides: list[str], bar: _TileBar) -> d
     """The job as a Prefect flow run, reported to the configured API (or a throwaway one)."""
     import flows.generate as generate_flow  # imports Prefect: only when running a flow
 
-    for handler in logging.getLogger().handlers:  # main() prints the cause once, itself
-        handler.addFilter(lambda record: not getattr(record, "texprod_expected", False))
     generate_flow.progress_listeners.append(bar)
     try:
         return generate_flow.generate_texture(spec=str(spec_path), overrides=list(overrides))
@@ -609,15 +607,21 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(record: logging.LogRecord, verbose: bool) -> bool:
+    """What the terminal shows of the logs: not an expected failure (main() prints its cause
+    once, itself), and of a flow run's logs (kept on its server) only errors."""
+    if getattr(record, "texprod_expected", False):
+        return False
+    return verbose or record.levelno >= logging.ERROR or not record.name.startswith("prefect")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # libraries' loggers propagate to it too
         handler.setLevel(level)
-        if not args.verbose:  # a flow run's warnings are in its logs on the server
-            handler.addFilter(lambda r: r.levelno >= logging.ERROR
-                              or not r.name.startswith("prefect"))
+        handler.addFilter(lambda r: _shown(r, args.verbose))
     handlers = {"models": _models_init, "render": _render, "generate": _generate,
                 "inspect": _inspect, "train": _train}
     handlers["quality"] = _quality

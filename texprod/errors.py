@@ -1,6 +1,6 @@
 """One exception hierarchy for everything texprod reports to a user.
 
-User errors name the field, the value and what is allowed, e.g.
+User errors name the field, the value and what is allowed (`shorten` bounds the value), e.g.
 ``--tile: got -3, must be 0 (one pass) or a positive number of pixels``.
 """
 
@@ -36,3 +36,32 @@ class RenderError(TexprodError):
 
 class SpecError(ConfigError):
     """An invalid job spec; the message names the field, the value and the YAML line."""
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters: an error never prints an unbounded value.
+
+    The repr of a huge or deeply shared structure is itself huge, so it is built from a
+    bounded walk, not from repr() of the whole value.
+    """
+    text = _bounded_repr(value, limit + 1)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _bounded_repr(value: object, budget: int) -> str:
+    if isinstance(value, dict | list | tuple):
+        items = value.items() if isinstance(value, dict) else value
+        open_, close = ("{", "}") if isinstance(value, dict) else ("[", "]")
+        parts, used = [], 1
+        for item in items:
+            if used >= budget:
+                parts.append("…")
+                break
+            text = (f"{_bounded_repr(item[0], budget - used)}: "
+                    f"{_bounded_repr(item[1], budget - used)}" if isinstance(value, dict)
+                    else _bounded_repr(item, budget - used))
+            parts.append(text)
+            used += len(text) + 2
+        return open_ + ", ".join(parts) + close
+    text = repr(value)
+    return text if len(text) <= budget else text[:budget] + "…"

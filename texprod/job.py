@@ -174,7 +174,6 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
     if is_s3(spec.output.dir):
         split_s3(spec.output.dir)  # validates the URI
         remote_dir = spec.output.dir.rstrip("/") + "/"
-        # staged locally, uploaded when complete
         # staged locally, uploaded when complete: in a directory private to this user
         # (made and checked by prepare_directories), one per output name
         out_dir = Path(spec.render.scratch_dir or tempfile.gettempdir()).expanduser() \
@@ -252,7 +251,8 @@ def prepare_directories(plan: JobPlan) -> None:
                             "private directory of this user (a symlink, another owner, or "
                             "open to others); remove it or set render.scratch_dir elsewhere")
         plan.outputs.tiff.parent.mkdir(mode=0o700, exist_ok=True)
-    plan.outputs.tiff.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        plan.outputs.tiff.parent.mkdir(parents=True, exist_ok=True)
     plan.scratch_path.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -622,7 +622,6 @@ def _render_bands(plan: JobPlan, canvas: ScratchCanvas, progress: Progress | Non
 
 def _preflight_or_fail(plan: JobPlan) -> InspectionReport:
     report = preflight_job(plan)
-    log.info("preflight of %s:\n%s", plan.outputs.tiff, report.table())
     if not report.ok:
         failed = ", ".join(f"{c.name} (found {c.found}, expected {c.expected})"
                            for c in report.failed)

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from texprod.errors import SpecError
+from texprod.errors import SpecError, shorten
 
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
 
@@ -353,35 +353,6 @@ def _describe(loc: tuple, errors: list[dict]) -> str:
     rules = list(dict.fromkeys(rules))
     rules[1:] = [r.removeprefix("must be ") for r in rules[1:]]
     return f"{field}: got {shorten(first['input'])}, {' or '.join(rules)}"
-
-
-def shorten(value: Any, limit: int = 80) -> str:
-    """repr(value), cut to `limit` characters: an error never prints an unbounded value.
-
-    The repr of a huge or deeply shared structure is itself huge, so it is built from a
-    bounded walk, not from repr() of the whole value.
-    """
-    text = _bounded_repr(value, limit + 1)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _bounded_repr(value: Any, budget: int) -> str:
-    if isinstance(value, dict | list | tuple):
-        items = value.items() if isinstance(value, dict) else value
-        open_, close = ("{", "}") if isinstance(value, dict) else ("[", "]")
-        parts, used = [], 1
-        for item in items:
-            if used >= budget:
-                parts.append("…")
-                break
-            text = (f"{_bounded_repr(item[0], budget - used)}: "
-                    f"{_bounded_repr(item[1], budget - used)}" if isinstance(value, dict)
-                    else _bounded_repr(item, budget - used))
-            parts.append(text)
-            used += len(text) + 2
-        return open_ + ", ".join(parts) + close
-    text = repr(value)
-    return text if len(text) <= budget else text[:budget] + "…"
 
 
 def _all_field_names() -> set[str]:

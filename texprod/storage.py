@@ -376,21 +376,17 @@ def ensure_bucket(name: str) -> bool:
     """Create bucket `name` unless it exists (an operator's local S3 server, MinIO, moto).
 
     Returns True when it was created. (AWS's us-east-1 answers a create of a bucket one
-    already owns with success, so existence is asked first.)
+    already owns with success, so existence is asked first: a listing, because a HEAD's
+    404 carries no error code to tell a missing bucket by.)
     """
-    from botocore.exceptions import ClientError
-
     client = s3_client()
     uri = f"s3://{name}"
     try:
         with _s3_errors(uri, "look up"):
-            client.head_bucket(Bucket=name)
+            client.list_objects_v2(Bucket=name, MaxKeys=1)
         return False
-    except StorageError as e:
-        cause = e.__cause__
-        if not (isinstance(cause, ClientError)
-                and cause.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket")):
-            raise
+    except NoSuchBucket:
+        pass
     with _s3_errors(uri, "create"):
         kwargs = {}
         if s3_region() != "us-east-1":  # AWS refuses the default region as a constraint

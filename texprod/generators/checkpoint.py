@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from texprod.errors import CheckpointError, TexprodError
+from texprod.errors import CheckpointError, TexprodError, shorten
 from texprod.files import normal_modes
 from texprod.generators.config import GeneratorConfig
 from texprod.generators.model import Generator
@@ -176,11 +176,11 @@ def _read_card(card_path: Path) -> dict[str, Any]:
                                   "expected an object")
     file = card["weights"].get("file", WEIGHTS_FILE)
     if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
-        raise CheckpointError(f"{card_path}: weights.file: got {str(file)[:80]!r}, expected "
+        raise CheckpointError(f"{card_path}: weights.file: got {shorten(file)}, expected "
                               f"a file name in the checkpoint directory (e.g. {WEIGHTS_FILE})")
     sha = card["weights"].get("sha256")
     if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
-        raise CheckpointError(f"{card_path}: weights.sha256: got {str(sha)[:80]!r}, expected "
+        raise CheckpointError(f"{card_path}: weights.sha256: got {shorten(sha)}, expected "
                               "64 hex digits")
     return card
 
@@ -235,20 +235,20 @@ def _is_count(value: Any) -> bool:
 
 def _check_header_entry(path: Path, key: str, entry: Any) -> None:
     """One tensor's header entry: {dtype, shape, data_offsets}, sizes that agree."""
-    where = f"{path}: header entry {key[:80]!r}"
+    where = f"{path}: header entry {shorten(key)}"
     if not isinstance(entry, dict):
         raise CheckpointError(f"{where}: got {type(entry).__name__}, expected an object with "
                               "dtype, shape and data_offsets")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if dtype not in DTYPE_BYTES:
-        raise CheckpointError(f"{where}: dtype: got {str(dtype)[:40]!r}, expected one of "
+        raise CheckpointError(f"{where}: dtype: got {shorten(dtype)}, expected one of "
                               f"{', '.join(DTYPE_BYTES)}")
     if not isinstance(shape, list) or len(shape) > 8 or not all(map(_is_count, shape)):
-        raise CheckpointError(f"{where}: shape: got {str(shape)[:60]}, expected a list of at "
+        raise CheckpointError(f"{where}: shape: got {shorten(shape)}, expected a list of at "
                               "most 8 sizes >= 0")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
             and offsets[0] <= offsets[1]):
-        raise CheckpointError(f"{where}: data_offsets: got {str(offsets)[:60]}, expected "
+        raise CheckpointError(f"{where}: data_offsets: got {shorten(offsets)}, expected "
                               "[begin, end] with 0 <= begin <= end")
     size = math.prod(shape) * DTYPE_BYTES[dtype]
     if offsets[1] - offsets[0] != size:

@@ -6,18 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from texprod.errors import ConfigError
+from texprod.errors import ConfigError, shorten
 
 Upsample = Literal["tconv", "nearest"]
 UPSAMPLE_CHOICES: tuple[str, ...] = ("tconv", "nearest")
 
 MAX_CHANNELS = 4096  # per layer; the papers' widest is 512
 MAX_WEIGHTS = 1 << 30  # 4 GB of float32: far beyond any texture generator, far below 800 GB
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 # The papers' reference generator: 5 layers, kernel 5, 512-256-128-64 channels.
@@ -92,15 +87,15 @@ class GeneratorConfig:
         for name in ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{name}: got {_short(value)}, must be a whole number")
+                raise ConfigError(f"{name}: got {shorten(value)}, must be a whole number")
         if not isinstance(self.affine, bool):
-            raise ConfigError(f"affine: got {_short(self.affine)}, must be true or false")
+            raise ConfigError(f"affine: got {shorten(self.affine)}, must be true or false")
         if not isinstance(self.upsample, str):
-            raise ConfigError(f"upsample: got {_short(self.upsample)}, must be one of "
+            raise ConfigError(f"upsample: got {shorten(self.upsample)}, must be one of "
                               f"{', '.join(UPSAMPLE_CHOICES)}")
         if not isinstance(self.filters, list | tuple) or not all(
                 isinstance(f, int) and not isinstance(f, bool) for f in self.filters):
-            raise ConfigError(f"filters: got {_short(self.filters)}, must be a list of whole "
+            raise ConfigError(f"filters: got {shorten(self.filters)}, must be a list of whole "
                               "channel counts, e.g. [512, 256, 128, 64]")
 
     @property
