@@ -146,9 +146,9 @@ class _Stages:
         if name == "plan":
             g = result.geometry
             self.progress.megapixels = g.megapixels
-            get_run_logger().info("%s: %d x %d px, %d tiles in %d bands on %s",
+            get_run_logger().info("%s: %d x %d px, %d tiles in %d stripes on %s",
                                   result.spec.name, g.width_px, g.height_px,
-                                  len(result.tiles.tiles), len(result.tiles.bands), result.device)
+                                  result.tile_count, len(result.stripes), result.device)
         return result
 
 
@@ -231,7 +231,7 @@ def _report(result: JobResult, summary: dict, akey: str) -> None:
         ("file", f"{summary['file']}"),
         ("size", f"{summary['bytes'] / 1e6:.2f} MB ({summary['bytes']:,} bytes)"),
         ("sha256", f"`{summary['sha256']}`"),
-        ("device", f"{plan.device} {plan.spec.render.precision}, {len(plan.tiles.tiles)} tiles"),
+        ("device", f"{plan.device} {plan.spec.render.precision}, {plan.tile_count} tiles"),
         ("timings", stages),
         ("throughput", f"{mpx / t['total']:.2f} Mpx/s end to end, "
                        f"{mpx / max(t.get('render', 0), 1e-9):.2f} Mpx/s render"),

@@ -20,7 +20,8 @@ from texprod.cli import main
 from texprod.colour import ICC_DIR, parse_icc
 from texprod.errors import ConfigError, SpecError, TexprodError
 from texprod.generators import GeneratorConfig, random_generator, save_generator
-from texprod.job import open_canvas, plan_job, render_job, run_job
+from texprod.executors import StripeJob, ThreadStripes
+from texprod.job import open_spool, plan_job, render_stripes, run_job
 from texprod.preflight import inspect_tiff
 from texprod.spec import parse_spec
 
@@ -205,19 +206,42 @@ def test_bad_output_profiles_are_rejected(model, tmp_path, profile, message):
     assert not (tmp_path / "out").exists()
 
 
+def render_some(plan, stripes=None):
+    """Work some stripes of a plan into its spool, as a job that then dies would."""
+    spool = open_spool(plan)
+    executor = ThreadStripes(2)
+    if stripes is None:
+        render_stripes(plan, spool, executor, StripeJob.of(plan, None))
+    else:
+        executor.run(StripeJob.of(plan, None), stripes, spool.put)
+    return spool
+
+
 def test_a_resumed_job_equals_an_uninterrupted_one(model, tmp_path):
-    spec = parse_spec(make_spec(model, tmp_path / "resumed", render={"tile_px": 16}))
+    tall = {"height_mm": 120}  # 3 stripes of 256 rows
+    spec = parse_spec(make_spec(model, tmp_path / "resumed", render={"tile_px": 16},
+                                print=tall))
     plan = plan_job(spec)
-    canvas = open_canvas(plan)
-    render_job(plan, canvas, bands=[0, 2])  # then the job "dies", leaving its scratch
-    canvas.close(remove=False)
-    assert open_canvas(plan).done_bands == {0, 2}
+    assert len(plan.stripes) == 3
+    render_some(plan, [0, 2])  # then the job "dies", leaving its spool
+    assert open_spool(plan).done == {0, 2}
     rendered = []
     result = run_job(spec, progress=lambda done, total: rendered.append(done))
-    assert rendered[0] == sum(len(plan.tiles.bands[b]) for b in (0, 2))  # resumed, not redone
-    fresh = run(model, tmp_path / "fresh", render={"tile_px": 16})
-    assert np.array_equal(read(result.tiff.path), read(fresh.tiff.path))
-    assert not plan.scratch_path.exists()
+    assert rendered[0] == sum(len(plan.stripes[i].tiles.tiles) for i in (0, 2))  # not redone
+    assert rendered[-1] == plan.tile_count
+    fresh = run(model, tmp_path / "fresh", render={"tile_px": 16}, print=tall)
+    assert open(result.tiff.path, "rb").read() == open(fresh.tiff.path, "rb").read()
+    assert not plan.spool_dir.exists()
+
+
+def test_a_spool_of_another_job_is_not_resumed(model, tmp_path):
+    tall = {"height_mm": 120}
+    plan = plan_job(parse_spec(make_spec(model, tmp_path, render={"tile_px": 16},
+                                         print=tall)))
+    render_some(plan, [1])
+    other = plan_job(parse_spec(make_spec(model, tmp_path, render={"tile_px": 32},
+                                          print=tall)))  # other tiles: other bytes
+    assert other.spool_dir == plan.spool_dir and open_spool(other).done == set()
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
@@ -249,18 +273,17 @@ def test_disk_filling_up_while_rendering_fails_cleanly(model, tmp_path, tiny_dis
     spec = parse_spec(make_spec(model, tmp_path / "out", render={"scratch_dir": str(tiny_disk)},
                                 print={"width_mm": 200, "height_mm": 200, "dpi": 72}))
     plan = plan_job(spec)  # the disk check would refuse; render as if it had passed
-    canvas = open_canvas(plan)
     with pytest.raises(TexprodError, match="disk full while writing"):
-        render_job(plan, canvas)
-    canvas.close()
+        render_some(plan).remove()
+    open_spool(plan).remove()
     assert list(tiny_disk.iterdir()) == []
 
 
 def test_file_size_limit_mid_job_fails_cleanly(model, tmp_path):
     """A write that fails mid-way (EFBIG under RLIMIT_FSIZE, like a full disk) leaves nothing.
 
-    The limit lets the 3-band scratch canvas (1.51 MB) through but stops the uncompressed
-    4-band TIFF (2.01 MB) part-way through its export.
+    The limit lets the spool's stripes (0.73 MB each) through but stops the uncompressed
+    4-band TIFF (2.01 MB) part-way through its assembly.
     """
     spec_path = tmp_path / "spec.yaml"
     out = tmp_path / "out"
@@ -293,7 +316,7 @@ def test_generate_dry_run_prints_the_plan_and_writes_nothing(model, tmp_path, ca
     text = capsys.readouterr().out
     for fragment in ("201 x 142 px with bleed", "trim 177 x 118 px at (12, 12)",
                      "30.0 x 20.0 mm trim + 2.03 mm bleed", "CMYK 8-bit", "texprod FOGRA39",
-                     "tiles", "scratch", "estimate", ".tif"):
+                     "tiles", "stripe spool", "estimate", ".tif"):
         assert fragment in text, fragment
     # the time comes from tiles rendered now, on this machine, not from an idle benchmark
     estimate = next(line for line in text.splitlines() if line.startswith("estimate"))

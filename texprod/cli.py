@@ -419,7 +419,7 @@ def _generate(args: argparse.Namespace) -> int:
 
             with stop.stop_on_signals():  # SIGTERM / SIGINT stop it at a safe point
                 plan = plan_job(spec, spec_path.parent)
-                bar(0, len(plan.tiles.tiles), plan.geometry.megapixels)
+                bar(0, plan.tile_count, plan.geometry.megapixels)
                 summary = run_job(spec, spec_path.parent, progress=bar, plan=plan).summary()
                 late = stop.pending()
             if late is not None:  # arrived during the upload: the job is complete anyway

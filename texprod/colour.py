@@ -171,5 +171,15 @@ def soft_proof(image: pyvips.Image, colour: OutputColour) -> pyvips.Image:
     printed = image.icc_transform(str(colour.profile_path), input_profile="srgb",
                                   intent=colour.intent,
                                   black_point_compensation=colour.black_point_compensation)
-    return printed.icc_transform("srgb", input_profile=str(colour.profile_path),
-                                 intent="relative", black_point_compensation=True)
+    return printed_to_srgb(printed, colour)
+
+
+def printed_to_srgb(image: pyvips.Image, colour: OutputColour) -> pyvips.Image:
+    """Pixels in the print's colour space (as in the file) shown in sRGB, 8-bit."""
+    if colour.profile_path is None:
+        if image.format != "uchar":
+            image = (image / 257).cast("uchar")
+        return image.copy(interpretation="srgb")
+    return image.icc_transform("srgb", input_profile=str(colour.profile_path),
+                               intent="relative", black_point_compensation=True,
+                               embedded=False, depth=8)

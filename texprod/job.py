@@ -1,10 +1,14 @@
-"""A print job: job spec -> plan -> render -> export -> proof -> preflight.
+"""A print job: spec -> plan -> stripes (render, colour, encode) -> file -> proof -> preflight
+-> upload, in one orchestration, `run_job`, that the CLI, tests, benchmarks and the Prefect
+flow all run.
 
-Each stage is a library function the Prefect flow wraps as a task; `run_job` chains them
-for the CLI. Everything that can be checked is checked in `plan_job`, before any pixel is
-rendered: the spec, the model, the output profile, BigTIFF limits and free disk space.
-Nothing half-written is ever left: outputs appear under their final names only when
-complete, and a failed job removes its scratch canvas and partial files.
+Everything that can be checked is checked in `plan_job`, before any pixel is rendered:
+the spec, the model, the output profile, BigTIFF limits and free disk space. The stripes
+are worked by an executor (threads here, or a Dask cluster: texprod.executors), each
+stripe all the way to encoded TIFF chunks, so rendering and encoding overlap and the
+driver only assembles the file. Nothing half-written is ever left: outputs appear under
+their final names only when complete, and a failed job removes its spool and partial
+files (a killed one leaves its finished stripes for a rerun).
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,21 +33,28 @@ from typing import Any
 import numpy as np
 
 from texprod import __version__, stop
-from texprod.canvas import BandWriter, ScratchCanvas
-from texprod.colour import OutputColour, resolve_colour, to_output
+from texprod.colour import OutputColour, resolve_colour
 from texprod.errors import JobFailure, SpecError, TexprodError
 from texprod.generators import Checkpoint, load_checkpoint, receptive_field
 from texprod.geometry import PrintGeometry, RepeatPeriod, print_geometry, repeat_period
 from texprod.joblock import JobLock, sweep_dead_temporaries
 from texprod.noise import NoiseField
 from texprod.preflight import Expectations, InspectionReport, inspect_tiff
-from texprod.printfile import TiffOptions, WrittenTiff, bigtiff_decision, write_print_tiff
+from texprod.printfile import (
+    TiffOptions,
+    WrittenTiff,
+    assemble_tiff,
+    bigtiff_decision,
+    worst_case_size,
+)
 from texprod.proof import make_proof, make_repeat_preview
-from texprod.render import Renderer, default_tiling, render_reference, resolve_device
+from texprod.render import Renderer, default_tiling, resolve_device
 from texprod.spec import JobSpec, RepeatSpec
+from texprod.spool import StripeSpool
 from texprod.storage import is_s3, resolve_model, sha256_file, split_s3, upload_file
+from texprod.stripes import Stripe, StripeResult, plan_stripes, preview_factor
 from texprod.texture import TextureField, frame_of, texture_field
-from texprod.tiling import TilePlan, plan_tiles
+from texprod.tiling import TilePlan
 
 log = logging.getLogger(__name__)
 
@@ -86,22 +99,35 @@ class JobPlan:
     tiff: TiffOptions
     bigtiff: bool
     bigtiff_reason: str
-    tiles: TilePlan
+    stripes: list[Stripe]  # the units of work, top to bottom
     device: str
     tile_px: int
     batch: int
     period: tuple[int, int] | None  # repeat period in cells (rows, cols)
     texture: TextureField
     outputs: JobOutputs
-    scratch_path: Path
-    scratch_bytes: int
-    output_bytes: int  # upper bound: uncompressed size plus headers
+    spool_dir: Path  # finished stripes, encoded, until the file is assembled
+    output_bytes: int  # upper bound on the file: worst-case compression plus headers
     repeat: RepeatPeriod | None = None  # texture.repeat given as a period in mm
     estimate: str = ""
 
     @property
     def short_digest(self) -> str:
         return self.spec_digest[:12]
+
+    @property
+    def tile_count(self) -> int:
+        return sum(len(s.tiles.tiles) for s in self.stripes)
+
+    @property
+    def tile_px_shape(self) -> tuple[int, int]:
+        """(width, height) in pixels of the (interior of the) tiles of a full stripe."""
+        ty, tx = self.stripes[0].tiles.tile_cells
+        return tx * self.stripes[0].tiles.cell_px, ty * self.stripes[0].tiles.cell_px
+
+    @property
+    def preview_factor(self) -> int:
+        return preview_factor(self.geometry.width_px, self.geometry.height_px)
 
     @property
     def render_bits(self) -> int:
@@ -164,8 +190,8 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         period = (h // config.cell_px, w // config.cell_px)
     if period is not None:
         x0 = y0 = -geometry.bleed_px
-    tiles = plan_tiles(geometry.width_px, geometry.height_px, config.cell_px, halo, tile_px,
-                       x0=x0, y0=y0)
+    stripes = plan_stripes(geometry.width_px, geometry.height_px, config.cell_px, halo,
+                           tile_px, x0=x0, y0=y0)
     texture = texture_field(spec, checkpoint, geometry,
                             frame_of(geometry, config.cell_px, x0, y0, halo), period, spec_dir)
 
@@ -191,16 +217,14 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
     )
     scratch_dir = Path(spec.render.scratch_dir).expanduser() if spec.render.scratch_dir \
         else out_dir
-    sample_bytes = colour.bits // 8
     plan = JobPlan(
         spec=spec, checkpoint=checkpoint, model_path=model_path, spec_digest=digest,
         geometry=geometry, colour=colour, tiff=tiff, bigtiff=bigtiff, bigtiff_reason=reason,
-        tiles=tiles, device=str(renderer_device), tile_px=tile_px, batch=batch, period=period,
-        texture=texture, repeat=repeat, outputs=outputs,
-        scratch_path=scratch_dir / f".{stem}.canvas.raw",
-        scratch_bytes=geometry.width_px * geometry.height_px * 3 * sample_bytes,
-        output_bytes=geometry.width_px * geometry.height_px * colour.bands * sample_bytes
-        + 2**20,
+        stripes=stripes, device=str(renderer_device), tile_px=tile_px, batch=batch,
+        period=period, texture=texture, repeat=repeat, outputs=outputs,
+        spool_dir=scratch_dir / f".{stem}.stripes",
+        output_bytes=worst_case_size(geometry.width_px, geometry.height_px, colour.bands,
+                                     colour.bits, tiff),
     )
     plan.estimate = estimate(plan)
     return plan
@@ -223,7 +247,7 @@ def check_directories(plan: JobPlan) -> None:
     fields = [("output.dir", plan.spec.output.dir, plan.outputs.tiff.parent)]
     if plan.spec.render.scratch_dir:
         fields.append(("render.scratch_dir", plan.spec.render.scratch_dir,
-                       plan.scratch_path.parent))
+                       plan.spool_dir.parent))
     for name, given, directory in fields:
         existing = _existing_ancestor(directory)
         if not existing.is_dir():
@@ -253,12 +277,12 @@ def prepare_directories(plan: JobPlan) -> None:
         plan.outputs.tiff.parent.mkdir(mode=0o700, exist_ok=True)
     else:
         plan.outputs.tiff.parent.mkdir(parents=True, exist_ok=True)
-    plan.scratch_path.parent.mkdir(parents=True, exist_ok=True)
+    plan.spool_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
 def job_lock(plan: JobPlan) -> JobLock:
-    """The lock a running job holds on its output name, beside its canvas and outputs."""
-    return JobLock(plan.outputs.tiff.stem, [plan.scratch_path.parent, plan.outputs.tiff.parent])
+    """The lock a running job holds on its output name, beside its spool and outputs."""
+    return JobLock(plan.outputs.tiff.stem, [plan.spool_dir.parent, plan.outputs.tiff.parent])
 
 
 def remove_staging(plan: JobPlan) -> None:
@@ -269,11 +293,17 @@ def remove_staging(plan: JobPlan) -> None:
 
 
 def check_disk_space(plan: JobPlan) -> None:
-    """Fail before rendering if the scratch canvas and the output will not fit."""
+    """Fail before rendering if the stripe spool and the output will not fit (worst-case
+    compression). On one file system the spool moves into the file stripe by stripe, so
+    the two together need the output's room plus one stripe."""
     check_directories(plan)
     needs: dict[Path, list[tuple[str, int]]] = {}
+    stripe = math.ceil(plan.output_bytes * plan.stripes[0].h / plan.geometry.height_px)
+    spool_dir, out_dir = (_existing_ancestor(d) for d in (plan.spool_dir.parent,
+                                                          plan.outputs.tiff.parent))
+    shared = spool_dir.stat().st_dev == out_dir.stat().st_dev
     for label, directory, size in (
-        ("scratch canvas", plan.scratch_path.parent, plan.scratch_bytes),
+        ("stripe spool", plan.spool_dir.parent, stripe if shared else plan.output_bytes),
         ("output", plan.outputs.tiff.parent, plan.output_bytes),
     ):
         directory = _existing_ancestor(directory)  # a dry run creates no directories
@@ -306,62 +336,52 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
-def open_canvas(plan: JobPlan) -> ScratchCanvas:
-    """The job's scratch canvas; one left by an interrupted run of the same spec resumes."""
-    dtype = np.uint8 if plan.render_bits == 8 else np.uint16
-    identity = {"spec_digest": plan.spec_digest, "tile_cells": list(plan.tiles.tile_cells),
-                "x0": plan.tiles.x0, "y0": plan.tiles.y0}
+def open_spool(plan: JobPlan) -> StripeSpool:
+    """The job's stripe spool; one left by a killed run of the same job resumes."""
+    identity = {"spec_digest": plan.spec_digest, "device": plan.device.split(":")[0],
+                "stripes": [[s.y, s.h, *s.tiles.tile_cells] for s in plan.stripes],
+                "tiff": [plan.tiff.compression, plan.tiff.layout]}
     try:
-        return ScratchCanvas(plan.scratch_path, plan.geometry.width_px, plan.geometry.height_px,
-                             3, dtype, identity=identity)
+        return StripeSpool(plan.spool_dir, identity)
     except OSError as e:
-        raise _disk_error(e, plan.scratch_path) from None
+        raise _disk_error(e, plan.spool_dir) from None
 
 
-def render_job(plan: JobPlan, canvas: ScratchCanvas, bands: list[int] | None = None,
-               progress: Progress | None = None, renderer: Renderer | None = None
-               ) -> list[int]:
-    """Render the plan's tile bands (all, or the given ones) into the canvas.
+def render_stripes(plan: JobPlan, spool: StripeSpool, executor, job,
+                   progress: Progress | None = None) -> list[int]:
+    """Work every stripe the spool lacks on `executor`, spooling each as it arrives.
+    Returns the stripes worked. `progress(done, total)` counts the whole job's tiles: per
+    tile in-process, per stripe from a cluster."""
+    todo = [s.index for s in plan.stripes if s.index not in spool.done]
+    total = plan.tile_count
+    done = [total - sum(len(plan.stripes[i].tiles.tiles) for i in todo)]
+    lock = threading.Lock()
+    if progress:
+        progress(done[0], total)
 
-    Bands the canvas already has (a resumed job) are skipped. Returns the bands rendered.
-    Pass a `renderer` to reuse one prepared generator across calls (one band per call).
-    `progress(done, total)` follows every tile, counting the whole job's tiles.
-    """
-    generator = plan.checkpoint.generator
-    field = _noise_field(plan)
-    output = "uint8" if plan.render_bits == 8 else "uint16"
-    wanted = range(len(plan.tiles.bands)) if bands is None else bands
-    todo = [b for b in wanted if b not in canvas.done_bands]
-    total = len(plan.tiles.tiles)
-    done = sum(len(plan.tiles.bands[b]) for b in canvas.done_bands)  # of the whole job
-    if not todo:
-        return []
-    writer = BandWriter(canvas, plan.tiles)
-    try:
-        if plan.tile_px == 0:  # the one-pass reference
-            g = plan.geometry
-            pixels = render_reference(generator, field, g.width_px, g.height_px,
-                                      plan.tiles.x0, plan.tiles.y0, device=plan.device,
-                                      precision=plan.spec.render.precision, output=output)
-            writer.add(plan.tiles.tiles[0], pixels)
+    def on_tile() -> None:
+        with lock:
+            done[0] += 1
             if progress:
-                progress(total, total)
-            return todo
-        renderer = renderer or make_renderer(plan)
-        for band in todo:
-            sub = _band_plan(plan.tiles, band)
-            for tile, pixels in renderer.tiles(field, sub, batch=plan.batch, output=output):
-                writer.add(tile, pixels)
-                done += 1
+                progress(done[0], total)
+
+    def on_result(result: StripeResult) -> None:
+        try:
+            spool.put(result)
+        except OSError as e:
+            raise _disk_error(e, plan.spool_dir) from None
+        if executor.kind != "in-process":  # in-process counted each tile already
+            with lock:
+                done[0] += result.tiles
                 if progress:
-                    progress(done, total)
-                stop.check()
-    except OSError as e:
-        raise _disk_error(e, plan.scratch_path) from None
+                    progress(done[0], total)
+
+    if todo:
+        executor.run(job, todo, on_result, on_tile if executor.kind == "in-process" else None)
     return todo
 
 
-def _noise_field(plan: JobPlan) -> NoiseField:
+def noise_field(plan: JobPlan) -> NoiseField:
     generator = plan.checkpoint.generator
     return NoiseField(generator.config, plan.spec.seed, waves=generator.waves,
                       period=plan.period, global_field=plan.texture.field)
@@ -370,10 +390,6 @@ def _noise_field(plan: JobPlan) -> NoiseField:
 def make_renderer(plan: JobPlan) -> Renderer:
     return Renderer(plan.checkpoint.generator, device=plan.device,
                     precision=plan.spec.render.precision)
-
-
-def _band_plan(plan: TilePlan, band: int) -> TilePlan:
-    return _sub_plan(plan, plan.bands[band])
 
 
 def _sub_plan(plan: TilePlan, tiles) -> TilePlan:
@@ -433,61 +449,38 @@ def _repeat_record(plan: JobPlan) -> dict | bool:
     return record
 
 
-class _InkMeter:
-    """Total area coverage (C+M+Y+K, %) measured band by band during export."""
-
-    def __init__(self, limit: float, top: int):
-        self.limit, self.top = limit, top
-        self.max = 0.0
-
-    def __call__(self, y: int, band: np.ndarray) -> None:
-        total = band.sum(axis=2, dtype=np.uint32)  # (h, w)
-        worst = float(total.max()) * 100.0 / self.top
-        self.max = max(self.max, worst)
-        if worst > self.limit + 1e-9:
-            row, col = np.unravel_index(int(total.argmax()), total.shape)
-            raise TexprodError(
-                f"print.tac_limit: total ink {worst:.1f}% at pixel ({col}, {y + row}) exceeds "
-                f"the limit {self.limit:g}%; lower the texture's darkest tones, use a profile "
-                "with a lower ink limit, or raise print.tac_limit if the press allows it"
-            )
-
-
-def export_job(plan: JobPlan, canvas: ScratchCanvas) -> tuple[WrittenTiff, float | None]:
-    """Colour-convert the canvas and write the print TIFF; returns it and the max TAC."""
-    image = to_output(canvas.to_vips(), plan.colour)
-    meter = None
-    if plan.colour.color == "cmyk":
-        meter = _InkMeter(plan.spec.print.tac_limit, 255 if plan.colour.bits == 8 else 65535)
-    description = json.dumps(provenance(plan))
-
-    def on_band(y: int, band: np.ndarray) -> None:
-        stop.check()  # a safe point: the partial file is removed on the way out
-        if meter is not None:
-            meter(y, band)
-
+def assemble_job(plan: JobPlan, spool: StripeSpool) -> WrittenTiff:
+    """The print TIFF from the spooled stripes' chunks, in file order (the spool empties
+    as the file fills)."""
+    g, c = plan.geometry, plan.colour
     try:
-        written = write_print_tiff(
-            image, plan.outputs.tiff, options=plan.tiff, dpi=plan.geometry.dpi,
-            icc_profile=plan.colour.profile if plan.tiff.embed_icc else None,
-            description=description, on_band=on_band,
-        )
+        return assemble_tiff(
+            spool.chunks(len(plan.stripes), consume=True), plan.outputs.tiff,
+            width=g.width_px, height=g.height_px, bands=c.bands,
+            dtype=np.uint8 if c.bits == 8 else np.uint16, options=plan.tiff, dpi=g.dpi,
+            icc_profile=c.profile if plan.tiff.embed_icc else None,
+            description=json.dumps(provenance(plan)))
     except OSError as e:
         raise _disk_error(e, plan.outputs.tiff) from None
-    return written, None if meter is None else meter.max
 
 
-def proof_job(plan: JobPlan, canvas: ScratchCanvas) -> tuple[Path, ...] | None:
-    """Proof and thumbnail; for a repeat also 2 x 2 periods side by side."""
+def proof_job(plan: JobPlan, preview) -> tuple[Path, ...] | None:
+    """Proof and thumbnail from the stripes' previews (sRGB, shrunk by the plan's preview
+    factor); for a repeat also 2 x 2 periods side by side, read from the print file."""
     if plan.outputs.proof is None or plan.outputs.thumbnail is None:
         return None
-    paths = make_proof(canvas.to_vips(), plan.geometry.trim_box, plan.colour,
-                       plan.outputs.proof, plan.outputs.thumbnail)
+    import pyvips
+
+    factor = plan.preview_factor
+    small = pyvips.Image.new_from_array(preview, interpretation="srgb")
+    trim = tuple(v / factor for v in plan.geometry.trim_box)
+    paths = make_proof(small, trim, plan.colour, plan.outputs.proof, plan.outputs.thumbnail)
     if plan.outputs.repeat_preview is not None:  # set only when a whole period fits
         box = _period_box(plan.geometry, plan.period, plan.checkpoint.generator.config.cell_px)
         try:
-            paths += (make_repeat_preview(canvas.to_vips(), box, plan.colour,
-                                          plan.outputs.repeat_preview),)
+            printed = pyvips.Image.new_from_file(str(plan.outputs.tiff), access="random")
+            paths += (make_repeat_preview(printed, box, plan.colour,
+                                          plan.outputs.repeat_preview, printed=True),)
         except BaseException:
             for path in paths:
                 path.unlink(missing_ok=True)
@@ -545,10 +538,13 @@ def inline(name: str, work: Callable[[], Any]) -> Any:
 
 
 def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | None = None,
-            plan: JobPlan | None = None, stage: StageRunner = inline) -> JobResult:
-    """The job, and its only orchestration: fetch the model, plan, render band by band,
-    export, proof, preflight, upload. The CLI, tests and benchmarks run it inline, the flow
-    through Prefect tasks. On failure it leaves no scratch and no output."""
+            plan: JobPlan | None = None, stage: StageRunner = inline,
+            executor=None) -> JobResult:
+    """The job, and its only orchestration: fetch the model, plan, render the stripes
+    (each rendered, converted and encoded by the executor: threads here or a Dask cluster,
+    as render.cluster says, unless `executor` is given), assemble the file, proof,
+    preflight, upload. The CLI, tests and benchmarks run it inline, the flow through
+    Prefect tasks. On failure it leaves no spool and no output."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if plan is None:
@@ -560,7 +556,7 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
     lock = job_lock(plan).acquire()  # another live job on the same name is refused here
     try:
         sweep_dead_temporaries(plan.outputs.tiff.parent)
-        canvas = open_canvas(plan)
+        spool = open_spool(plan)
     except BaseException:
         lock.release()
         remove_staging(plan)
@@ -569,15 +565,17 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
     written_paths: list[Path] = []
     try:
         t = time.perf_counter()
-        stage("render", lambda: _render_bands(plan, canvas, progress, stage))
-        timings["render"] = time.perf_counter() - t
+        stage("render", lambda: _render_on(plan, spool, executor, spec_dir, progress))
+        timings["render"] = time.perf_counter() - t  # rendering, colour and encoding
+        preview = spool.preview(len(plan.stripes))  # before the spool is consumed
+        tac = spool.tac_max()
         t = time.perf_counter()
-        written, tac = stage("export", lambda: export_job(plan, canvas))
+        written = stage("export", lambda: assemble_job(plan, spool))
         written_paths.append(written.path)
-        timings["export"] = time.perf_counter() - t
+        timings["export"] = time.perf_counter() - t  # assembling the file
         stop.check()
         t = time.perf_counter()
-        written_paths += stage("proof", lambda: proof_job(plan, canvas)) or []
+        written_paths += stage("proof", lambda: proof_job(plan, preview)) or []
         timings["proof"] = time.perf_counter() - t
         stop.check()
         t = time.perf_counter()
@@ -596,28 +594,30 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
             path.unlink(missing_ok=True)
         raise
     finally:
-        canvas.close(remove=True)
+        spool.remove()
         lock.release()
         remove_staging(plan)
     timings["total"] = time.perf_counter() - started
     return JobResult(plan, written, tac, report, timings, outputs)
 
 
-def _render_bands(plan: JobPlan, canvas: ScratchCanvas, progress: Progress | None,
-                  stage: StageRunner) -> None:
-    """Each band the canvas lacks, one stage each, with one prepared generator."""
-    done = canvas.done_bands
+def _render_on(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | None,
+               progress: Progress | None) -> None:
+    """Every stripe the spool lacks, on the given executor or the one the spec asks for."""
+    from texprod.executors import StripeJob, prepare, stripe_executor
+
+    done = spool.done
     if done:
-        log.info("resuming: %d of %d bands already on the scratch canvas", len(done),
-                 len(plan.tiles.bands))
-    renderer = make_renderer(plan) if plan.tile_px != 0 else None
-    if progress:
-        progress(sum(len(plan.tiles.bands[b]) for b in done), len(plan.tiles.tiles))
-    for band in range(len(plan.tiles.bands)):
-        if band not in done:
-            stage("render-band", lambda b=band: render_job(plan, canvas, bands=[b],
-                                                           progress=progress,
-                                                           renderer=renderer))
+        log.info("resuming: %d of %d stripes already in the spool", len(done),
+                 len(plan.stripes))
+    prepare(plan)  # this process works its own stripes from the plan it has
+    job = StripeJob.of(plan, spec_dir)
+    if executor is not None:
+        render_stripes(plan, spool, executor, job, progress)
+        return
+    with stripe_executor(plan.spec.render) as chosen:
+        log.info("stripes on %s", chosen.describe())
+        render_stripes(plan, spool, chosen, job, progress)
 
 
 def _preflight_or_fail(plan: JobPlan) -> InspectionReport:
@@ -656,7 +656,7 @@ def job_summary(plan: JobPlan, outputs: list[dict], timings: dict[str, float],
                       "failed": [ch.name for ch in report.failed]},
         "proof": uri(plan.outputs.proof), "thumbnail": uri(plan.outputs.thumbnail),
         "repeat_preview": uri(plan.outputs.repeat_preview),
-        "device": plan.device, "tiles": len(plan.tiles.tiles),
+        "device": plan.device, "tiles": plan.tile_count,
         "timings": dict(timings), "outputs": outputs,
     }
 
@@ -693,9 +693,13 @@ def measured_estimate(plan: JobPlan) -> str:
     """
     if plan.tile_px == 0:  # sampling the one-pass render would be the whole render
         return f"at least {plan.estimate} (recorded on an idle machine; not measured now)"
+    from texprod.stripes import single_threaded_torch
+
+    single_threaded_torch()  # as the stripes render: per-tile figures, then x threads
     renderer = make_renderer(plan)
-    field = _noise_field(plan)
-    sample = _sub_plan(plan.tiles, list(plan.tiles.tiles[:plan.batch]))
+    field = noise_field(plan)
+    first = plan.stripes[0].tiles
+    sample = _sub_plan(first, list(first.tiles[:plan.batch]))
     output = "uint8" if plan.render_bits == 8 else "uint16"
     for _ in renderer.tiles(field, sample, batch=plan.batch, output=output):  # warm-up
         pass
@@ -703,9 +707,16 @@ def measured_estimate(plan: JobPlan) -> str:
     for _ in renderer.tiles(field, sample, batch=plan.batch, output=output):
         pass
     per_tile = (time.perf_counter() - started) / len(sample.tiles)
-    seconds = per_tile * len(plan.tiles.tiles)
+    from texprod.executors import cluster_options
+
+    kind, options = cluster_options(plan.spec.render)
+    parallel = options["threads"] if kind == "in-process" and not plan.device.startswith(
+        "cuda") else 1  # on a cluster: a figure per worker thread
+    seconds = per_tile * plan.tile_count / parallel
     text = (f"render ~{_duration(seconds)} ({plan.geometry.megapixels / seconds:.2f} Mpx/s, "
-            f"measured now on {plan.device} over {len(sample.tiles)} tile(s))")
+            f"measured now on {plan.device} over {len(sample.tiles)} tile(s)"
+            + (f", x {parallel} threads" if parallel > 1 else
+               ", per worker thread" if kind != "in-process" else "") + ")")
     recorded = plan.estimate.split("; export ", 1)
     if len(recorded) == 2:
         text += f"; export at least {recorded[1].removeprefix('~')} (recorded on an idle machine)"
@@ -733,9 +744,23 @@ def _describe_repeat(plan: JobPlan) -> str:
     return text
 
 
+def _describe_executor(plan: JobPlan) -> str:
+    from texprod.executors import cluster_options
+
+    kind, options = cluster_options(plan.spec.render)
+    if kind == "in-process":
+        return f"in-process on {options['threads']} thread(s)"
+    if kind == "address":
+        return f"on the Dask cluster at {options['address']}"
+    if kind == "local":
+        return (f"on a local Dask cluster of {options['n_workers']} worker(s) x "
+                f"{options['threads_per_worker']} thread(s)")
+    return "on a local Dask cluster of one worker per GPU"
+
+
 def describe_plan(plan: JobPlan) -> str:
     """The dry-run text: what the job would do, and what it would cost."""
-    g, c, t = plan.geometry, plan.colour, plan.tiles
+    g, c = plan.geometry, plan.colour
     trim_w, trim_h = g.trim_mm
     size_w, size_h = g.size_mm
     _, _, tw, th = g.trim_box
@@ -765,13 +790,15 @@ def describe_plan(plan: JobPlan) -> str:
                  f"({plan.bigtiff_reason}), ICC {'embedded' if plan.tiff.embed_icc else 'not embedded'}"),
         ("render", f"{plan.device} {plan.spec.render.precision}, "
                    + ("one pass" if plan.tile_px == 0 else
-                      f"tiles {t.tile_cells[1] * t.cell_px} x {t.tile_cells[0] * t.cell_px} px "
-                      f"(halo {t.halo} cells)")
-                   + f", {len(t.tiles)} tiles in {len(t.bands)} bands, batch {plan.batch}"
+                      "tiles {} x {} px (halo {} cells)".format(*plan.tile_px_shape,
+                                                               plan.stripes[0].tiles.halo))
+                   + f", {plan.tile_count} tiles in {len(plan.stripes)} stripes, "
+                     f"batch {plan.batch}, {_describe_executor(plan)}"
                    + (f", repeat period {plan.period[1]} x {plan.period[0]} cells"
                       if plan.period else "")),
-        ("disk", f"scratch {_size(plan.scratch_bytes)} in {plan.scratch_path.parent}, output "
-                 f"at most {_size(plan.output_bytes)} in {plan.outputs.tiff.parent}"),
+        ("disk", f"stripe spool in {plan.spool_dir.parent} (moved into the file as it is "
+                 f"assembled), output at most {_size(plan.output_bytes)} in "
+                 f"{plan.outputs.tiff.parent}"),
         ("estimate", plan.estimate),
         ("outputs", ", ".join(plan.outputs.final(p) for p in plan.outputs.local)
          + (f" (staged in {plan.outputs.tiff.parent})" if plan.outputs.remote_dir else "")),

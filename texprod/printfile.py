@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -209,6 +209,27 @@ def _make_encoder(compression: str) -> Callable[[np.ndarray, int, int, int, int]
     return encode
 
 
+def chunk_windows(rows: int, width: int, layout: str, rows_per_strip: int
+                  ) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, rows, cols) of each tile or strip of a band of `rows` full-width rows, in
+    file order. A band starts on a chunk boundary (a multiple of 256 rows) of the image."""
+    if layout == "tiled":
+        return [(ty, tx, TILE, TILE) for ty in range(0, rows, TILE)
+                for tx in range(0, width, TILE)]
+    return [(sy, 0, min(rows_per_strip, rows - sy), width)
+            for sy in range(0, rows, rows_per_strip)]
+
+
+def encode_band(band: np.ndarray, options: TiffOptions) -> list[bytes]:
+    """A band of full-width rows (h, width, bands) as its TIFF tiles or strips, predicted
+    and compressed, in file order: what a worker sends for the driver to assemble."""
+    rows, width, bands = band.shape
+    encode = _make_encoder(options.compression)
+    per_strip = _rows_per_strip(width, bands, band.dtype.itemsize * 8)
+    return [encode(band, *window)
+            for window in chunk_windows(rows, width, options.layout, per_strip)]
+
+
 def _encoded_chunks(image: pyvips.Image, dtype: np.dtype, layout: str, rows_per_strip: int,
                     band_height: int, encode: Callable[..., bytes], pool: ThreadPoolExecutor,
                     on_band: Callable[[int, np.ndarray], None] | None) -> Iterator[bytes]:
@@ -227,14 +248,8 @@ def _encoded_chunks(image: pyvips.Image, dtype: np.dtype, layout: str, rows_per_
         if on_band is not None:
             on_band(y, band)
         previous = len(pending)
-        if layout == "tiled":
-            for ty in range(0, rows, TILE):
-                for tx in range(0, width, TILE):
-                    pending.append(pool.submit(encode, band, ty, tx, TILE, TILE))
-        else:
-            for sy in range(0, rows, rows_per_strip):
-                pending.append(pool.submit(encode, band, sy, 0,
-                                           min(rows_per_strip, rows - sy), width))
+        for window in chunk_windows(rows, width, layout, rows_per_strip):
+            pending.append(pool.submit(encode, band, *window))
         del band
         for _ in range(previous):
             yield pending.popleft().result()
@@ -284,9 +299,30 @@ def write_print_tiff(image: pyvips.Image, path: str | os.PathLike, *, options: T
         raise ValueError(f"band_height: got {band_height}, must be a positive multiple of {TILE}")
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     width, height, bands, bits = image.width, image.height, image.bands, dtype.itemsize * 8
-    bigtiff, reason = bigtiff_decision(width, height, bands, bits, options)
     rows_per_strip = _rows_per_strip(width, bands, bits)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="tiff-encode")
+    try:
+        chunks = _encoded_chunks(image, dtype, options.layout, rows_per_strip, band_height,
+                                 _make_encoder(options.compression), pool, on_band)
+        written = assemble_tiff(chunks, out, width=width, height=height, bands=bands,
+                                dtype=dtype, options=options, dpi=dpi,
+                                icc_profile=icc_profile, description=description)
+        chunks.close()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return written
 
+
+def assemble_tiff(chunks: Iterable[bytes], path: str | os.PathLike, *, width: int,
+                  height: int, bands: int, dtype: np.dtype, options: TiffOptions, dpi: float,
+                  icc_profile: bytes | None, description: str) -> WrittenTiff:
+    """Write a print TIFF from its chunks, already predicted and compressed, in file order
+    (tiles row-major, or strips): the tags of `write_print_tiff`, the same bytes. The file
+    appears only when complete."""
+    out = check_tiff_path(path)
+    dtype = np.dtype(dtype).newbyteorder("=")
+    bits = dtype.itemsize * 8
+    bigtiff, reason = bigtiff_decision(width, height, bands, bits, options)
     from texprod import __version__
 
     cmyk = bands == 4
@@ -303,24 +339,16 @@ def write_print_tiff(image: pyvips.Image, path: str | os.PathLike, *, options: T
     if options.layout == "tiled":
         write_args["tile"] = (TILE, TILE)
     else:
-        write_args["rowsperstrip"] = rows_per_strip
+        write_args["rowsperstrip"] = _rows_per_strip(width, bands, bits)
 
     start = time.perf_counter()
     with atomic_output(out, suffix=".partial.tif") as tmp:
         # opened by name: tifffile wants a file object with a path-like name
         with open(tmp, "w+b") as fh:
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="tiff-encode")
-            try:
-                chunks = _encoded_chunks(image, dtype, options.layout, rows_per_strip,
-                                         band_height, _make_encoder(options.compression),
-                                         pool, on_band)
-                writer = tifffile.TiffWriter(fh, bigtiff=bigtiff,
-                                             byteorder="<" if sys.byteorder == "little" else ">")
-                writer.write(chunks, **write_args)
-                writer.close()  # not on error: closing a half-written IFD could mask the cause
-                chunks.close()
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            writer = tifffile.TiffWriter(fh, bigtiff=bigtiff,
+                                         byteorder="<" if sys.byteorder == "little" else ">")
+            writer.write(iter(chunks), **write_args)
+            writer.close()  # not on error: closing a half-written IFD could mask the cause
             fh.flush()
             os.fsync(fh.fileno())
     _fsync_dir(out.parent)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from texprod.colour import OutputColour, soft_proof, srgb_profile
+from texprod.colour import OutputColour, printed_to_srgb, soft_proof, srgb_profile
 from texprod.files import atomic_output
 
 PROOF_PX = 2048
@@ -53,8 +53,12 @@ def _fit(image: pyvips.Image, max_px: int) -> pyvips.Image:
     return image.resize(scale, kernel="lanczos3") if scale < 1 else image
 
 
-def _proof_pixels(image: pyvips.Image, colour: OutputColour) -> pyvips.Image:
-    """A shrunk render as it will print, in memory: (h, w, 3) uchar sRGB, ready to draw on."""
+def _proof_pixels(image: pyvips.Image, colour: OutputColour, printed: bool = False
+                  ) -> pyvips.Image:
+    """A shrunk render (or, `printed`, the print file's pixels) as it will print, in
+    memory: (h, w, 3) uchar sRGB, ready to draw on."""
+    if printed:
+        return printed_to_srgb(image, colour).copy_memory()
     image = image.copy(interpretation="srgb" if image.format == "uchar" else "rgb16")
     return soft_proof(image, colour).copy_memory()
 
@@ -83,8 +87,10 @@ def make_proof(render: pyvips.Image, trim_box: tuple[int, int, int, int], colour
 
 
 def make_repeat_preview(render: pyvips.Image, period_box: tuple[int, int, int, int],
-                        colour: OutputColour, path: Path, max_px: int = PROOF_PX) -> Path:
+                        colour: OutputColour, path: Path, max_px: int = PROOF_PX,
+                        printed: bool = False) -> Path:
     """Write a JPEG of one period of the repeat tiled 2 x 2 (appears only when complete).
+    `render` is the sRGB render, or (`printed`) the print file's pixels.
 
     The seams of the repeat run through the middle cross and along the edges; they are
     marked only by short ticks at the edge midpoints, so the seam pixels stay visible.
@@ -102,7 +108,7 @@ def make_repeat_preview(render: pyvips.Image, period_box: tuple[int, int, int, i
         # to whole-pixel tiles (a hair off the aspect): the seams land exactly on the middle
         tw, th = (max(1, min(max_px // 2, round(v * scale))) for v in (tile.width, tile.height))
         tiled = tiled.resize(tw / tile.width, vscale=th / tile.height, kernel="lanczos3")
-    small = _proof_pixels(tiled, colour)
+    small = _proof_pixels(tiled, colour, printed)
     width, height = small.width, small.height
     # the period boundary is at half the width / height: ticks 2 px wide straddle it (1 px
     # centred on it when odd), a few px long, at the outer edges, clear of the middle cross

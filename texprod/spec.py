@@ -217,6 +217,17 @@ class TiffSpec(_Strict):
     embed_icc: bool = Field(True, description="embed the output ICC profile")
 
 
+CLUSTER_KINDS = ("local", "local-cuda")
+DASK_ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc)://[^\s/]+$")
+
+
+def _check_cluster(value: str) -> str:
+    if value not in CLUSTER_KINDS and not DASK_ADDRESS.match(value):
+        raise ValueError("must be null (in-process), local, local-cuda or a Dask scheduler "
+                         "address such as tcp://scheduler:8786")
+    return value
+
+
 class RenderSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA "
                                                                        "when present")
@@ -227,8 +238,19 @@ class RenderSpec(_Strict):
                             "2048 on CUDA")
     batch: Literal["auto"] | Annotated[int, _between(1, 256)] = Field(
         "auto", description="tiles per device batch; auto: 1 on the CPU, 4 on CUDA")
-    scratch_dir: str | None = Field(None, description="directory for the scratch canvas "
+    scratch_dir: str | None = Field(None, description="directory for the stripe spool "
                                                       "(default: the output directory)")
+    cluster: Annotated[str, AfterValidator(_check_cluster)] | None = Field(
+        None, description="who renders the stripes: null (this process; or the Dask "
+                          "scheduler in TEXPROD_DASK_ADDRESS), local (a Dask LocalCluster of "
+                          "render.workers processes), local-cuda (one Dask worker per GPU), "
+                          "or a Dask scheduler address tcp://HOST:PORT")
+    workers: Literal["auto"] | Annotated[int, _between(1, 256)] = Field(
+        "auto", description="worker processes of a local cluster; auto: one per core")
+    threads: Literal["auto"] | Annotated[int, _between(1, 256)] = Field(
+        "auto", description="stripes worked on at once in this process (in-process), or per "
+                            "Dask worker of local/local-cuda; auto: one per core in-process, "
+                            "1 per local worker, 4 per GPU worker")
 
 
 class OutputSpec(_Strict):

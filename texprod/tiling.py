@@ -94,8 +94,10 @@ def plan_tiles(
     tile_px: int,
     x0: int = 0,
     y0: int = 0,
+    tile_h_px: int | None = None,
 ) -> TilePlan:
-    """Plan tiles of about `tile_px` pixels (rounded to whole cells; 0 = one pass)."""
+    """Plan tiles of about `tile_px` pixels (rounded to whole cells; 0 = one pass), or
+    `tile_px` wide and `tile_h_px` high."""
     for name, value in (("width", width), ("height", height)):
         if value < 1:
             raise ConfigError(f"{name}: got {value}, must be at least 1 pixel")
@@ -108,7 +110,8 @@ def plan_tiles(
         ty, tx = cy1 - cy0, cx1 - cx0
     else:
         cells = max(1, round(tile_px / s))
-        ty, tx = min(cells, cy1 - cy0), min(cells, cx1 - cx0)
+        rows = cells if tile_h_px is None else max(1, round(tile_h_px / s))
+        ty, tx = min(rows, cy1 - cy0), min(cells, cx1 - cx0)
 
     count = _ceil_div(cy1 - cy0, ty) * _ceil_div(cx1 - cx0, tx)
     if count > MAX_TILES:  # checked before the plan (about 200 bytes a tile) is built

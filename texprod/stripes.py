@@ -1,0 +1,195 @@
+"""Stripes: the unit of work of a print job, from noise to encoded TIFF chunks.
+
+A stripe is a run of full-width canvas rows that starts on a TIFF chunk boundary (a
+multiple of 256 rows) and is rendered as one row of tiles. Whoever runs a stripe (a
+thread of this process or a Dask worker on another host) renders it, converts it to the
+output colour space, measures its ink, applies the predictor and compresses its TIFF
+tiles or strips, and returns only encoded bytes and a shrunk preview: the driver never
+sees raw pixels, it assembles chunks into the file.
+
+The stripes of a plan depend on the spec and the tile size only, never on how many
+workers or threads run them, and each tile is computed with one intra-op thread, so the
+bytes of a job do not depend on the machine's parallelism (on one kind of device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyvips
+import torch
+
+from texprod import stop
+from texprod.colour import to_output
+from texprod.errors import TexprodError
+from texprod.printfile import TILE, encode_band
+from texprod.render import Renderer, render_reference
+from texprod.tiling import TilePlan, plan_tiles
+
+if TYPE_CHECKING:
+    from texprod.job import JobPlan
+    from texprod.noise import NoiseField
+
+PREVIEW_PX = 2048  # the stripes' previews add up to at least this on the long side
+MAX_PREVIEW_FACTOR = TILE  # a power of two dividing every stripe height
+
+TileDone = Callable[[], None]  # called after each rendered tile (progress, stop checks)
+
+
+@dataclass(frozen=True)
+class Stripe:
+    index: int
+    y: int  # first canvas row
+    h: int  # rows
+    tiles: TilePlan  # one row of tiles covering exactly these rows
+
+
+@dataclass
+class StripeResult:
+    """What a stripe sends back: encoded bytes and a preview, never raw pixels."""
+
+    index: int
+    chunk_sizes: list[int]  # bytes of each TIFF tile/strip, in file order
+    data: bytes  # the chunks, concatenated
+    preview: bytes  # (rows, cols, 3) uint8 sRGB, shrunk by the plan's preview factor
+    preview_shape: tuple[int, int]
+    tac_max: float | None  # highest total ink, % (CMYK)
+    tiles: int
+    render_s: float
+    encode_s: float
+    worker: str = ""  # host and process that made it
+
+    def chunks(self) -> list[memoryview]:
+        view, chunks, at = memoryview(self.data), [], 0
+        for size in self.chunk_sizes:
+            chunks.append(view[at: at + size])
+            at += size
+        return chunks
+
+
+def plan_stripes(width: int, height: int, cell_px: int, halo: int, tile_px: int,
+                 x0: int = 0, y0: int = 0) -> list[Stripe]:
+    """Stripes of ceil(tile / 256) * 256 rows (one stripe for a one-pass render). Each is
+    one row of tiles exactly as high as the cells its rows touch, so no tile row is
+    rendered twice, whatever the canvas origin (a repeat's canvas starts mid-cell)."""
+    rows = height if tile_px == 0 else math.ceil(tile_px / TILE) * TILE
+    stripes = []
+    for y in range(0, height, rows):
+        h = min(rows, height - y)
+        top, bottom = (y0 + y) // cell_px, -(-(y0 + y + h) // cell_px)
+        tiles = plan_tiles(width, h, cell_px, halo, tile_px, x0=x0, y0=y0 + y,
+                           tile_h_px=(bottom - top) * cell_px)
+        stripes.append(Stripe(len(stripes), y, h, tiles))
+    return stripes
+
+
+def preview_factor(width: int, height: int) -> int:
+    """The box-shrink factor of the stripes' previews: a power of two that divides every
+    stripe height, leaving at least PREVIEW_PX on the long side (so at most ~2x that)."""
+    factor = 1
+    while factor * 2 <= min(MAX_PREVIEW_FACTOR, max(width, height) // PREVIEW_PX):
+        factor *= 2
+    return factor
+
+
+def single_threaded_torch() -> None:
+    """One intra-op thread: a convolution's sums then run in one fixed order, so the
+    pixels do not depend on the thread count (parallelism comes from stripes instead)."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer | None,
+                on_tile: TileDone | None = None,
+                render_lock: threading.Lock | contextlib.nullcontext | None = None
+                ) -> StripeResult:
+    """Render, colour-convert, ink-check, preview and encode one stripe.
+
+    `render_lock` keeps a shared device to one stripe at a time (a GPU), while other
+    threads convert and encode theirs: the device renders stripe k+1 while k is encoded.
+    """
+    single_threaded_torch()
+    started = time.perf_counter()
+    with render_lock or contextlib.nullcontext():
+        pixels = _render_rows(plan, stripe, field, renderer, on_tile)  # (h, W, 3) sRGB
+    rendered = time.perf_counter()
+    out = _to_output(pixels, plan)  # (h, W, bands) in the print's colour space and depth
+    tac = None
+    if plan.colour.color == "cmyk":
+        tac = ink_check(out, stripe.y, plan.spec.print.tac_limit)
+    chunks = encode_band(out, plan.tiff)
+    preview = shrink_preview(pixels, plan.preview_factor)
+    return StripeResult(
+        index=stripe.index, chunk_sizes=[len(c) for c in chunks], data=b"".join(chunks),
+        preview=preview.tobytes(), preview_shape=preview.shape[:2], tac_max=tac,
+        tiles=len(stripe.tiles.tiles), render_s=rendered - started,
+        encode_s=time.perf_counter() - rendered,
+        worker=f"{socket.gethostname()}:{threading.current_thread().name}")
+
+
+def _render_rows(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer | None,
+                 on_tile: TileDone | None) -> np.ndarray:
+    output = "uint8" if plan.render_bits == 8 else "uint16"
+    if renderer is None:  # tile_px 0: the one-pass reference, the whole canvas
+        g = plan.geometry
+        rows = render_reference(plan.checkpoint.generator, field, g.width_px, g.height_px,
+                                stripe.tiles.x0, stripe.tiles.y0, device=plan.device,
+                                precision=plan.spec.render.precision, output=output)
+        if on_tile:
+            on_tile()
+        return rows
+    rows = np.empty((stripe.h, plan.geometry.width_px, 3), np.dtype(output))
+    for tile, pixels in renderer.tiles(field, stripe.tiles, batch=plan.batch, output=output):
+        rows[tile.y: tile.y + tile.h, tile.x: tile.x + tile.w] = pixels
+        if on_tile:
+            on_tile()
+        stop.check()
+    return rows
+
+
+def _to_output(pixels: np.ndarray, plan: JobPlan) -> np.ndarray:
+    """(h, W, 3) sRGB render -> (h, W, bands) of the print (libvips ICC transform)."""
+    if plan.colour.profile_path is None:  # sRGB out, rendered at the print's depth
+        return pixels
+    h, w, _ = pixels.shape
+    fmt = "uchar" if pixels.dtype == np.uint8 else "ushort"
+    image = pyvips.Image.new_from_memory(pixels.data, w, h, 3, fmt)
+    image = to_output(image.copy(interpretation="srgb" if fmt == "uchar" else "rgb16"),
+                      plan.colour)
+    dtype = np.uint8 if plan.colour.bits == 8 else np.uint16
+    return np.frombuffer(image.write_to_memory(), dtype=dtype).reshape(h, w, image.bands)
+
+
+def ink_check(band: np.ndarray, y: int, limit: float) -> float:
+    """The highest total ink (C+M+Y+K, %) of CMYK rows at canvas row y; raises at the
+    first pixel over `limit`, naming it."""
+    top = 255 if band.dtype == np.uint8 else 65535
+    total = band.sum(axis=2, dtype=np.uint32)  # (h, W)
+    worst = float(total.max()) * 100.0 / top
+    if worst > limit + 1e-9:
+        row, col = np.unravel_index(int(total.argmax()), total.shape)
+        raise TexprodError(
+            f"print.tac_limit: total ink {worst:.1f}% at pixel ({col}, {y + row}) exceeds "
+            f"the limit {limit:g}%; lower the texture's darkest tones, use a profile "
+            "with a lower ink limit, or raise print.tac_limit if the press allows it")
+    return worst
+
+
+def shrink_preview(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """(h, W, 3) -> (h / f, W / f, 3) uint8 box average (partial blocks at the end drop)."""
+    if pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if factor == 1:
+        return np.ascontiguousarray(pixels)
+    h, w = pixels.shape[0] // factor, pixels.shape[1] // factor
+    blocks = pixels[: h * factor, : w * factor].reshape(h, factor, w, factor, 3)
+    area = factor * factor
+    return ((blocks.sum(axis=(1, 3), dtype=np.uint32) + area // 2) // area).astype(np.uint8)
