@@ -1,7 +1,12 @@
 """The production print job as a Prefect flow: `texprod.job.run_job`, its stages as tasks.
 
-    fetch-model (retries on I/O) -> plan -> render-band x N (holding a GPU slot)
+    fetch-model (retries on I/O) -> plan -> render-stripe x N (holding a GPU slot)
     -> export -> proof -> preflight -> upload (retries on I/O) -> report
+
+Each stripe is rendered, colour-converted and encoded by a `render-stripe` task on the
+task runner `render.cluster` asks for: Prefect's thread pool in this process, or
+prefect-dask's DaskTaskRunner on a LocalCluster, a LocalCUDACluster or a running Dask
+scheduler. The Dask dashboard link is in the report.
 
 The flow runs the library's one orchestration of the job and passes a stage runner that
 turns each stage into a task, so the CLI, tests, benchmarks and production run the same
@@ -33,15 +38,20 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
+from prefect.settings import get_current_settings
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.urls import url_for
 
 from flows.logs import quiet_expected_errors
 from texprod import __version__
+from texprod.executors import StripeJob, cluster_class, cluster_options, drain, run_stripe
 from texprod.job import JobPlan, JobResult, run_job
 from texprod.spec import JobSpec, load_spec, parse_spec, resolve_spec_path
 from texprod.storage import is_s3, presigned_url
+from texprod.stripes import StripeResult
 
 # global concurrency limit held while rendering: `prefect gcl create texprod-gpu --limit N`
 GPU_LIMIT = os.environ.get("TEXPROD_GPU_LIMIT", "texprod-gpu")
@@ -152,6 +162,50 @@ class _Stages:
         return result
 
 
+@task(name="render-stripe", cache_policy=NO_CACHE)
+def render_stripe(job: StripeJob, index: int) -> StripeResult:
+    """One stripe rendered, converted and encoded, wherever the task runner puts it; it
+    returns encoded chunks (idempotent: Dask may run it again when a worker dies)."""
+    return run_stripe(job, index)
+
+
+class _PrefectStripes:
+    """run_job's stripe executor in the flow: each stripe a `render-stripe` task on the
+    task runner render.cluster asks for."""
+
+    def __init__(self, render) -> None:
+        self.cluster, self.options = cluster_options(render)
+        self.dashboard: str | None = None
+        self.workers = ""
+
+    def task_runner(self):
+        if self.cluster == "in-process":
+            return ThreadPoolTaskRunner(max_workers=self.options["threads"])
+        from prefect_dask import DaskTaskRunner
+
+        if self.cluster == "address":
+            return DaskTaskRunner(address=self.options["address"])
+        kwargs = dict(self.options)
+        api = get_current_settings().api.url
+        if self.cluster == "local" and api:  # its workers report task runs to this API
+            kwargs["env"] = {"PREFECT_API_URL": api}
+        return DaskTaskRunner(cluster_class=cluster_class(self.cluster), cluster_kwargs=kwargs)
+
+    def run(self, job: StripeJob, indices: list[int], on_result) -> None:
+        with self.task_runner() as runner:
+            window = self.options.get("threads", 1) + 1
+            if self.cluster != "in-process":
+                info = runner.client.scheduler_info().get("workers", {})
+                threads = sum(w.get("nthreads", 1) for w in info.values())
+                self.dashboard = runner.client.dashboard_link
+                self.workers = f"{len(info)} Dask worker(s), {threads} thread(s)"
+                window = 2 * max(1, threads)
+                get_run_logger().info("stripes on %s (dashboard %s)", self.workers,
+                                      self.dashboard)
+            drain(lambda i: runner.submit(render_stripe, {"job": job, "index": i}), indices,
+                  window, on_result)
+
+
 def _rename_failed_run(flow, flow_run, state) -> None:
     """Failed and crashed runs carry -FAILED in their name, so the runs list tells them apart."""
     if not flow_run.name.endswith(FAILED_SUFFIX):
@@ -169,11 +223,13 @@ def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> di
     job_spec, spec_dir = parsed or _spec_of(spec, overrides or [])
     akey = _artifact_key(job_spec.name)
     progress = _Progress(akey, job_spec.name)
-    result = run_job(job_spec, spec_dir, progress=progress, stage=_Stages(progress))
+    stripes = _PrefectStripes(job_spec.render)
+    result = run_job(job_spec, spec_dir, progress=progress, stage=_Stages(progress),
+                     executor=stripes)
     logger = get_run_logger()
     logger.info("preflight of %s:\n%s", result.tiff.path, result.report.table())
     summary = result.summary()
-    _report(result, summary, akey)
+    _report(result, summary, akey, stripes)
     summary["run_url"] = url_for(FlowRunContext.get().flow_run)  # the CLI shows it
     logger.info("done: %s", ", ".join(o["uri"] for o in summary["outputs"]))
     return summary
@@ -202,7 +258,7 @@ def _link(uri: str) -> str:
     return presigned_url(uri) if is_s3(uri) else Path(uri).absolute().as_uri()
 
 
-def _report(result: JobResult, summary: dict, akey: str) -> None:
+def _report(result: JobResult, summary: dict, akey: str, stripes: _PrefectStripes) -> None:
     """The run's artifacts: report (with thumbnail), inline proof, outputs table, links."""
     plan: JobPlan = result.plan
     g = plan.geometry
@@ -231,7 +287,10 @@ def _report(result: JobResult, summary: dict, akey: str) -> None:
         ("file", f"{summary['file']}"),
         ("size", f"{summary['bytes'] / 1e6:.2f} MB ({summary['bytes']:,} bytes)"),
         ("sha256", f"`{summary['sha256']}`"),
-        ("device", f"{plan.device} {plan.spec.render.precision}, {plan.tile_count} tiles"),
+        ("device", f"{plan.device} {plan.spec.render.precision}, {plan.tile_count} tiles in "
+                   f"{len(plan.stripes)} stripes"),
+        ("workers", f"{stripes.workers or 'in-process'}"
+                    + (f", [Dask dashboard]({stripes.dashboard})" if stripes.dashboard else "")),
         ("timings", stages),
         ("throughput", f"{mpx / t['total']:.2f} Mpx/s end to end, "
                        f"{mpx / max(t.get('render', 0), 1e-9):.2f} Mpx/s render"),

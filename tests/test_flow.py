@@ -107,7 +107,7 @@ def test_registry_model_to_s3_output_end_to_end(prefect_api, s3_bucket, tiny_mod
     for kind in ("print", "proof", "thumbnail"):  # presigned links a browser can open
         assert "X-Amz-Signature" in by_key[f"flow-job-{kind}"].data
     runs = task_runs(run_id)
-    assert len(runs["render-band"]) >= 2  # tile bands are mapped as tasks
+    assert len(runs["render-stripe"]) == summary["stripes"]  # a task per stripe
 
 
 def test_local_job_through_the_flow_names_its_run(prefect_api, tiny_model, tmp_path):
@@ -150,7 +150,7 @@ def test_missing_model_key_fails_the_run_with_its_name(prefect_api, s3_bucket, t
     with pytest.raises(Exception, match="nope"):
         state.result()
     runs = task_runs(run_id)
-    assert "render-band" not in runs and "export" not in runs
+    assert "render-stripe" not in runs and "export" not in runs
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -170,7 +170,7 @@ def test_unreachable_endpoint_retries_then_fails_clearly(prefect_api, tmp_path, 
         state.result()
     (fetch,) = task_runs(run_id)["fetch-model"]
     assert fetch.run_count == 1 + generate_flow.IO_RETRIES  # retried, then gave up
-    assert "render-band" not in task_runs(run_id)
+    assert "render-stripe" not in task_runs(run_id)
 
 
 def test_spec_error_fails_before_any_task(prefect_api, tiny_model, tmp_path):

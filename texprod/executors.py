@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from texprod.errors import ConfigError, JobFailure, TexprodError
 from texprod.noise import NoiseField
 from texprod.render import Renderer
-from texprod.stripes import StripeResult, TileDone, work_stripe
+from texprod.stripes import StripeResult, work_stripe
 
 DASK_ADDRESS_ENV = "TEXPROD_DASK_ADDRESS"
 GPU_WORKER_THREADS = 4  # per GPU worker: one renders on the device, the rest encode
@@ -59,6 +61,7 @@ class _Prepared:
     field: NoiseField
     renderer: Renderer | None
     render_lock: threading.Lock | contextlib.nullcontext
+    on_tile: Callable[[int], None] | None = None  # (stripe index): the driver's progress
 
 
 _prepared: dict[str, _Prepared] = {}  # by spec digest; the last few jobs of this process
@@ -115,11 +118,13 @@ def _worker_name() -> str:
         return f"{socket.gethostname()} (pid {os.getpid()})"
 
 
-def run_stripe(job: StripeJob, index: int, on_tile: TileDone | None = None) -> StripeResult:
-    """Work stripe `index` of `job` here: the body of every thread, Dask or Prefect task."""
+def run_stripe(job: StripeJob, index: int) -> StripeResult:
+    """Work stripe `index` of `job` here: the body of every thread, Dask or Prefect task.
+    In the driver's own process each tile is reported to it as it finishes."""
     ready = _prepared_for(job)
+    report = ready.on_tile
     result = work_stripe(ready.plan, ready.plan.stripes[index], ready.field, ready.renderer,
-                         on_tile, ready.render_lock)
+                         (lambda: report(index)) if report else None, ready.render_lock)
     result.worker = _worker_name()
     return result
 
@@ -127,10 +132,59 @@ def run_stripe(job: StripeJob, index: int, on_tile: TileDone | None = None) -> S
 # ------------------------------------------------------------------------------ executors
 
 
+def drain(submit: Callable[[int], Any], indices: list[int], window: int,
+          on_result: OnResult) -> None:
+    """Submit stripes, at most `window` outstanding, and hand each result to `on_result`
+    in this thread as it completes (any order). `submit(index)` returns a future with
+    `add_done_callback` and `result()`: a concurrent, Dask or Prefect future. A result is
+    dropped as soon as it is handed on, so memory holds at most `window` stripes."""
+    from texprod import stop
+
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    todo = iter(indices)
+    outstanding: set = set()
+
+    def start_next() -> None:
+        index = next(todo, None)
+        if index is not None:
+            future = submit(index)
+            outstanding.add(future)
+            future.add_done_callback(finished.put)
+
+    try:
+        for _ in range(max(1, window)):
+            start_next()
+        while outstanding:
+            try:
+                future = finished.get(timeout=0.5)
+            except queue.Empty:
+                stop.check()
+                continue
+            outstanding.discard(future)
+            on_result(_result(future))
+            del future
+            start_next()
+            stop.check()
+    finally:
+        for future in outstanding:
+            getattr(future, "wrapped_future", future).cancel()
+
+
+def _result(future) -> StripeResult:
+    try:
+        return future.result()
+    except TexprodError:
+        raise
+    except Exception as e:
+        if type(e).__module__.startswith("distributed"):  # e.g. KilledWorker after retries
+            raise JobFailure(f"a stripe failed on the Dask cluster: {type(e).__name__}: "
+                             f"{e}") from None
+        raise
+
+
 class ThreadStripes:
     """Stripes on threads of this process; at most `threads` (plus one waiting) in memory."""
 
-    kind = "in-process"
     dashboard = None
 
     def __init__(self, threads: int):
@@ -139,35 +193,14 @@ class ThreadStripes:
     def describe(self) -> str:
         return f"in-process, {self.threads} thread(s)"
 
-    def run(self, job: StripeJob, indices: list[int], on_result: OnResult,
-            on_tile: TileDone | None = None) -> None:
-        from texprod import stop
-
-        todo = iter(indices)
+    def run(self, job: StripeJob, indices: list[int], on_result: OnResult) -> None:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="stripe") as pool:
-            pending = set()
-            try:
-                while True:
-                    while len(pending) <= self.threads:
-                        index = next(todo, None)
-                        if index is None:
-                            break
-                        pending.add(pool.submit(run_stripe, job, index, on_tile))
-                    if not pending:
-                        return
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        on_result(future.result())
-                    stop.check()
-            finally:
-                for future in pending:
-                    future.cancel()
+            drain(lambda i: pool.submit(run_stripe, job, i), indices, self.threads + 1,
+                  on_result)
 
 
 class DaskStripes:
     """Stripes as tasks of a Dask cluster; results are taken (and released) as they come."""
-
-    kind = "dask"
 
     def __init__(self, client, description: str):
         self.client = client
@@ -175,49 +208,22 @@ class DaskStripes:
         self.dashboard = client.dashboard_link
 
     def describe(self) -> str:
-        workers = self.client.scheduler_info().get("workers", {})
-        threads = sum(w.get("nthreads", 0) for w in workers.values())
-        return f"{self.description}: {len(workers)} worker(s), {threads} thread(s)"
+        return f"{self.description}: {len(_workers(self.client))} worker(s), " \
+               f"{_cluster_threads(self.client)} thread(s)"
 
-    def run(self, job: StripeJob, indices: list[int], on_result: OnResult,
-            on_tile: TileDone | None = None) -> None:
-        from distributed import as_completed
+    def run(self, job: StripeJob, indices: list[int], on_result: OnResult) -> None:
+        # a key per job and stripe: a stripe lost with its worker is recomputed by Dask
+        drain(lambda i: self.client.submit(run_stripe, job, i, pure=False,
+                                           key=f"stripe-{job.spec_digest[:16]}-{i:06d}"),
+              indices, 2 * _cluster_threads(self.client), on_result)
 
-        from texprod import stop
 
-        window = max(2, 2 * _cluster_threads(self.client))
-        todo = iter(indices)
-
-        def submit(index: int):
-            # a key per job and stripe: a stripe lost with its worker is recomputed
-            return self.client.submit(run_stripe, job, index, pure=False,
-                                      key=f"stripe-{job.spec_digest[:16]}-{index:06d}")
-
-        futures = [submit(i) for _, i in zip(range(window), todo, strict=False)]
-        running = as_completed(futures)
-        try:
-            for future in running:
-                try:
-                    result = future.result()
-                except TexprodError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - e.g. KilledWorker after retries
-                    raise JobFailure(f"stripe {future.key} failed on the Dask cluster: "
-                                     f"{type(e).__name__}: {e}") from None
-                future.release()
-                on_result(result)
-                index = next(todo, None)
-                if index is not None:
-                    running.add(submit(index))
-                stop.check()
-        finally:
-            for future in running.futures:
-                future.cancel()
+def _workers(client) -> dict:
+    return client.scheduler_info().get("workers", {})
 
 
 def _cluster_threads(client) -> int:
-    workers = client.scheduler_info().get("workers", {})
-    return max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+    return max(1, sum(w.get("nthreads", 1) for w in _workers(client).values()))
 
 
 def available_cores() -> int:

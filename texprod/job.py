@@ -351,33 +351,44 @@ def render_stripes(plan: JobPlan, spool: StripeSpool, executor, job,
                    progress: Progress | None = None) -> list[int]:
     """Work every stripe the spool lacks on `executor`, spooling each as it arrives.
     Returns the stripes worked. `progress(done, total)` counts the whole job's tiles: per
-    tile in-process, per stripe from a cluster."""
+    tile for stripes worked in this process, per stripe for those of other processes."""
+    from texprod.executors import prepare
+
     todo = [s.index for s in plan.stripes if s.index not in spool.done]
     total = plan.tile_count
-    done = [total - sum(len(plan.stripes[i].tiles.tiles) for i in todo)]
+    done = total - sum(len(plan.stripes[i].tiles.tiles) for i in todo)
+    seen: dict[int, int] = {}  # tiles reported so far, by stripe
     lock = threading.Lock()
-    if progress:
-        progress(done[0], total)
 
-    def on_tile() -> None:
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress(done, total)
+
+    def on_tile(index: int) -> None:
         with lock:
-            done[0] += 1
-            if progress:
-                progress(done[0], total)
+            seen[index] = seen.get(index, 0) + 1
+            advance(1)
 
     def on_result(result: StripeResult) -> None:
         try:
             spool.put(result)
         except OSError as e:
             raise _disk_error(e, plan.spool_dir) from None
-        if executor.kind != "in-process":  # in-process counted each tile already
-            with lock:
-                done[0] += result.tiles
-                if progress:
-                    progress(done[0], total)
+        with lock:  # the tiles nobody reported (another process's)
+            unseen = result.tiles - seen.pop(result.index, 0)
+            if unseen:
+                advance(unseen)
 
+    advance(0)
     if todo:
-        executor.run(job, todo, on_result, on_tile if executor.kind == "in-process" else None)
+        ready = prepare(plan)
+        ready.on_tile = on_tile
+        try:
+            executor.run(job, todo, on_result)
+        finally:
+            ready.on_tile = None
     return todo
 
 
@@ -656,7 +667,7 @@ def job_summary(plan: JobPlan, outputs: list[dict], timings: dict[str, float],
                       "failed": [ch.name for ch in report.failed]},
         "proof": uri(plan.outputs.proof), "thumbnail": uri(plan.outputs.thumbnail),
         "repeat_preview": uri(plan.outputs.repeat_preview),
-        "device": plan.device, "tiles": plan.tile_count,
+        "device": plan.device, "tiles": plan.tile_count, "stripes": len(plan.stripes),
         "timings": dict(timings), "outputs": outputs,
     }
 
