@@ -2,7 +2,7 @@
 temporaries are swept and live ones' never; s3:// staging is private to its user.
 
 The races are made deterministic with real processes: a job is frozen with SIGSTOP once
-its canvas holds a finished band, the other job runs, then the first is resumed.
+its spool holds a finished stripe, the other job runs, then the first is resumed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from texprod.preflight import inspect_tiff
 
 TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
 TEXPROD = str(Path(sys.executable).with_name("texprod"))
+STRIPE_DONE = ".race-*.stripes/stripe-*.json"  # a finished stripe in a job's spool
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def _spec(directory: Path, model: Path, out: Path | str, **render) -> Path:
     path = directory / "spec.yaml"
     path.write_text(yaml.safe_dump({
         "name": "race", "model": str(model), "seed": 2,
-        "print": {"width_mm": 200, "height_mm": 150, "dpi": 150, "bleed_mm": 1,
+        "print": {"width_mm": 200, "height_mm": 300, "dpi": 150, "bleed_mm": 1,
                   "color": "cmyk"},
         "render": {"device": "cpu", "tile_px": 16, **render},
         "output": {"dir": str(out)},
@@ -84,18 +85,18 @@ def test_a_second_identical_job_is_refused_while_the_first_runs(model, reference
     out = tmp_path / "out"
     spec = _spec(tmp_path, model, out)
     first = _start(spec, tmp_path)
-    _wait_for(lambda: any(out.glob(".race-*.canvas.raw.bands.json")), first)
+    _wait_for(lambda: any(out.glob(STRIPE_DONE)), first)
     first.send_signal(signal.SIGSTOP)  # frozen mid-render, holding its lock
     try:
-        (canvas,) = out.glob(".race-*.canvas.raw")
-        before = (canvas.stat().st_ino, canvas.stat().st_size, _sha(canvas))
+        (stripe,) = sorted(out.glob(".race-*.stripes/stripe-*.bin"))[:1]
+        before = (stripe.stat().st_ino, stripe.stat().st_size, _sha(stripe))
         second = subprocess.run([TEXPROD, "generate", str(spec)], env=_env(tmp_path),
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 1
         (line,) = second.stderr.strip().splitlines()
         assert "another texprod job is making race-" in line and f"pid {first.pid}" in line
-        # the first job's canvas is untouched: same file, same bytes
-        assert (canvas.stat().st_ino, canvas.stat().st_size, _sha(canvas)) == before
+        # the first job's spool is untouched: same file, same bytes
+        assert (stripe.stat().st_ino, stripe.stat().st_size, _sha(stripe)) == before
     finally:
         first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=300)
@@ -105,11 +106,11 @@ def test_a_second_identical_job_is_refused_while_the_first_runs(model, reference
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
-def test_a_killed_jobs_successor_resumes_its_canvas(model, reference, tmp_path):
+def test_a_killed_jobs_successor_resumes_its_spool(model, reference, tmp_path):
     out = tmp_path / "out"
     spec = _spec(tmp_path, model, out)
     first = _start(spec, tmp_path)
-    _wait_for(lambda: any(out.glob(".race-*.canvas.raw.bands.json")), first)
+    _wait_for(lambda: any(out.glob(STRIPE_DONE)), first)
     first.kill()  # SIGKILL: no cleanup at all, its lock file stays behind
     first.wait()
     assert any(out.glob(".race-*.lock"))
@@ -125,7 +126,7 @@ def test_dead_jobs_temporaries_are_swept_and_live_ones_are_not(model, tmp_path):
     out = tmp_path / "out"
     live_spec = _spec(tmp_path / "live", model, out)
     live = _start(live_spec, tmp_path)
-    _wait_for(lambda: any(out.glob(".race-*.canvas.raw.bands.json")), live)
+    _wait_for(lambda: any(out.glob(STRIPE_DONE)), live)
     live.send_signal(signal.SIGSTOP)
     try:
         (lock,) = out.glob(".race-*.lock")
@@ -193,25 +194,38 @@ def test_s3_staging_is_private_and_a_planted_directory_is_refused(model, s3_buck
     assert inspect_tiff(local).ok
 
 
-@pytest.mark.parametrize("signum, stage, marker", [
-    (signal.SIGTERM, "render", ".race-*.canvas.raw.bands.json"),
-    (signal.SIGINT, "render", ".race-*.canvas.raw.bands.json"),
-    (signal.SIGTERM, "export", ".race-*.tif.*.partial.tif"),
-    (signal.SIGINT, "export", ".race-*.tif.*.partial.tif"),
-    (signal.SIGTERM, "export, again", ".race-*.tif.*.partial.tif"),
-    (signal.SIGTERM, "proof", ".race-*.proof.jpg.*.partial.jpg"),
-])
-def test_a_stop_signal_ends_the_job_non_zero_and_leaves_nothing(model, tmp_path, signum,
-                                                                 stage, marker):
-    """Wherever the signal lands (in our code or inside a libvips callback), the job stops
-    at its next safe point, removes what it wrote and exits 128 + the signal number."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_the_job_non_zero_and_leaves_nothing(model, tmp_path, signum):
+    """A signal mid-render: the job stops at its next safe point, removes what it wrote
+    (spool included) and exits 128 + the signal number."""
     out = tmp_path / "out"
     job = _start(_spec(tmp_path, model, out, tile_px=64), tmp_path)
-    _wait_for(lambda: any(out.glob(marker)), job, timeout=300)
+    _wait_for(lambda: any(out.glob(STRIPE_DONE)), job, timeout=300)
     job.send_signal(signum)
     _, err = job.communicate(timeout=300)
     assert job.returncode == 128 + signum, err
     (line,) = err.strip().splitlines()[-1:]
     assert line.startswith(f"texprod: error: stopped by {signal.Signals(signum).name}")
     assert "Traceback" not in err and "Exception ignored" not in err
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", ["export", "proof", "preflight"])
+def test_a_stop_signal_in_a_later_stage_leaves_nothing(model, tmp_path, stage):
+    """The signal arrives as a stage begins (sent by the stage runner, so it lands there
+    every time): the job stops at that stage's next safe point and leaves no file."""
+    from texprod import stop
+    from texprod.job import run_job
+    from texprod.spec import load_spec
+
+    out = tmp_path / "out"
+    spec = load_spec(_spec(tmp_path, model, out, tile_px=64))
+
+    def signal_at(name, work):
+        if name == stage:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return work()
+
+    with stop.stop_on_signals(), pytest.raises(stop.JobInterrupted):
+        run_job(spec, stage=signal_at)
     assert sorted(p.name for p in out.iterdir()) == []

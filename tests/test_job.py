@@ -19,8 +19,8 @@ import yaml
 from texprod.cli import main
 from texprod.colour import ICC_DIR, parse_icc
 from texprod.errors import ConfigError, SpecError, TexprodError
-from texprod.generators import GeneratorConfig, random_generator, save_generator
 from texprod.executors import StripeJob, ThreadStripes
+from texprod.generators import GeneratorConfig, random_generator, save_generator
 from texprod.job import open_spool, plan_job, render_stripes, run_job
 from texprod.preflight import inspect_tiff
 from texprod.spec import parse_spec

@@ -466,7 +466,8 @@ def assemble_job(plan: JobPlan, spool: StripeSpool) -> WrittenTiff:
     g, c = plan.geometry, plan.colour
     try:
         return assemble_tiff(
-            spool.chunks(len(plan.stripes), consume=True), plan.outputs.tiff,
+            spool.chunks(len(plan.stripes), consume=True, between=stop.check),
+            plan.outputs.tiff,
             width=g.width_px, height=g.height_px, bands=c.bands,
             dtype=np.uint8 if c.bits == 8 else np.uint16, options=plan.tiff, dpi=g.dpi,
             icc_profile=c.profile if plan.tiff.embed_icc else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +70,14 @@ class StripeSpool:
     def tiles(self, indices: set[int]) -> int:
         return sum(self._records[i]["tiles"] for i in indices)
 
-    def chunks(self, count: int, consume: bool = False) -> Iterator[bytes]:
+    def chunks(self, count: int, consume: bool = False,
+               between: Callable[[], None] | None = None) -> Iterator[bytes]:
         """The chunks of stripes 0 .. count-1, in file order; `consume` deletes each
-        stripe's data once read, so the spool shrinks as the file grows (disk: ~1x)."""
+        stripe's data once read, so the spool shrinks as the file grows (disk: ~1x);
+        `between` is called before each stripe (a safe point to stop)."""
         for index in range(count):
+            if between is not None:
+                between()
             record = self._records[index]
             path = self._data_path(index)
             with open(path, "rb") as fh:
