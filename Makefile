@@ -27,6 +27,7 @@ bench: $(PY)
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_export.py
 	$(PY) bench/bench_job.py
+	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_train.py
 
 # make generate SPEC=box_packaging.yaml  (a path, or a name in specs/); ARGS="--dry-run"

@@ -1,13 +1,19 @@
-"""Benchmark whole print jobs: end-to-end seconds, Mpx/s and peak RSS against print size.
+"""Benchmark whole print jobs: end-to-end seconds, Mpx/s and peak RSS against print size,
+side by side with the naive way a user would do it without texprod.
 
 Usage:
     python bench/bench_job.py              # box wrap + 4096^2 .. 16384^2 CMYK, to BENCHMARKS.md
-    python bench/bench_job.py --sizes 4096 --no-append
+    python bench/bench_job.py --sizes 2048,4096 --no-append
     python bench/bench_job.py --huge       # adds 32768^2 (1 Gpx; needs ~8 GB of disk)
 
 Each job runs in a fresh subprocess (`--one '<json>'`) with the reference generator
 (random weights: speed does not depend on what the weights are), so its peak RSS is its
 own. The point of the RSS column: it must stay flat as the print grows (DESIGN invariant 5).
+
+The naive peer, per square size (`--peer-max` caps it: it holds the whole image in
+memory): `texprod render --tile 0` (the one-pass reference render of the same checkpoint
+and size), then pyvips `icc_transform` to the same FOGRA39 profile and `tiffsave` (LZW,
+tiled), each step a process of its own; its time is the sum, its RSS the larger peak.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,6 +47,45 @@ def run_one(job: dict) -> dict:
         "bytes": result.tiff.bytes, "device": result.plan.device, "tile": result.plan.tile_px,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+PEER_SAVE = """
+import resource, sys, pyvips
+from texprod.colour import ICC_DIR, DEFAULT_CMYK_PROFILE
+image = pyvips.Image.new_from_file(sys.argv[1])
+cmyk = image.icc_transform(str(ICC_DIR / DEFAULT_CMYK_PROFILE), input_profile="srgb",
+                           intent="relative", black_point_compensation=True)
+cmyk.tiffsave(sys.argv[2], compression="lzw", predictor="horizontal", tile=True,
+              tile_width=256, tile_height=256, bigtiff=cmyk.width * cmyk.height > 2**30)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def run_peer(model: Path, size: int, work: Path) -> dict:
+    """The naive way: a one-pass render to a TIFF, then libvips to CMYK and LZW tiles."""
+    work.mkdir(parents=True, exist_ok=True)
+    rgb, cmyk = work / "peer-rgb.tif", work / "peer-cmyk.tif"
+    steps = [[sys.executable, "-c", "import resource, sys\nfrom texprod.cli import main\n"
+              "code = main(sys.argv[1:])\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+              "sys.exit(code)", "render", "--model", str(model), "--width", str(size),
+              "--height", str(size), "--seed", "1", "--tile", "0", "--out", str(rgb)],
+             [sys.executable, "-c", PEER_SAVE, str(rgb), str(cmyk)]]
+    seconds, rss = 0.0, 0.0
+    try:
+        for step in steps:
+            started = time.perf_counter()
+            done = subprocess.run(step, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+            seconds += time.perf_counter() - started
+            if done.returncode != 0:
+                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                return {"label": f"naive peer {size}x{size}", "error": f"exit "
+                        f"{done.returncode} ({'out of memory?' if done.returncode < 0 else tail})"}
+            rss = max(rss, float(done.stdout.split()[-1]))
+        return {"label": f"naive peer {size}x{size}", "width": size, "height": size,
+                "seconds": seconds, "rss_mb": rss, "bytes": cmyk.stat().st_size}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def spawn(job: dict) -> dict:
@@ -73,8 +119,32 @@ def yaml_spec(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def peer_table(rows: list[dict], peers: list[dict]) -> str:
+    """texprod generate vs the naive peer, same checkpoint and size, measured in one run."""
+    ours = {(r["width"], r["height"]): r for r in rows if "error" not in r}
+    head = ["pixels", "texprod s", "naive peer s", "speed-up", "texprod peak RSS MB",
+            "peer peak RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for peer in peers:
+        size = f"{peer['label'].split()[-1]}"
+        if "error" in peer:
+            mine = ours.get(tuple(int(v) for v in size.split("x")))
+            lines.append(f"| {size} | {mine['timings']['total']:.1f} | {peer['error']} | "
+                         f"| {mine['rss_mb']:.0f} | |" if mine else f"| {size} | | "
+                         f"{peer['error']} | | | |")
+            continue
+        mine = ours.get((peer["width"], peer["height"]))
+        if mine is None:
+            continue
+        total = mine["timings"]["total"]
+        lines.append(f"| {size} | {total:.1f} | {peer['seconds']:.1f} | "
+                     f"{peer['seconds'] / total:.2f}x | {mine['rss_mb']:.0f} | "
+                     f"{peer['rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
-    head = ["job", "pixels", "Mpx", "device", "tile", "render s", "export s", "proof s",
+    head = ["job", "pixels", "Mpx", "device", "tile", "stripes s", "assemble s", "proof s",
             "preflight s", "total s", "Mpx/s end to end", "TIFF MB", "peak RSS MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -98,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--huge", action="store_true", help="also 32768x32768 (1 Gpx)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    ap.add_argument("--peer-max", type=int, default=8192,
+                    help="largest size the naive peer is run at (it holds the whole image)")
+    ap.add_argument("--no-box", action="store_true", help="skip the box wrap job")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
@@ -110,19 +183,31 @@ def main(argv: list[str] | None = None) -> int:
         model = work / "reference"
         subprocess.run([sys.executable, "-m", "texprod.cli", "models", "init", "--out",
                         str(model), "--seed", "1"], check=True, capture_output=True)
-        rows = []
-        for job in jobs(model, work / "out", sizes, args.device):
+        rows, peers = [], []
+        for job in jobs(model, work / "out", sizes, args.device)[args.no_box:]:
             row = spawn(job)
             status = row.get("error") or f"{row['timings']['total']:.1f} s, " \
                                          f"peak RSS {row['rss_mb']:.0f} MB"
             print(f"{job['label']}: {status}", file=sys.stderr, flush=True)
             rows.append(row)
             shutil.rmtree(work / "out", ignore_errors=True)
+            size = job["spec"]["print"].get("width_px")
+            if size and size <= args.peer_max:  # the naive way, right after, same machine
+                peer = run_peer(model, size, work / "peer")
+                status = peer.get("error") or f"{peer['seconds']:.1f} s"
+                print(f"{peer['label']}: {status}", file=sys.stderr, flush=True)
+                peers.append(peer)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     device = rows[0].get("device", args.device) if rows else args.device
     text = table(rows) + ("\n\nReference generator (5 layers, 512-256-128-64), random weights; "
-                          "FOGRA39 CMYK, LZW tiled, proof and preflight included.")
+                          "FOGRA39 CMYK, LZW tiled, proof and preflight included. Stripes: "
+                          "render + colour + encode, overlapped; assemble: the file from "
+                          "the encoded stripes.")
+    if peers:
+        text += ("\n\nAgainst the naive peer (`texprod render --tile 0`, then pyvips "
+                 "icc_transform + tiffsave LZW tiled), same checkpoint and size, one run:\n\n"
+                 + peer_table(rows, peers))
     print(text)
     if not args.no_append:
         append_section("job", cpu_name() if device == "cpu" else device, text)

@@ -415,3 +415,24 @@ def test_a_flow_run_parses_its_spec_once(prefect_api, tiny_model, tmp_path, monk
     assert state.is_completed(), state.message
     assert len(calls) == 1
     assert not generate_flow._PARSED  # nothing kept after the run
+
+
+@pytest.mark.slow
+def test_the_flow_renders_on_a_dask_local_cluster(prefect_api, tiny_model, tmp_path):
+    """render.cluster local: prefect-dask's DaskTaskRunner starts 2 worker processes, each
+    stripe is a `render-stripe` task run on one of them (reported to this server), and the
+    file is byte-identical to the in-process flow's; the report links the Dask dashboard."""
+    size = {"width_mm": 100, "height_mm": 60, "dpi": 150, "bleed_mm": 2, "color": "cmyk"}
+    path = spec_file(tmp_path, model=str(tiny_model), print=size)
+    state, _ = run_flow(path, overrides=["render.threads=1"])
+    assert state.is_completed(), state.message
+    alone = state.result()
+    state, run_id = run_flow(path, overrides=["render.cluster=local", "render.workers=2",
+                                              "output.dir=" + str(tmp_path / "dask")])
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["stripes"] >= 3 and summary["sha256"] == alone["sha256"]
+    stripes = task_runs(run_id)["render-stripe"]
+    assert len(stripes) == summary["stripes"] and all(r.state.is_completed() for r in stripes)
+    report_md = {a.key: a for a in artifacts(run_id)}["flow-job-report"].data
+    assert "2 Dask worker(s), 2 thread(s)" in report_md and "[Dask dashboard](http" in report_md

@@ -319,7 +319,7 @@ def test_a_spec_that_is_not_utf8_names_the_file_and_the_byte(tmp_path, raw, offs
     (["print.width_mm=null", "print.height_mm=null", "print.width_px=300000",
       "print.height_px=300000"], "at most 68.7 Gpx"),
     (["print.width_mm=20000", "print.height_mm=20000", "render.tile_px=32"],
-     "32 px gives 54,538,225 tiles for 236291 x 236291 px; at most 1,000,000"),
+     "32 px gives 6,823,740 tiles for 236291 x 236291 px; at most 1,000,000"),
 ])
 def test_work_is_bounded_before_anything_is_allocated(tmp_path, monkeypatch, capsys,
                                                       overrides, message):

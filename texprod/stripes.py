@@ -32,7 +32,7 @@ from texprod.colour import to_output
 from texprod.errors import TexprodError
 from texprod.printfile import TILE, encode_band
 from texprod.render import Renderer, render_reference
-from texprod.tiling import TilePlan, plan_tiles
+from texprod.tiling import TilePlan, check_tile_count, plan_tiles, tiles_across
 
 if TYPE_CHECKING:
     from texprod.job import JobPlan
@@ -81,6 +81,8 @@ def plan_stripes(width: int, height: int, cell_px: int, halo: int, tile_px: int,
     one row of tiles exactly as high as the cells its rows touch, so no tile row is
     rendered twice, whatever the canvas origin (a repeat's canvas starts mid-cell)."""
     rows = height if tile_px == 0 else math.ceil(tile_px / TILE) * TILE
+    check_tile_count(math.ceil(height / rows) * tiles_across(width, x0, cell_px, tile_px),
+                     tile_px, width, height)
     stripes = []
     for y in range(0, height, rows):
         h = min(rows, height - y)

@@ -86,6 +86,20 @@ def _axis_runs(first_cell: int, end_cell: int, tile: int) -> list[tuple[int, int
     return runs
 
 
+def check_tile_count(count: int, tile_px: int, width: int, height: int) -> None:
+    """Refuse a plan of more than MAX_TILES tiles, before it (~200 bytes a tile) is built."""
+    if count > MAX_TILES:
+        raise ConfigError(f"tile: {tile_px} px gives {count:,} tiles for {width} x {height} "
+                          f"px; at most {MAX_TILES:,}: use larger tiles (render.tile_px, "
+                          "--tile)")
+
+
+def tiles_across(width: int, x0: int, cell_px: int, tile_px: int) -> int:
+    """Tiles in one row of a plan of `tile_px` tiles (0: one pass)."""
+    cells = _ceil_div(x0 + width, cell_px) - x0 // cell_px
+    return 1 if tile_px == 0 else _ceil_div(cells, min(cells, max(1, round(tile_px / cell_px))))
+
+
 def plan_tiles(
     width: int,
     height: int,
@@ -113,11 +127,8 @@ def plan_tiles(
         rows = cells if tile_h_px is None else max(1, round(tile_h_px / s))
         ty, tx = min(rows, cy1 - cy0), min(cells, cx1 - cx0)
 
-    count = _ceil_div(cy1 - cy0, ty) * _ceil_div(cx1 - cx0, tx)
-    if count > MAX_TILES:  # checked before the plan (about 200 bytes a tile) is built
-        raise ConfigError(f"tile: {tile_px} px gives {count:,} tiles for {width} x {height} "
-                          f"px; at most {MAX_TILES:,}: use larger tiles (render.tile_px, "
-                          "--tile)")
+    check_tile_count(_ceil_div(cy1 - cy0, ty) * _ceil_div(cx1 - cx0, tx), tile_px, width,
+                     height)
     tiles = []
     for start_y, from_y, to_y in _axis_runs(cy0, cy1, ty):
         # written pixel rows: the written cells clipped to the canvas
