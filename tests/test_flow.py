@@ -422,7 +422,7 @@ def test_the_flow_renders_on_a_dask_local_cluster(prefect_api, tiny_model, tmp_p
     """render.cluster local: prefect-dask's DaskTaskRunner starts 2 worker processes, each
     stripe is a `render-stripe` task run on one of them (reported to this server), and the
     file is byte-identical to the in-process flow's; the report links the Dask dashboard."""
-    size = {"width_mm": 100, "height_mm": 60, "dpi": 150, "bleed_mm": 2, "color": "cmyk"}
+    size = {"width_mm": 100, "height_mm": 120, "dpi": 150, "bleed_mm": 2, "color": "cmyk"}
     path = spec_file(tmp_path, model=str(tiny_model), print=size)
     state, _ = run_flow(path, overrides=["render.threads=1"])
     assert state.is_completed(), state.message
