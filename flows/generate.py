@@ -229,6 +229,7 @@ def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> di
     logger = get_run_logger()
     logger.info("preflight of %s:\n%s", result.tiff.path, result.report.table())
     summary = result.summary()
+    summary["workers"] = stripes.workers or f"in-process, {stripes.options['threads']} thread(s)"
     _report(result, summary, akey, stripes)
     summary["run_url"] = url_for(FlowRunContext.get().flow_run)  # the CLI shows it
     logger.info("done: %s", ", ".join(o["uri"] for o in summary["outputs"]))
@@ -289,7 +290,7 @@ def _report(result: JobResult, summary: dict, akey: str, stripes: _PrefectStripe
         ("sha256", f"`{summary['sha256']}`"),
         ("device", f"{plan.device} {plan.spec.render.precision}, {plan.tile_count} tiles in "
                    f"{len(plan.stripes)} stripes"),
-        ("workers", f"{stripes.workers or 'in-process'}"
+        ("workers", summary["workers"]
                     + (f", [Dask dashboard]({stripes.dashboard})" if stripes.dashboard else "")),
         ("timings", stages),
         ("throughput", f"{mpx / t['total']:.2f} Mpx/s end to end, "

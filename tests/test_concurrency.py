@@ -229,3 +229,4 @@ def test_a_stop_signal_in_a_later_stage_leaves_nothing(model, tmp_path, stage):
     with stop.stop_on_signals(), pytest.raises(stop.JobInterrupted):
         run_job(spec, stage=signal_at)
     assert sorted(p.name for p in out.iterdir()) == []
+    assert stop.pending() is None  # acted on: the next job in this process runs

@@ -96,6 +96,7 @@ def test_render_cluster_local_starts_its_own_workers(model, tmp_path, caplog):
                                         render={"cluster": "local", "workers": 2})))
     assert digest(local.tiff.path) == digest(threads3.tiff.path)
     assert "stripes on local Dask cluster: 2 worker(s), 2 thread(s)" in caplog.text
+    assert "dashboard http://" in local.summary()["workers"]  # shown by texprod generate
 
 
 def test_the_bytes_do_not_depend_on_the_thread_count(model, tmp_path):

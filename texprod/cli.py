@@ -373,6 +373,8 @@ def format_summary(summary: dict) -> str:
                    f"{summary['bleed_mm']:g} mm bleed ({summary['bleed_px']} px)"),
         ("colour", summary["colour"] + tac),
         ("timings", f"{stages}; {summary['megapixels'] / t['total']:.2f} Mpx/s end to end"),
+        *([("stripes", f"{summary['stripes']} on {summary['workers']}")]
+          if summary.get("workers") else []),
         ("preflight", f"passed, {verdict['checks']} checks" if verdict["ok"]
          else f"FAILED: {', '.join(verdict['failed'])}"),
         ("proof", summary.get("proof") or "none (output.proof: false)"),

@@ -142,9 +142,11 @@ class JobResult:
     report: InspectionReport
     timings: dict[str, float] = field(default_factory=dict)
     outputs: list[dict] = field(default_factory=list)  # output_records(), before upload
+    workers: str = ""  # who worked the stripes, and the Dask dashboard if any
 
     def summary(self) -> dict:
-        return job_summary(self.plan, self.outputs, self.timings, self.tac_max, self.report)
+        return {**job_summary(self.plan, self.outputs, self.timings, self.tac_max,
+                              self.report), "workers": self.workers}
 
 
 def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | None = None
@@ -577,7 +579,8 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
     written_paths: list[Path] = []
     try:
         t = time.perf_counter()
-        stage("render", lambda: _render_on(plan, spool, executor, spec_dir, progress))
+        workers = stage("render", lambda: _render_on(plan, spool, executor, spec_dir,
+                                                     progress))
         timings["render"] = time.perf_counter() - t  # rendering, colour and encoding
         preview = spool.preview(len(plan.stripes))  # before the spool is consumed
         tac = spool.tac_max()
@@ -610,12 +613,13 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         lock.release()
         remove_staging(plan)
     timings["total"] = time.perf_counter() - started
-    return JobResult(plan, written, tac, report, timings, outputs)
+    return JobResult(plan, written, tac, report, timings, outputs, workers or "")
 
 
 def _render_on(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | None,
-               progress: Progress | None) -> None:
-    """Every stripe the spool lacks, on the given executor or the one the spec asks for."""
+               progress: Progress | None) -> str:
+    """Every stripe the spool lacks, on the given executor or the one the spec asks for;
+    returns who worked them (and the Dask dashboard, if any)."""
     from texprod.executors import StripeJob, prepare, stripe_executor
 
     done = spool.done
@@ -626,10 +630,13 @@ def _render_on(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | Non
     job = StripeJob.of(plan, spec_dir)
     if executor is not None:
         render_stripes(plan, spool, executor, job, progress)
-        return
+        return ""
     with stripe_executor(plan.spec.render) as chosen:
-        log.info("stripes on %s", chosen.describe())
+        who = chosen.describe() + (f", dashboard {chosen.dashboard}" if chosen.dashboard
+                                   else "")
+        log.info("stripes on %s", who)
         render_stripes(plan, spool, chosen, job, progress)
+    return who
 
 
 def _preflight_or_fail(plan: JobPlan) -> InspectionReport:

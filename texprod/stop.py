@@ -57,3 +57,4 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        _pending.clear()  # acted on: a later job in this process starts afresh

@@ -147,7 +147,7 @@ def _render_rows(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Ren
                                 precision=plan.spec.render.precision, output=output)
         if on_tile:
             on_tile()
-        return rows
+        return np.ascontiguousarray(rows)  # a crop of the pass: libvips wants it contiguous
     rows = np.empty((stripe.h, plan.geometry.width_px, 3), np.dtype(output))
     for tile, pixels in renderer.tiles(field, stripe.tiles, batch=plan.batch, output=output):
         rows[tile.y: tile.y + tile.h, tile.x: tile.x + tile.w] = pixels
