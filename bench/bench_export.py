@@ -60,7 +60,7 @@ def run_one(job: dict) -> dict:
     writer (timed), "compare" two TIFFs, or "idle" (imports only: the RSS floor)."""
     import pyvips
 
-    from texprod.printfile import TiffOptions, write_print_tiff
+    from texprod.press.printfile import TiffOptions, write_print_tiff
 
     kind = job["kind"]
     if kind == "generate":

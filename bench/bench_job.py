@@ -36,8 +36,8 @@ CHILD_TIMEOUT_S = 3600
 
 def run_one(job: dict) -> dict:
     """Run one job in this process; report its timings and peak RSS."""
-    from texprod.job import run_job
-    from texprod.spec import parse_spec
+    from texprod.job.pipeline import run_job
+    from texprod.job.spec import parse_spec
 
     result = run_job(parse_spec(job["spec"]))
     g = result.plan.geometry
@@ -51,7 +51,7 @@ def run_one(job: dict) -> dict:
 
 PEER_SAVE = """
 import resource, sys, pyvips
-from texprod.colour import ICC_DIR, DEFAULT_CMYK_PROFILE
+from texprod.press.colour import ICC_DIR, DEFAULT_CMYK_PROFILE
 image = pyvips.Image.new_from_file(sys.argv[1])
 cmyk = image.icc_transform(str(ICC_DIR / DEFAULT_CMYK_PROFILE), input_profile="srgb",
                            intent="relative", black_point_compensation=True)

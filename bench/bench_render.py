@@ -52,8 +52,8 @@ class Config:
 
 def _render(gen, field, renderer, cfg: Config, size: int) -> int:
     """Render a size x size canvas once as `cfg` says (uint8 pixels); return the tile count."""
-    from texprod.render import render_reference
-    from texprod.tiling import plan_tiles
+    from texprod.engine.render import render_reference
+    from texprod.engine.tiling import plan_tiles
 
     if renderer is None:  # the plain one-pass reference: whole canvas, one network call
         render_reference(gen, field, size, size, device=cfg.device, precision=cfg.precision,
@@ -69,10 +69,10 @@ def run_one(cfg: Config) -> dict:
     """Warm up, time one render of `cfg`, and measure its overheads and peak memory."""
     import torch
 
-    from texprod.generators import make_config, random_generator, receptive_field
-    from texprod.noise import NoiseField
-    from texprod.render import Renderer
-    from texprod.tiling import plan_tiles
+    from texprod.engine import make_config, random_generator, receptive_field
+    from texprod.engine.noise import NoiseField
+    from texprod.engine.render import Renderer
+    from texprod.engine.tiling import plan_tiles
 
     gen = random_generator(make_config(), seed=0)
     field = NoiseField(gen.config, 0, waves=gen.waves)

@@ -47,8 +47,8 @@ def spec(model: Path, out: Path, size: int, threads) -> dict:
 
 def run_one(args: dict) -> dict:
     """One job in this (fresh) process, on a cluster of `workers` processes if given."""
-    from texprod.job import run_job
-    from texprod.spec import parse_spec
+    from texprod.job.pipeline import run_job
+    from texprod.job.spec import parse_spec
 
     job = spec(Path(args["model"]), Path(args["out"]), args["size"], args["threads"])
     row: dict = {}
@@ -84,10 +84,10 @@ def spawn(args: dict) -> dict:
 
 def stripe_figures(model: Path, size: int, out: Path) -> dict:
     """One full stripe of a size x size job, worked here stage by stage (one thread)."""
-    from texprod.executors import prepare
-    from texprod.job import plan_job
-    from texprod.spec import parse_spec
-    from texprod.stripes import work_stripe
+    from texprod.job.executors import prepare
+    from texprod.job.plan import plan_job
+    from texprod.job.spec import parse_spec
+    from texprod.job.stripes import work_stripe
 
     plan = plan_job(parse_spec(spec(model, out, size, 1)))
     ready = prepare(plan)

@@ -30,7 +30,7 @@ EXEMPLARS = (REPO / "texprod/data/exemplars/kraft-fibre.png",
 def time_steps(preset: str, arch: str, device: str, warmup: int, steps: int,
                batch: int) -> float:
     """Seconds per training iteration (one D and one G update)."""
-    from texprod.train import TrainConfig, Trainer
+    from texprod.training.trainer import TrainConfig, Trainer
 
     config = TrainConfig.from_cli(arch=arch, size=preset, batch=batch, seed=1,
                                   nz_periodic=0 if arch == "psgan" else None)

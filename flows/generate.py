@@ -47,11 +47,12 @@ from prefect.utilities.urls import url_for
 
 from flows.logs import quiet_expected_errors
 from texprod import __version__
-from texprod.executors import StripeJob, cluster_class, cluster_options, drain, run_stripe
-from texprod.job import JobPlan, JobResult, run_job
-from texprod.spec import JobSpec, load_spec, parse_spec, resolve_spec_path
+from texprod.job.executors import StripeJob, cluster_class, cluster_options, drain, run_stripe
+from texprod.job.pipeline import JobResult, run_job
+from texprod.job.plan import JobPlan
+from texprod.job.spec import JobSpec, load_spec, parse_spec, resolve_spec_path
+from texprod.job.stripes import StripeResult
 from texprod.storage import is_s3, presigned_url
-from texprod.stripes import StripeResult
 
 # global concurrency limit held while rendering: `prefect gcl create texprod-gpu --limit N`
 GPU_LIMIT = os.environ.get("TEXPROD_GPU_LIMIT", "texprod-gpu")

@@ -18,10 +18,10 @@ from prefect.artifacts import (
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.generate import IO_RETRIES, IO_RETRY_DELAYS, _artifact_key, _retry_on_io
-from texprod.quality import format_table, model_fidelity, verdict
-from texprod.registry import parse_ref, push
+from texprod.models.registry import parse_ref, push
 from texprod.storage import cache_root, download_file, is_s3
-from texprod.train import TrainConfig, train_model
+from texprod.training.quality import format_table, model_fidelity, verdict
+from texprod.training.trainer import TrainConfig, train_model
 
 PROGRESS_EVERY_S = 5.0  # how often the dashboard's progress bar is updated
 

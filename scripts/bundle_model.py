@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from texprod.generators import load_checkpoint, save_generator
-from texprod.quality import format_table, load_exemplar, model_fidelity, verdict
-from texprod.registry import PREVIEW_PX, PREVIEW_SEED, render_preview
-from texprod.train import fit_latents
+from texprod.models import load_checkpoint, save_generator
+from texprod.models.registry import PREVIEW_PX, PREVIEW_SEED, render_preview
+from texprod.training.quality import format_table, load_exemplar, model_fidelity, verdict
+from texprod.training.trainer import fit_latents
 
 MODELS = Path(__file__).resolve().parent.parent / "texprod" / "data" / "models"
 SPREAD_SEEDS = range(10, 15)  # rank_snapshots.py selects on seed 1
@@ -137,8 +137,8 @@ def _preview(checkpoint) -> bytes:
     import numpy as np
     import pyvips
 
-    from texprod.noise import ConstantField, NoiseField
-    from texprod.render import render_reference
+    from texprod.engine.noise import ConstantField, NoiseField
+    from texprod.engine.render import render_reference
 
     gen = checkpoint.generator
     panels = [render_reference(gen, NoiseField(gen.config, PREVIEW_SEED, waves=gen.waves,

@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from texprod.generators import load_checkpoint
-from texprod.quality import load_exemplar, model_fidelity
-from texprod.train import fit_latents
+from texprod.models import load_checkpoint
+from texprod.training.quality import load_exemplar, model_fidelity
+from texprod.training.trainer import fit_latents
 
 
 def main() -> int:

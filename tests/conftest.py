@@ -9,7 +9,7 @@ import torch
 
 from tests.prefect_server import prefect_api, prefect_server  # noqa: F401
 from tests.s3_server import s3_bucket, s3_server  # noqa: F401
-from texprod.generators import GeneratorConfig, random_generator
+from texprod.engine import GeneratorConfig, random_generator
 
 torch.set_num_threads(2)
 

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 
 from tests.conftest import tiny_generator
+from texprod.engine.noise import NoiseField
+from texprod.engine.render import render_reference
 from texprod.errors import CheckpointError
-from texprod.generators import load_checkpoint, load_generator, save_generator
-from texprod.noise import NoiseField
-from texprod.render import render_reference
+from texprod.models import load_checkpoint, load_generator, save_generator
 
 NAME = "psgan-nearest-d4-k3"
 
@@ -295,8 +295,8 @@ def test_checkpoints_get_normal_modes_for_workers_of_other_users(tmp_path, s3_bu
     import os
     import stat
 
-    from texprod import registry
     from texprod.cli import main
+    from texprod.models import registry
 
     def modes(directory: Path) -> set[tuple[str, int]]:
         return {(p.name, stat.S_IMODE(p.stat().st_mode))

@@ -182,7 +182,7 @@ def test_corrupt_model_is_reported_by_the_cli(model, tmp_path):
 
 
 def test_bundled_models_are_accepted_wherever_a_model_is(s3_bucket, tmp_path, capsys):
-    from texprod.registry import list_models, pull
+    from texprod.models.registry import list_models, pull
 
     out = tmp_path / "bundled.tif"
     assert main(["render", "--model", "bundled:packaging", "--width", "64", "--height", "48",

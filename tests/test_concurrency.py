@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from tests.s3_server import admin_client
-from texprod.generators import GeneratorConfig, random_generator, save_generator
-from texprod.preflight import inspect_tiff
+from texprod.engine import GeneratorConfig, random_generator
+from texprod.models import save_generator
+from texprod.press.preflight import inspect_tiff
 
 TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
 TEXPROD = str(Path(sys.executable).with_name("texprod"))
@@ -214,9 +215,9 @@ def test_a_stop_signal_ends_the_job_non_zero_and_leaves_nothing(model, tmp_path,
 def test_a_stop_signal_in_a_later_stage_leaves_nothing(model, tmp_path, stage):
     """The signal arrives as a stage begins (sent by the stage runner, so it lands there
     every time): the job stops at that stage's next safe point and leaves no file."""
-    from texprod import stop
-    from texprod.job import run_job
-    from texprod.spec import load_spec
+    from texprod.job import stop
+    from texprod.job.pipeline import run_job
+    from texprod.job.spec import load_spec
 
     out = tmp_path / "out"
     spec = load_spec(_spec(tmp_path, model, out, tile_px=64))

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 import flows.generate as generate_flow
-from texprod.generators import GeneratorConfig, random_generator, save_generator
+from texprod.engine import GeneratorConfig, random_generator
+from texprod.models import save_generator
 
 TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -19,10 +19,11 @@ import pytest
 import pyvips
 import yaml
 
+from texprod.engine import GeneratorConfig, random_generator
 from texprod.errors import TexprodError
-from texprod.generators import GeneratorConfig, random_generator, save_generator
-from texprod.job import run_job
-from texprod.spec import parse_spec
+from texprod.job.pipeline import run_job
+from texprod.job.spec import parse_spec
+from texprod.models import save_generator
 
 pytestmark = pytest.mark.slow
 distributed = pytest.importorskip("distributed")
@@ -90,7 +91,7 @@ def test_dask_workers_write_the_bytes_of_the_in_process_job(model, cluster, tmp_
 
 
 def test_render_cluster_local_starts_its_own_workers(model, tmp_path, caplog):
-    caplog.set_level("INFO", logger="texprod.job")
+    caplog.set_level("INFO", logger="texprod.job.pipeline")
     threads3 = run_job(parse_spec(job_spec(model, tmp_path / "a", render={"threads": 3})))
     local = run_job(parse_spec(job_spec(model, tmp_path / "b",
                                         render={"cluster": "local", "workers": 2})))
@@ -104,8 +105,8 @@ def test_the_bytes_do_not_depend_on_the_thread_count(model, tmp_path):
     2 threads per convolution, a 1.4 Mpx render used to differ in 74 pixels)."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(job_spec(model, tmp_path / "out", render={"threads": 1})))
-    script = ("import sys, torch\nfrom texprod.job import run_job\n"
-              "from texprod.spec import load_spec\ntorch.set_num_threads(int(sys.argv[2]))\n"
+    script = ("import sys, torch\nfrom texprod.job.pipeline import run_job\n"
+              "from texprod.job.spec import load_spec\ntorch.set_num_threads(int(sys.argv[2]))\n"
               "print(run_job(load_spec(sys.argv[1])).summary()['sha256'])\n")
     hashes = set()
     for threads in (1, 2):
@@ -176,7 +177,7 @@ def test_an_unreachable_scheduler_is_a_clear_error(model, tmp_path):
 def test_texprod_dask_address_sends_a_null_cluster_job_to_the_cluster(model, cluster,
                                                                       tmp_path, monkeypatch,
                                                                       caplog):
-    caplog.set_level("INFO", logger="texprod.job")
+    caplog.set_level("INFO", logger="texprod.job.pipeline")
     monkeypatch.setenv("TEXPROD_DASK_ADDRESS", cluster.scheduler_address)
     run_job(parse_spec(job_spec(model, tmp_path / "out")))
     assert f"stripes on Dask cluster at {cluster.scheduler_address}" in caplog.text
@@ -185,8 +186,8 @@ def test_texprod_dask_address_sends_a_null_cluster_job_to_the_cluster(model, clu
 def test_driver_memory_stays_flat_with_dask_workers(model, cluster, tmp_path):
     """The driver receives encoded chunks only: its peak RSS grows by far less than the
     print's raw size (60 Mpx CMYK: 245 MB raw) when 6x the pixels go through it."""
-    script = ("import resource, sys\nfrom texprod.job import run_job\n"
-              "from texprod.spec import load_spec\nrun_job(load_spec(sys.argv[1]))\n"
+    script = ("import resource, sys\nfrom texprod.job.pipeline import run_job\n"
+              "from texprod.job.spec import load_spec\nrun_job(load_spec(sys.argv[1]))\n"
               "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
     peaks = []
     for height in (1280, 7680):
@@ -204,7 +205,7 @@ def test_driver_memory_stays_flat_with_dask_workers(model, cluster, tmp_path):
 def test_stop_signal_cancels_the_cluster_work(model, cluster, tmp_path):
     """SIGTERM to the driver mid-job: it stops at a safe point, cancels its stripes and
     leaves no output and no spool."""
-    from texprod import stop
+    from texprod.job import stop
 
     spec = parse_spec(job_spec(model, tmp_path / "out", print={"height_px": 5120},
                                render={"cluster": cluster.scheduler_address}))

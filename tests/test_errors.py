@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from tests.prefect_server import server_env
-from texprod.generators import GeneratorConfig, random_generator, save_generator
+from texprod.engine import GeneratorConfig, random_generator
+from texprod.models import save_generator
 
 TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
 TEXPROD = str(Path(sys.executable).with_name("texprod"))
@@ -153,7 +154,7 @@ def test_a_full_disk_while_writing_is_a_job_failure(model, tmp_path):
 
 def test_a_bug_keeps_its_traceback_and_says_so(model, tmp_path):
     path = _spec(tmp_path, model)
-    script = ("import sys\nimport texprod.job\n"
+    script = ("import sys\nimport texprod.job.pipeline\n"
               "def broken(*args, **kwargs):\n    raise ZeroDivisionError('a bug')\n"
               "texprod.job.run_job = broken  # fault injection\n"
               "from texprod.cli import main\nsys.exit(main(sys.argv[1:]))\n")

@@ -16,10 +16,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 import flows.generate as generate_flow
-import texprod.job
+import texprod.job.pipeline
 from texprod.cli import main
-from texprod.generators import GeneratorConfig, random_generator, save_generator
-from texprod.preflight import expectations_from_provenance, inspect_tiff
+from texprod.engine import GeneratorConfig, random_generator
+from texprod.models import save_generator
+from texprod.press.preflight import expectations_from_provenance, inspect_tiff
 from texprod.storage import download_file, sha256_file, split_s3
 
 TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
@@ -236,7 +237,7 @@ def test_training_flow_pushes_a_model_with_its_card(prefect_api, s3_bucket, tmp_
     import pyvips
 
     from flows.train import train_generator
-    from texprod.registry import list_models, pull
+    from texprod.models.registry import list_models, pull
 
     monkeypatch.setenv("TEXPROD_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
@@ -392,7 +393,7 @@ def test_a_bug_keeps_its_traceback(prefect_api, tiny_model, tmp_path, monkeypatc
     def broken_plan(*args, **kwargs):
         raise ZeroDivisionError("a bug in planning")
 
-    monkeypatch.setattr(texprod.job, "plan_job", broken_plan)  # fault injection
+    monkeypatch.setattr(texprod.job.pipeline, "plan_job", broken_plan)  # fault injection
     state, run_id = run_flow(spec_file(tmp_path, name="buggy", model=str(tiny_model)))
     assert state.is_failed()
     logs = _logs(run_id)

@@ -17,13 +17,15 @@ import tifffile
 import yaml
 
 from texprod.cli import main
-from texprod.colour import ICC_DIR, parse_icc
+from texprod.engine import GeneratorConfig, random_generator
 from texprod.errors import ConfigError, SpecError, TexprodError
-from texprod.executors import StripeJob, ThreadStripes
-from texprod.generators import GeneratorConfig, random_generator, save_generator
-from texprod.job import open_spool, plan_job, render_stripes, run_job
-from texprod.preflight import inspect_tiff
-from texprod.spec import parse_spec
+from texprod.job.executors import StripeJob, ThreadStripes
+from texprod.job.pipeline import open_spool, render_stripes, run_job
+from texprod.job.plan import plan_job
+from texprod.job.spec import parse_spec
+from texprod.models import save_generator
+from texprod.press.colour import ICC_DIR, parse_icc
+from texprod.press.preflight import inspect_tiff
 
 CELL = 8  # tiny test generator: 3 layers, 8 px per noise cell
 
@@ -296,7 +298,7 @@ def test_file_size_limit_mid_job_fails_cleanly(model, tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_800_000, 1_800_000))
 
-    script = ("import sys\nfrom texprod.job import run_job\nfrom texprod.spec import load_spec\n"
+    script = ("import sys\nfrom texprod.job.pipeline import run_job\nfrom texprod.job.spec import load_spec\n"
               "try:\n    run_job(load_spec(sys.argv[1]))\n"
               "except Exception as e:\n    print(type(e).__name__, e, file=sys.stderr)\n"
               "    sys.exit(2)\n")
@@ -389,7 +391,7 @@ def test_spec_errors_stop_the_cli_before_any_work(model, tmp_path, capsys):
 
 
 def test_proof_shrink_by_bands_equals_a_one_piece_shrink():
-    from texprod.proof import _shrink_by_bands
+    from texprod.press.proof import _shrink_by_bands
 
     rng = np.random.default_rng(1)
     image = pyvips.Image.new_from_array(rng.integers(0, 256, (301, 253, 3), dtype=np.uint8),

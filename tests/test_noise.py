@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny_generator
+from texprod.engine import GeneratorConfig
+from texprod.engine.noise import NoiseField, channel_key, global_latent, hash_uniform, mix32
 from texprod.errors import ConfigError
-from texprod.generators import GeneratorConfig
-from texprod.noise import NoiseField, channel_key, global_latent, hash_uniform, mix32
 
 PSGAN = "psgan-nearest-d4-k3"
 
@@ -150,7 +150,7 @@ def test_noise_is_bitwise_identical_on_cuda():
     assert torch.equal(cpu, gpu)
     f = field()
     gen = tiny_generator(PSGAN)
-    from texprod.render import field_on
+    from texprod.engine.render import field_on
 
     with torch.no_grad():
         on_gpu = field_on(f, torch.device("cuda")).window(-7, 3, 20, 30, "cuda").cpu()
@@ -163,7 +163,7 @@ def test_noise_is_bitwise_identical_on_cuda():
 
 
 def _quilt(block=8, transition=4, period_blocks=None, seed=5, nz=3):
-    from texprod.noise import QuiltField
+    from texprod.engine.noise import QuiltField
 
     return QuiltField(nz, seed, block, transition, period_blocks)
 
@@ -175,7 +175,7 @@ def _sample(field, y0, x0, h, w):
 
 
 def test_quilt_blocks_hold_their_own_latent_away_from_borders():
-    from texprod.noise import STREAM_QUILT
+    from texprod.engine.noise import STREAM_QUILT
 
     field = _quilt(block=8, transition=4)
     z = _sample(field, -16, -16, 48, 48)  # blocks -2 .. 3 on both axes

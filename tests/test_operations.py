@@ -20,8 +20,9 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 
 from tests.prefect_server import REPO, VENV, PrefectServer, server_env
 from tests.s3_server import TEST_ENV, admin_client
-from texprod.generators import GeneratorConfig, random_generator, save_generator
-from texprod.preflight import inspect_tiff
+from texprod.engine import GeneratorConfig, random_generator
+from texprod.models import save_generator
+from texprod.press.preflight import inspect_tiff
 
 TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
 

@@ -12,14 +12,16 @@ import tifffile
 import torch
 
 from texprod.cli import main
+from texprod.engine import GeneratorConfig, random_generator
+from texprod.engine.noise import NoiseField, global_latent
+from texprod.engine.render import Renderer, render_canvas, render_reference
+from texprod.engine.tiling import plan_tiles
 from texprod.errors import SpecError
-from texprod.generators import GeneratorConfig, random_generator, save_generator
-from texprod.job import plan_job, run_job
-from texprod.noise import NoiseField, global_latent
-from texprod.paint import effective_transition, label_mask, paint_weights
-from texprod.render import Renderer, render_canvas, render_reference
-from texprod.spec import parse_spec
-from texprod.tiling import plan_tiles
+from texprod.job.paint import effective_transition, label_mask, paint_weights
+from texprod.job.pipeline import run_job
+from texprod.job.plan import plan_job
+from texprod.job.spec import parse_spec
+from texprod.models import save_generator
 
 CELL = 8  # tiny generator: 3 layers, 8 px per noise cell
 DPI = 254  # 10 px per mm: a cell is 0.8 mm
@@ -317,7 +319,7 @@ def test_a_mask_path_is_found_next_to_the_spec_and_enters_the_digest(psgan, tmp_
         "mask": "logo.png", "latents": {"background": {"seed": 1}, "foreground": {"seed": 2}}}})
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    from texprod.spec import load_spec
+    from texprod.job.spec import load_spec
 
     first = plan_job(load_spec(path), spec_dir=tmp_path).spec_digest
     write_mask(tmp_path / "logo.png", np.zeros((20, 20), np.uint8))  # same path, new pixels
@@ -328,7 +330,7 @@ def test_a_mask_path_is_found_next_to_the_spec_and_enters_the_digest(psgan, tmp_
 
 
 def test_shipped_wallpaper_repeat_is_an_exact_530_mm_period(tmp_path):
-    from texprod.spec import SPECS_DIR, load_spec
+    from texprod.job.spec import SPECS_DIR, load_spec
 
     plan = plan_job(load_spec("wallpaper_repeat", [f"output.dir={tmp_path}"]), SPECS_DIR)
     assert plan.period == (196, 196)
@@ -340,7 +342,7 @@ def test_shipped_wallpaper_repeat_is_an_exact_530_mm_period(tmp_path):
 
 
 def test_shipped_logo_paint_uses_the_models_named_latents(tmp_path):
-    from texprod.spec import SPECS_DIR, load_spec
+    from texprod.job.spec import SPECS_DIR, load_spec
 
     plan = plan_job(load_spec("logo_paint", [f"output.dir={tmp_path}"]), SPECS_DIR)
     latents = plan.checkpoint.latents

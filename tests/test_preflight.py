@@ -12,7 +12,7 @@ import pyvips
 import tifffile
 
 from texprod.errors import TexprodError
-from texprod.preflight import (
+from texprod.press.preflight import (
     Expectations,
     InspectionReport,
     expectations_from_provenance,

@@ -12,7 +12,7 @@ import pyvips
 import tifffile
 
 from texprod.errors import ConfigError
-from texprod.printfile import (
+from texprod.press.printfile import (
     TiffOptions,
     WrittenTiff,
     bigtiff_decision,

@@ -11,9 +11,10 @@ import pyvips
 import torch
 
 from texprod.cli import main
+from texprod.engine import GeneratorConfig, random_generator
 from texprod.errors import TexprodError
-from texprod.generators import GeneratorConfig, random_generator, save_generator
-from texprod.quality import (
+from texprod.models import save_generator
+from texprod.training.quality import (
     GOAL_RATIO,
     ROW_HISTOGRAM,
     ROW_MODEL,
@@ -112,7 +113,7 @@ def test_texture_stats_shapes_determinism_and_gradients():
 def test_feature_network_is_pinned():
     """The random weights come from a seeded CPU generator: if a PyTorch upgrade ever drew
     different numbers, every score would silently change."""
-    from texprod.quality import _weights
+    from texprod.training.quality import _weights
 
     weights, _ = _weights()
     assert [tuple(w.shape) for w in weights] == [(64, 3, 3, 3), (128, 64, 3, 3),

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from tests.conftest import ARCHS, tiny_generator
-from texprod.generators import (
+from texprod.engine import (
     GeneratorConfig,
     fold_batchnorm,
     make_config,
     random_generator,
     receptive_field,
 )
-from texprod.noise import NoiseField
+from texprod.engine.noise import NoiseField
 
 
 def test_reference_generator_matches_the_published_figures():

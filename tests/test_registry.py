@@ -9,12 +9,14 @@ import pytest
 import pyvips
 
 from tests.s3_server import admin_client
-from texprod import registry, storage
+from texprod import storage
 from texprod.cli import main
+from texprod.engine import GeneratorConfig, random_generator
+from texprod.engine.noise import NoiseField
+from texprod.engine.render import render_reference
 from texprod.errors import CheckpointError, ConfigError
-from texprod.generators import GeneratorConfig, load_checkpoint, random_generator, save_generator
-from texprod.noise import NoiseField
-from texprod.render import render_reference
+from texprod.models import load_checkpoint, registry, save_generator
+from texprod.models.references import resolve_model
 
 TINY = GeneratorConfig(nz_local=4, nz_global=4, nz_periodic=2, filters=(16, 8))
 
@@ -101,14 +103,14 @@ def test_pull_renders_identically_and_uses_the_cache(s3_bucket, tiny_ckpt, cache
 
 def test_resolve_model_with_registry_refs_and_s3_uris(s3_bucket, tiny_ckpt, cache, monkeypatch):
     uri = registry.push(tiny_ckpt, "tiny@0.1-rc_1", s3_bucket)
-    by_arg = storage.resolve_model("tiny@0.1-rc_1", registry=s3_bucket)
+    by_arg = resolve_model("tiny@0.1-rc_1", registry=s3_bucket)
     load_checkpoint(by_arg)
     with pytest.raises(ConfigError, match="no model registry: pass --registry"):
-        storage.resolve_model("tiny@0.1-rc_1")
+        resolve_model("tiny@0.1-rc_1")
     monkeypatch.setenv("TEXPROD_REGISTRY", s3_bucket + "/")
-    assert storage.resolve_model("tiny@0.1-rc_1") == by_arg
-    assert storage.resolve_model(uri) == by_arg
-    assert storage.resolve_model(uri + "/model.json") == by_arg
+    assert resolve_model("tiny@0.1-rc_1") == by_arg
+    assert resolve_model(uri) == by_arg
+    assert resolve_model(uri + "/model.json") == by_arg
     assert main(["models", "list"]) == 0  # --registry from the environment
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from tests.conftest import ARCHS, tiny_generator
+from texprod.engine.noise import NoiseField
+from texprod.engine.render import Renderer, render_canvas, render_reference
+from texprod.engine.tiling import plan_tiles
 from texprod.errors import ConfigError, RenderError
-from texprod.noise import NoiseField
-from texprod.render import Renderer, render_canvas, render_reference
-from texprod.tiling import plan_tiles
 
 
 def _setup(name: str, seed: int = 7, period=None):
@@ -160,7 +160,7 @@ def test_cuda_tiles_equal_the_cpu_reference(name):
 
 @pytest.mark.parametrize("period", [None, (4, 6)])
 def test_tiles_are_exact_with_a_quilt_field(period):
-    from texprod.noise import QuiltField
+    from texprod.engine.noise import QuiltField
 
     gen = tiny_generator("psgan-nearest-d4-k3")  # 16 px cells, 4 global channels
     blocks = None if period is None else (period[0] // 2, period[1] // 2)

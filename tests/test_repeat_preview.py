@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import pyvips
 
-from texprod.colour import parse_icc, resolve_colour
-from texprod.proof import TRIM_LINE, make_repeat_preview
-from texprod.spec import PrintSpec
+from texprod.job.spec import PrintSpec
+from texprod.press.colour import parse_icc, resolve_colour
+from texprod.press.proof import TRIM_LINE, make_repeat_preview
 
 BORDER = 23  # the period starts off the canvas origin, inside a border of other values
 

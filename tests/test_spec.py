@@ -10,8 +10,8 @@ import yaml
 
 from texprod.cli import main
 from texprod.errors import SpecError
-from texprod.geometry import mm_to_px, print_geometry
-from texprod.spec import JobSpec, PrintSpec, load_spec, parse_spec
+from texprod.job.spec import JobSpec, PrintSpec, load_spec, parse_spec
+from texprod.press.geometry import mm_to_px, print_geometry
 
 MINIMAL = """\
 name: box

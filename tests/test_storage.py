@@ -20,8 +20,10 @@ import pytest
 
 from tests.s3_server import admin_client, moto_auth
 from texprod import storage
+from texprod.engine import GeneratorConfig, random_generator
 from texprod.errors import CheckpointError, ConfigError, TexprodError
-from texprod.generators import GeneratorConfig, load_checkpoint, random_generator, save_generator
+from texprod.models import load_checkpoint, references, save_generator
+from texprod.models.cache import fetch_model
 
 TINY = GeneratorConfig(nz_local=4, nz_global=4, nz_periodic=2, filters=(16, 8))
 
@@ -353,7 +355,7 @@ def test_model_cache_fetches_once_verifies_and_refetches(s3_bucket, tmp_path, mo
     ckpt = _push_checkpoint(tmp_path, uri)
 
     with count_requests("GetObject") as gets:
-        path = storage.fetch_model(uri)
+        path = fetch_model(uri)
     assert len(gets) == 2  # model.json and the weights
     assert path.parent == tmp_path / "cache" / "models"
     loaded = load_checkpoint(path)
@@ -367,14 +369,14 @@ def test_model_cache_fetches_once_verifies_and_refetches(s3_bucket, tmp_path, mo
     mtime = weights.stat().st_mtime_ns
 
     with count_requests("GetObject") as gets:  # unchanged remote: two HEADs, no GET
-        assert storage.fetch_model(uri + "/") == path
-        assert storage.fetch_model(f"{uri}/model.json") == path
+        assert fetch_model(uri + "/") == path
+        assert fetch_model(f"{uri}/model.json") == path
     assert gets == [] and weights.stat().st_mtime_ns == mtime
 
     with open(weights, "r+b") as f:  # corrupt the cache entry
         f.truncate(weights.stat().st_size // 2)
     with count_requests("GetObject") as gets:
-        assert storage.fetch_model(uri) == path
+        assert fetch_model(uri) == path
     assert len(gets) == 2
     load_checkpoint(path)
 
@@ -383,11 +385,11 @@ def test_model_cache_fetches_once_verifies_and_refetches(s3_bucket, tmp_path, mo
         byte = f.read(1)
         f.seek(200)
         f.write(bytes([byte[0] ^ 0xFF]))
-    assert storage.fetch_model(uri) == path
+    assert fetch_model(uri) == path
     load_checkpoint(path)
 
     _push_checkpoint(tmp_path, uri, seed=1)  # the remote changes: a new entry
-    new_path = storage.fetch_model(uri)
+    new_path = fetch_model(uri)
     assert new_path != path
     assert load_checkpoint(new_path).card["weights"]["sha256"] != \
         loaded.card["weights"]["sha256"]
@@ -398,34 +400,34 @@ def test_model_cache_fetches_once_verifies_and_refetches(s3_bucket, tmp_path, mo
 def test_model_cache_errors(s3_bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("TEXPROD_CACHE", str(tmp_path / "cache"))
     with pytest.raises(storage.NoSuchObject, match="is s3://.*/nothing a checkpoint directory"):
-        storage.fetch_model(f"{s3_bucket}/nothing")
+        fetch_model(f"{s3_bucket}/nothing")
 
     uri = f"{s3_bucket}/mismatch"
     ckpt = _push_checkpoint(tmp_path, uri)
     other = save_generator(random_generator(TINY, 5), tmp_path / "other", name="other")
     storage.upload_file(other / "generator.safetensors", f"{uri}/generator.safetensors")
     with pytest.raises(storage.IntegrityError, match="do not match .*model.json"):
-        storage.fetch_model(uri)
+        fetch_model(uri)
     models = tmp_path / "cache" / "models"
     assert not [p for p in models.iterdir() if p.name != "by-uri"]  # nothing half-made
 
     storage.upload_bytes(b'{"format": "texprod-generator"}', f"{uri}/model.json")
     with pytest.raises(CheckpointError, match="weights.sha256 is needed"):
-        storage.fetch_model(uri)
+        fetch_model(uri)
     card = json.loads((ckpt / "model.json").read_text())
     card["weights"]["file"] = "../../escape"
     storage.upload_bytes(json.dumps(card).encode(), f"{uri}/model.json")
     with pytest.raises(CheckpointError, match="weights.file: got '../../escape'"):
-        storage.fetch_model(uri)
+        fetch_model(uri)
 
 
 def test_resolve_model_s3_uri(s3_bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("TEXPROD_CACHE", str(tmp_path / "cache"))
     uri = f"{s3_bucket}/checkpoints/tiny"
     _push_checkpoint(tmp_path, uri)
-    path = storage.resolve_model(uri)
+    path = references.resolve_model(uri)
     assert path.is_relative_to(tmp_path / "cache")
     load_checkpoint(path)
     with pytest.raises(ConfigError, match="supported: a checkpoint path"):
-        storage.resolve_model("https://example.com/model")
+        references.resolve_model("https://example.com/model")
     assert os.environ["TEXPROD_CACHE"] == str(tmp_path / "cache")

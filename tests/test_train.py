@@ -12,13 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 from texprod.cli import main
+from texprod.engine.noise import NoiseField
+from texprod.engine.render import Renderer, render_canvas, render_reference
+from texprod.engine.tiling import plan_tiles
 from texprod.errors import TexprodError
-from texprod.generators import load_checkpoint, load_generator
-from texprod.noise import NoiseField
-from texprod.render import Renderer, render_canvas, render_reference
+from texprod.models import load_checkpoint, load_generator
 from texprod.storage import sha256_file
-from texprod.tiling import plan_tiles
-from texprod.train import STATE_FILE, TrainConfig, Trainer, train_model
+from texprod.training.trainer import STATE_FILE, TrainConfig, Trainer, train_model
 
 
 def exemplar(tmp_path: Path, name: str = "stripes.png", size: int = 96, seed: int = 0,
@@ -101,7 +101,7 @@ def test_resume_continues_with_the_same_optimiser_state(tmp_path):
 def test_resume_with_a_lower_learning_rate_anneals_the_run(tmp_path, caplog):
     image = exemplar(tmp_path)
     Trainer([image], tmp_path / "run", tiny(iters=2), device="cpu").run()
-    with caplog.at_level("INFO", logger="texprod.train"):
+    with caplog.at_level("INFO", logger="texprod.training.trainer"):
         annealed = Trainer([image], tmp_path / "run", tiny(iters=4, lr=5e-5), device="cpu",
                            resume=True)
     assert "learning rate 5e-05 (was 0.0002 before the resume)" in caplog.text

@@ -282,7 +282,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from texprod.train import TrainConfig, train_model
+    from texprod.training.trainer import TrainConfig, train_model
 
     config = TrainConfig.from_cli(arch=args.arch, size=args.size, filters=args.filters,
                                   iters=args.iters, batch=args.batch, lr=args.lr,
@@ -390,13 +390,14 @@ def format_summary(summary: dict) -> str:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from texprod.job import check_disk_space, plan_job
-    from texprod.spec import load_spec, resolve_spec_path
+    from texprod.job.pipeline import check_disk_space
+    from texprod.job.plan import plan_job
+    from texprod.job.spec import load_spec, resolve_spec_path
 
     spec_path = resolve_spec_path(args.spec)
     spec = load_spec(spec_path, args.overrides)  # spec errors stop here, before any run
     if args.dry_run:
-        from texprod.job import describe_plan, measured_estimate
+        from texprod.job.pipeline import describe_plan, measured_estimate
 
         plan = plan_job(spec, spec_path.parent)
         plan.estimate = measured_estimate(plan)
@@ -416,8 +417,8 @@ def _generate(args: argparse.Namespace) -> int:
             summary = _generate_as_flow(spec_path, args.overrides, bar)
         else:
             # no Prefect API configured: the same job in this process, no throwaway server
-            from texprod import stop
-            from texprod.job import run_job
+            from texprod.job import stop
+            from texprod.job.pipeline import run_job
 
             with stop.stop_on_signals():  # SIGTERM / SIGINT stop it at a safe point
                 plan = plan_job(spec, spec_path.parent)
@@ -448,12 +449,13 @@ def _generate_as_flow(spec_path: Path, overrides: list[str], bar: _TileBar) -> d
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from texprod.preflight import inspect_tiff
+    from texprod.press.preflight import inspect_tiff
 
     expect = None
     if args.spec:
-        from texprod.job import expectations, plan_job
-        from texprod.spec import load_spec, resolve_spec_path
+        from texprod.job.pipeline import expectations
+        from texprod.job.plan import plan_job
+        from texprod.job.spec import load_spec, resolve_spec_path
 
         spec_path = resolve_spec_path(args.spec)
         expect = expectations(plan_job(load_spec(spec_path, args.overrides), spec_path.parent))
@@ -465,8 +467,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _quality(args: argparse.Namespace) -> int:
     import json
 
-    from texprod.quality import format_table, model_fidelity, table_json, verdict
-    from texprod.storage import resolve_model
+    from texprod.models.references import resolve_model
+    from texprod.training.quality import format_table, model_fidelity, table_json, verdict
 
     model = resolve_model(args.model)  # a path, bundled:NAME, s3://..., NAME@VERSION
     rows = model_fidelity(model, args.exemplar, seed=args.seed, latent=args.latent,
@@ -482,7 +484,8 @@ def _quality(args: argparse.Namespace) -> int:
 
 
 def _models_init(args: argparse.Namespace) -> int:
-    from texprod.generators import make_config, random_generator, save_generator
+    from texprod.engine import make_config, random_generator
+    from texprod.models import save_generator
 
     config = make_config(
         arch=args.arch, upsample=args.upsample, depth=args.depth, kernel=args.kernel,
@@ -503,8 +506,8 @@ def _models_init(args: argparse.Namespace) -> int:
 
 
 def _models_push(args: argparse.Namespace) -> int:
-    from texprod import registry
-    from texprod.storage import resolve_model
+    from texprod.models import registry
+    from texprod.models.references import resolve_model
 
     uri = registry.push(resolve_model(args.path), args.ref, args.registry, force=args.force)
     print(f"pushed {args.ref} to {uri}")
@@ -512,7 +515,7 @@ def _models_push(args: argparse.Namespace) -> int:
 
 
 def _models_pull(args: argparse.Namespace) -> int:
-    from texprod import registry
+    from texprod.models import registry
 
     path = registry.pull(args.ref, args.registry, args.out)
     print(f"pulled {args.ref} to {path}")
@@ -522,7 +525,7 @@ def _models_pull(args: argparse.Namespace) -> int:
 def _models_list(args: argparse.Namespace) -> int:
     import json
 
-    from texprod import registry
+    from texprod.models import registry
 
     models = registry.list_models(args.registry)
     if args.json:
@@ -547,14 +550,14 @@ def repeat_period(width: int, height: int, cell_px: int) -> tuple[int, int]:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from texprod.canvas import BandWriter, ScratchCanvas
-    from texprod.generators import load_generator
-    from texprod.geometry import MAX_PIXELS, MAX_SIDE_PX
-    from texprod.noise import NoiseField
-    from texprod.printfile import check_tiff_path, write_plain_tiff
-    from texprod.render import Renderer, default_tiling, render_reference
-    from texprod.storage import resolve_model
-    from texprod.tiling import plan_tiles
+    from texprod.engine.noise import NoiseField
+    from texprod.engine.render import Renderer, default_tiling, render_reference
+    from texprod.engine.tiling import plan_tiles
+    from texprod.models import load_generator
+    from texprod.models.references import resolve_model
+    from texprod.press.canvas import BandWriter, ScratchCanvas
+    from texprod.press.geometry import MAX_PIXELS, MAX_SIDE_PX
+    from texprod.press.printfile import check_tiff_path, write_plain_tiff
 
     out = check_tiff_path(args.out)
     for name in ("width", "height"):

@@ -1,4 +1,5 @@
-"""Where things are: model references, local paths and S3 objects, the model cache.
+"""Transport: local paths and S3 objects, one interface for both (models are resolved and
+cached in ``texprod.models``; this module knows nothing of them).
 
 One interface for local paths and ``s3://bucket/key`` URIs:
 
@@ -8,10 +9,6 @@ One interface for local paths and ``s3://bucket/key`` URIs:
   that S3 verifies, and the whole file's SHA-256 in the object's metadata (``sha256``).
 - ``download_file``: into a temporary file beside the target, checked (size, SHA-256), then
   renamed; nothing partial is left on failure.
-- ``fetch_model``: a checkpoint directory on S3, downloaded once into a local cache keyed
-  by its content digest and verified on every use.
-- ``resolve_model``: a spec's ``model`` (path, ``bundled:NAME``, ``s3://...`` or
-  ``NAME@VERSION`` from the registry) as a local checkpoint path.
 
 S3 settings come from the standard AWS chain (environment, ``AWS_PROFILE``, config files,
 instance roles) plus these variables:
@@ -26,7 +23,7 @@ instance roles) plus these variables:
 ``TEXPROD_S3_CONCURRENCY``     parallel part transfers (default 8)
 ``TEXPROD_S3_ADDRESSING_STYLE`` auto | path | virtual (default: path with a custom endpoint)
 ``TEXPROD_CACHE``              local cache directory (default ~/.cache/texprod)
-``TEXPROD_REGISTRY``           model registry, ``s3://BUCKET[/prefix]`` (see registry.py)
+``TEXPROD_REGISTRY``           model registry, ``s3://BUCKET[/prefix]`` (texprod.models.registry)
 =============================  ==============================================================
 """
 
@@ -36,26 +33,21 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import logging
 import mimetypes
 import os
 import re
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from texprod.errors import CheckpointError, ConfigError, SpecError, TexprodError
-from texprod.files import atomic_output, normal_modes
+from texprod.errors import ConfigError, TexprodError
+from texprod.files import atomic_output
 
 log = logging.getLogger(__name__)
 
-BUNDLED_PREFIX = "bundled:"
-BUNDLED_DIR = resources.files("texprod") / "data" / "models"
 
 S3_SCHEME = "s3://"
 DEFAULT_REGION = "us-east-1"
@@ -63,9 +55,6 @@ MiB = 2**20
 DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
-WEIGHTS_FILE = "generator.safetensors"
-CARD_FILE = "model.json"
-SOURCE_FILE = "source.json"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _META_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -715,202 +704,3 @@ def presigned_url(uri: str, expires_s: int = MAX_PRESIGN_S) -> str:
 def cache_root() -> Path:
     """The local cache directory: ``TEXPROD_CACHE``, default ``~/.cache/texprod``."""
     return Path(os.environ.get("TEXPROD_CACHE") or "~/.cache/texprod").expanduser()
-
-
-def _checkpoint_prefix(uri: str) -> str:
-    base = uri.rstrip("/")
-    for name in (f"/{CARD_FILE}", f"/{WEIGHTS_FILE}"):
-        if base.endswith(name):
-            base = base.removesuffix(name)
-    _object(base + "/" + CARD_FILE)  # validates bucket and key
-    return base
-
-
-def _parse_card(card_bytes: bytes, card_uri: str) -> tuple[str, str]:
-    """(weights file name, weights sha256) from a model card's bytes."""
-    try:
-        card = json.loads(card_bytes)
-        weights = card["weights"]
-        sha = weights["sha256"]
-        name = weights.get("file", WEIGHTS_FILE)
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{card_uri}: not a texprod model card (weights.sha256 is "
-                              f"needed to cache the model): {e!r}") from None
-    if not isinstance(sha, str) or not _SHA256_RE.match(sha):
-        raise CheckpointError(f"{card_uri}: weights.sha256: got {sha!r}, expected 64 hex digits")
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name \
-            or name in (".", ".."):
-        raise CheckpointError(f"{card_uri}: weights.file: got {name!r}, expected a file name")
-    return name, sha
-
-
-def _content_digest(card_bytes: bytes, weights_sha256: str) -> str:
-    card_sha = hashlib.sha256(card_bytes).hexdigest()
-    return hashlib.sha256(f"{weights_sha256}:{card_sha}".encode()).hexdigest()
-
-
-def _verify_entry(path: Path, digest: str) -> bool:
-    """Whether a cache entry is whole: the card hashes to its digest and the weights match."""
-    card_path = path / CARD_FILE
-    if not card_path.is_file():
-        return False
-    card_bytes = card_path.read_bytes()
-    try:
-        name, sha = _parse_card(card_bytes, str(card_path))
-    except CheckpointError:
-        return False
-    weights = path / name
-    if _content_digest(card_bytes, sha) != digest or not weights.is_file():
-        return False
-    return sha256_file(weights) == sha
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _remove_tree(path: Path) -> None:
-    """Move a directory aside (atomic) and delete it."""
-    trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{threading.get_ident()}")
-    try:
-        path.rename(trash)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def fetch_model(uri: str) -> Path:
-    """A checkpoint directory on S3 as a verified local directory in the model cache.
-
-    `uri` names the directory (``s3://bucket/.../NAME``, or its model.json). The entry is
-    keyed by content (the weights' SHA-256 from the card and the card's own SHA-256), so
-    models are stored once however many URIs name them. A later fetch costs two HEAD
-    requests when the remote ETags (recorded in ``source.json`` and an index by URI) are
-    unchanged; the weights are re-hashed on every use and a corrupt entry is fetched again.
-    A local path is returned as it is.
-    """
-    _check_scheme(uri)
-    if not is_s3(uri):
-        return Path(uri)
-    base = _checkpoint_prefix(uri)
-    card_uri = f"{base}/{CARD_FILE}"
-    root = cache_root() / "models"
-    index = root / "by-uri" / f"{hashlib.sha256(base.encode()).hexdigest()[:32]}.json"
-    client = s3_client()
-
-    card_head = _head(client, card_uri, "fetch the model")
-    if card_head is None:
-        raise NoSuchObject(f"{card_uri}: no such object (is {base} a checkpoint directory? "
-                           f"it needs {CARD_FILE} and {WEIGHTS_FILE})")
-    entry = _read_json(index)
-    if entry and entry.get("etags", {}).get(CARD_FILE) == _etag(card_head.get("ETag")):
-        name = entry.get("weights_file", WEIGHTS_FILE)
-        weights_head = _head(client, f"{base}/{name}", "fetch the model")
-        path = root / str(entry.get("digest", "-"))
-        if weights_head is not None and \
-                entry["etags"].get(name) == _etag(weights_head.get("ETag")):
-            if _verify_entry(path, entry["digest"]):
-                log.debug("model cache hit for %s: %s", base, path)
-                return path
-            log.warning("model cache entry %s is corrupt; fetching %s again", path, base)
-
-    card_bytes, card_etag = _read(card_uri)
-    name, weights_sha = _parse_card(card_bytes, card_uri)
-    digest = _content_digest(card_bytes, weights_sha)
-    path = root / digest
-    weights_uri = f"{base}/{name}"
-    if _verify_entry(path, digest):  # same content fetched before (perhaps by another URI)
-        weights_head = _head(client, weights_uri, "fetch the model")
-        weights_etag = _etag(weights_head.get("ETag")) if weights_head else None
-    else:
-        if path.exists():
-            log.warning("model cache entry %s is corrupt; fetching %s again", path, base)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".fetch-{digest[:12]}-", dir=root))
-        try:
-            try:
-                result = download_file(weights_uri, tmp / name, expected_sha256=weights_sha)
-            except IntegrityError as e:
-                raise IntegrityError(f"{e} (the weights do not match {card_uri}: a push in "
-                                     "progress or a corrupted upload?)") from None
-            except NoSuchObject:
-                raise NoSuchObject(f"{weights_uri}: no such object ({card_uri} names it as "
-                                   "the model's weights)") from None
-            weights_etag = result["etag"]
-            (tmp / CARD_FILE).write_bytes(card_bytes)
-            source = {"uri": base, "digest": digest, "weights_file": name,
-                      "weights_sha256": weights_sha,
-                      "card_sha256": hashlib.sha256(card_bytes).hexdigest(),
-                      "etags": {CARD_FILE: card_etag, name: weights_etag},
-                      "fetched": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-            (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
-            normal_modes(tmp)  # a cache shared by workers running as other users
-            if path.exists():
-                _remove_tree(path)
-            try:
-                tmp.rename(path)
-            except OSError:  # another process finished the same entry first
-                if not _verify_entry(path, digest):
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("fetched %s into the model cache: %s", base, path)
-    _atomic_write_bytes(index, json.dumps({
-        "uri": base, "digest": digest, "weights_file": name,
-        "etags": {CARD_FILE: card_etag, name: weights_etag},
-    }, indent=2).encode() + b"\n")
-    return path
-
-
-# -- model references ----------------------------------------------------------------------
-
-
-def bundled_models() -> list[str]:
-    root = Path(str(BUNDLED_DIR))
-    return sorted(p.name for p in root.iterdir() if (p / "model.json").is_file()) \
-        if root.is_dir() else []
-
-
-def resolve_model(ref: str, base_dir: str | os.PathLike | None = None, *,
-                  registry: str | None = None) -> Path:
-    """A spec's `model` as a local checkpoint path.
-
-    - `bundled:NAME` names a model shipped in the package;
-    - `s3://bucket/prefix/NAME` is a checkpoint directory on S3, fetched via the model cache;
-    - `NAME@VERSION` is a model in the registry (`registry`, else env TEXPROD_REGISTRY);
-    - anything else is a path: a relative one is looked up from the working directory, then
-      from `base_dir` (the spec file's directory).
-    """
-    from texprod import registry as model_registry
-
-    if ref.startswith(BUNDLED_PREFIX):
-        name = ref.removeprefix(BUNDLED_PREFIX)
-        path = Path(str(BUNDLED_DIR / name))
-        if not (path / "model.json").is_file():
-            shipped = ", ".join(bundled_models()) or "none yet"
-            raise SpecError(f"model: got {ref!r}, no such bundled model (shipped: {shipped}); "
-                            "use a checkpoint path (texprod models init --out PATH makes one)")
-        return path
-    if is_s3(ref):
-        return fetch_model(ref)
-    if model_registry.is_ref(ref):
-        return model_registry.pull(ref, registry)
-    if "://" in ref:
-        raise SpecError(f"model: got {ref!r}; supported: a checkpoint path, bundled:NAME, "
-                        "s3://BUCKET/PREFIX (a checkpoint directory) or NAME@VERSION "
-                        "(the model registry)")
-    path = Path(ref).expanduser()
-    if not path.is_absolute() and not path.exists() and base_dir is not None:
-        beside_spec = Path(base_dir) / path
-        if beside_spec.exists():
-            return beside_spec
-    if not path.exists():
-        raise SpecError(f"model: got {ref!r}, no such checkpoint (looked in {Path.cwd()}"
-                        + (f" and {base_dir}" if base_dir else "") + ")")
-    return path

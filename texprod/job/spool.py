@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from texprod.stripes import StripeResult
+from texprod.job.stripes import StripeResult
 
 
 class StripeSpool:

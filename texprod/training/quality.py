@@ -423,7 +423,7 @@ def _selection(sets: list[torch.Tensor], size: int) -> torch.Tensor:
 
 def _global_field(checkpoint, latent):
     """The ConstantField for `latent`, or None for the noise field's per-seed latent."""
-    from texprod.noise import ConstantField, global_latent
+    from texprod.engine.noise import ConstantField, global_latent
 
     config = checkpoint.generator.config
     names = sorted(checkpoint.latents)
@@ -458,10 +458,11 @@ def render_samples(model, *, seed: int = 0, latent=None, size: int | None = None
                    count: int = 4, device: str = "cpu") -> np.ndarray:
     """`count` size x size canvases of a model, noise seeds seed .. seed + count - 1:
     (count, size, size, 3) uint8. `model`: a checkpoint path, Checkpoint or Generator."""
-    from texprod.generators import Checkpoint, Generator, load_checkpoint
-    from texprod.noise import NoiseField
-    from texprod.render import Renderer, default_tiling, render_canvas
-    from texprod.tiling import plan_tiles
+    from texprod.engine import Generator
+    from texprod.engine.noise import NoiseField
+    from texprod.engine.render import Renderer, default_tiling, render_canvas
+    from texprod.engine.tiling import plan_tiles
+    from texprod.models import Checkpoint, load_checkpoint
 
     if isinstance(model, Checkpoint):
         checkpoint = model

@@ -27,19 +27,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from texprod.engine import Generator, GeneratorConfig, make_config, receptive_field
+from texprod.engine.noise import ConstantField, NoiseField
+from texprod.engine.render import forward_interior, render_reference, resolve_device
 from texprod.errors import ConfigError, TexprodError
-from texprod.generators import (
-    Generator,
-    GeneratorConfig,
-    load_checkpoint,
-    make_config,
-    receptive_field,
-    save_generator,
-)
-from texprod.noise import ConstantField, NoiseField
-from texprod.quality import load_exemplar, texture_stats
-from texprod.render import forward_interior, render_reference, resolve_device
+from texprod.models import load_checkpoint, save_generator
 from texprod.storage import sha256_file
+from texprod.training.quality import load_exemplar, texture_stats
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +181,7 @@ class Trainer:
             self.G = Generator(config.generator_config())
             _init_weights(self.G, torch_gen)
             if config.init:
-                from texprod.storage import resolve_model
+                from texprod.models.references import resolve_model
 
                 try:
                     source = load_checkpoint(resolve_model(config.init))
@@ -573,8 +567,8 @@ def fit_latents(generator: Generator, exemplars: dict[str, np.ndarray], steps: i
                 crop: int = 128, seed: int = 0) -> dict[str, torch.Tensor]:
     """One global latent per exemplar: the best of a few seeds, refined by gradient descent
     on the texture-statistics distance between its render and the exemplar."""
-    from texprod.noise import global_latent
-    from texprod.quality import random_crops
+    from texprod.engine.noise import global_latent
+    from texprod.training.quality import random_crops
 
     config = generator.config
     if config.nz_global == 0:

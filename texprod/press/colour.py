@@ -14,12 +14,14 @@ import struct
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyvips
 
 from texprod.errors import SpecError
-from texprod.spec import PrintSpec
+
+if TYPE_CHECKING:  # the spec's print section, read by attribute: no runtime import of job
+    from texprod.job.spec import PrintSpec
 
 ICC_DIR = resources.files("texprod") / "data" / "icc"
 DEFAULT_CMYK_PROFILE = "FOGRA39-texprod.icc"

@@ -4,7 +4,7 @@ flow all run.
 
 Everything that can be checked is checked in `plan_job`, before any pixel is rendered:
 the spec, the model, the output profile, BigTIFF limits and free disk space. The stripes
-are worked by an executor (threads here, or a Dask cluster: texprod.executors), each
+are worked by an executor (threads here, or a Dask cluster: texprod.job.executors), each
 stripe all the way to encoded TIFF chunks, so rendering and encoding overlap and the
 driver only assembles the file. Nothing half-written is ever left: outputs appear under
 their final names only when complete, and a failed job removes its spool and partial
@@ -21,117 +21,43 @@ import math
 import os
 import shutil
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from texprod import __version__, stop
-from texprod.colour import OutputColour, resolve_colour
+from texprod import __version__
+from texprod.engine.tiling import TilePlan
 from texprod.errors import JobFailure, SpecError, TexprodError
-from texprod.generators import Checkpoint, load_checkpoint, receptive_field
-from texprod.geometry import PrintGeometry, RepeatPeriod, print_geometry, repeat_period
-from texprod.joblock import JobLock, sweep_dead_temporaries
-from texprod.noise import NoiseField
-from texprod.preflight import Expectations, InspectionReport, inspect_tiff
-from texprod.printfile import (
-    TiffOptions,
+from texprod.job import stop
+from texprod.job.executors import StripeJob, cluster_options, prepare, stripe_executor
+from texprod.job.joblock import JobLock, sweep_dead_temporaries
+from texprod.job.plan import JobPlan, duration, make_renderer, noise_field, period_box, plan_job
+from texprod.job.spec import JobSpec
+from texprod.job.spool import StripeSpool
+from texprod.job.stripes import StripeResult, single_threaded_torch
+from texprod.models.references import resolve_model
+from texprod.press.preflight import Expectations, InspectionReport, inspect_tiff
+from texprod.press.printfile import (
     WrittenTiff,
     assemble_tiff,
-    bigtiff_decision,
-    worst_case_size,
 )
-from texprod.proof import make_proof, make_repeat_preview
-from texprod.render import Renderer, default_tiling, resolve_device
-from texprod.spec import JobSpec, RepeatSpec
-from texprod.spool import StripeSpool
-from texprod.storage import is_s3, resolve_model, sha256_file, split_s3, upload_file
-from texprod.stripes import Stripe, StripeResult, plan_stripes, preview_factor
-from texprod.texture import TextureField, frame_of, texture_field
-from texprod.tiling import TilePlan
+from texprod.press.proof import make_proof, make_repeat_preview
+from texprod.storage import sha256_file, upload_file
 
 log = logging.getLogger(__name__)
 
 DISK_MARGIN = 64 * 2**20  # headroom beyond the computed sizes
-BENCHMARKS_JSON = resources.files("texprod") / "data" / "benchmarks.json"
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
 
 
 class PreflightError(JobFailure):
     """The written file does not keep the spec's promises."""
-
-
-@dataclass(frozen=True)
-class JobOutputs:
-    """Where the files are written locally and, for s3:// output dirs, where they go."""
-
-    tiff: Path
-    proof: Path | None
-    thumbnail: Path | None
-    remote_dir: str | None = None  # s3://bucket/prefix/ when output.dir is on S3
-    repeat_preview: Path | None = None  # 2 x 2 periods of a repeat, to see that it repeats
-
-    @property
-    def local(self) -> list[Path]:
-        return [p for p in (self.tiff, self.proof, self.thumbnail, self.repeat_preview)
-                if p is not None]
-
-    def final(self, path: Path) -> str:
-        """The output's final location: its S3 URI, or the local path."""
-        return f"{self.remote_dir}{path.name}" if self.remote_dir else str(path)
-
-
-@dataclass
-class JobPlan:
-    spec: JobSpec
-    checkpoint: Checkpoint
-    model_path: Path
-    spec_digest: str
-    geometry: PrintGeometry
-    colour: OutputColour
-    tiff: TiffOptions
-    bigtiff: bool
-    bigtiff_reason: str
-    stripes: list[Stripe]  # the units of work, top to bottom
-    device: str
-    tile_px: int
-    batch: int
-    period: tuple[int, int] | None  # repeat period in cells (rows, cols)
-    texture: TextureField
-    outputs: JobOutputs
-    spool_dir: Path  # finished stripes, encoded, until the file is assembled
-    output_bytes: int  # upper bound on the file: worst-case compression plus headers
-    repeat: RepeatPeriod | None = None  # texture.repeat given as a period in mm
-    estimate: str = ""
-
-    @property
-    def short_digest(self) -> str:
-        return self.spec_digest[:12]
-
-    @property
-    def tile_count(self) -> int:
-        return sum(len(s.tiles.tiles) for s in self.stripes)
-
-    @property
-    def tile_px_shape(self) -> tuple[int, int]:
-        """(width, height) in pixels of the (interior of the) tiles of a full stripe."""
-        ty, tx = self.stripes[0].tiles.tile_cells
-        return tx * self.stripes[0].tiles.cell_px, ty * self.stripes[0].tiles.cell_px
-
-    @property
-    def preview_factor(self) -> int:
-        return preview_factor(self.geometry.width_px, self.geometry.height_px)
-
-    @property
-    def render_bits(self) -> int:
-        return self.colour.bits
 
 
 @dataclass
@@ -147,101 +73,6 @@ class JobResult:
     def summary(self) -> dict:
         return {**job_summary(self.plan, self.outputs, self.timings, self.tac_max,
                               self.report), "workers": self.workers}
-
-
-def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | None = None
-             ) -> JobPlan:
-    """Resolve and check everything a job needs; raises before any rendering.
-
-    `model_path`: the model already fetched to a local checkpoint (the flow fetches it in a
-    task of its own, with retries); otherwise the spec's model reference is resolved here.
-    """
-    if model_path is None:
-        model_path = resolve_model(spec.model, spec_dir, registry=spec.registry)
-    checkpoint = load_checkpoint(model_path)
-    config = checkpoint.generator.config
-    if config.out_channels != 3:
-        raise TexprodError(f"model: {model_path} renders {config.out_channels} channels; "
-                           "prints need an RGB (3-channel) generator")
-    repeat = None
-    if isinstance(spec.texture.repeat, RepeatSpec):
-        r = spec.texture.repeat
-        repeat = repeat_period(r.width_mm, r.height_mm, spec.print.dpi, config.cell_px,
-                               r.tolerance_mm, r.adjust)
-    geometry = print_geometry(spec.print, config.cell_px if spec.texture.repeat is True
-                              else None, repeat)
-    colour = resolve_colour(spec.print)
-    tiff = TiffOptions(compression=spec.tiff.compression, layout=spec.tiff.layout,
-                       bigtiff=spec.tiff.bigtiff, embed_icc=spec.tiff.embed_icc)
-    bigtiff, reason = bigtiff_decision(geometry.width_px, geometry.height_px, colour.bands,
-                                       colour.bits, tiff)
-
-    renderer_device = resolve_device(spec.render.device)
-    auto_tile, auto_batch = default_tiling(renderer_device)
-    tile_px = auto_tile if spec.render.tile_px == "auto" else spec.render.tile_px
-    batch = auto_batch if spec.render.batch == "auto" else spec.render.batch
-    halo = receptive_field(checkpoint.generator.blocks).halo
-    # repeat: a period starts at the trim's corner, so the canvas starts a bleed before
-    # cell 0; `repeat: true` makes the trim one period
-    period = None
-    x0 = y0 = 0
-    if repeat is not None:
-        period = repeat.cells
-    elif spec.texture.repeat:
-        _, _, w, h = geometry.trim_box
-        period = (h // config.cell_px, w // config.cell_px)
-    if period is not None:
-        x0 = y0 = -geometry.bleed_px
-    stripes = plan_stripes(geometry.width_px, geometry.height_px, config.cell_px, halo,
-                           tile_px, x0=x0, y0=y0)
-    texture = texture_field(spec, checkpoint, geometry,
-                            frame_of(geometry, config.cell_px, x0, y0, halo), period, spec_dir)
-
-    digest = spec.digest(checkpoint.digest, texture.inputs)
-    remote_dir = None
-    if is_s3(spec.output.dir):
-        split_s3(spec.output.dir)  # validates the URI
-        remote_dir = spec.output.dir.rstrip("/") + "/"
-        # staged locally, uploaded when complete: in a directory private to this user
-        # (made and checked by prepare_directories), one per output name
-        out_dir = Path(spec.render.scratch_dir or tempfile.gettempdir()).expanduser() \
-            / f"texprod-staging-{os.getuid()}" / f"{spec.name}-{digest[:12]}"
-    else:
-        out_dir = Path(spec.output.dir).expanduser()
-    stem = f"{spec.name}-{digest[:12]}"
-    outputs = JobOutputs(
-        tiff=out_dir / f"{stem}.tif",
-        proof=out_dir / f"{stem}.proof.jpg" if spec.output.proof else None,
-        thumbnail=out_dir / f"{stem}.thumb.jpg" if spec.output.proof else None,
-        remote_dir=remote_dir,
-        repeat_preview=out_dir / f"{stem}.repeat.jpg"
-        if spec.output.proof and _period_box(geometry, period, config.cell_px) else None,
-    )
-    scratch_dir = Path(spec.render.scratch_dir).expanduser() if spec.render.scratch_dir \
-        else out_dir
-    plan = JobPlan(
-        spec=spec, checkpoint=checkpoint, model_path=model_path, spec_digest=digest,
-        geometry=geometry, colour=colour, tiff=tiff, bigtiff=bigtiff, bigtiff_reason=reason,
-        stripes=stripes, device=str(renderer_device), tile_px=tile_px, batch=batch,
-        period=period, texture=texture, repeat=repeat, outputs=outputs,
-        spool_dir=scratch_dir / f".{stem}.stripes",
-        output_bytes=worst_case_size(geometry.width_px, geometry.height_px, colour.bands,
-                                     colour.bits, tiff),
-    )
-    plan.estimate = estimate(plan)
-    return plan
-
-
-def _period_box(geometry: PrintGeometry, period: tuple[int, int] | None, cell_px: int
-                ) -> tuple[int, int, int, int] | None:
-    """One whole period in canvas pixels, from the trim's corner; None if it does not fit."""
-    if period is None:
-        return None
-    b = geometry.bleed_px
-    w, h = period[1] * cell_px, period[0] * cell_px
-    if b + w > geometry.width_px or b + h > geometry.height_px:
-        return None
-    return b, b, w, h
 
 
 def check_directories(plan: JobPlan) -> None:
@@ -354,8 +185,6 @@ def render_stripes(plan: JobPlan, spool: StripeSpool, executor, job,
     """Work every stripe the spool lacks on `executor`, spooling each as it arrives.
     Returns the stripes worked. `progress(done, total)` counts the whole job's tiles: per
     tile for stripes worked in this process, per stripe for those of other processes."""
-    from texprod.executors import prepare
-
     todo = [s.index for s in plan.stripes if s.index not in spool.done]
     total = plan.tile_count
     done = total - sum(len(plan.stripes[i].tiles.tiles) for i in todo)
@@ -392,17 +221,6 @@ def render_stripes(plan: JobPlan, spool: StripeSpool, executor, job,
         finally:
             ready.on_tile = None
     return todo
-
-
-def noise_field(plan: JobPlan) -> NoiseField:
-    generator = plan.checkpoint.generator
-    return NoiseField(generator.config, plan.spec.seed, waves=generator.waves,
-                      period=plan.period, global_field=plan.texture.field)
-
-
-def make_renderer(plan: JobPlan) -> Renderer:
-    return Renderer(plan.checkpoint.generator, device=plan.device,
-                    precision=plan.spec.render.precision)
 
 
 def _sub_plan(plan: TilePlan, tiles) -> TilePlan:
@@ -490,7 +308,7 @@ def proof_job(plan: JobPlan, preview) -> tuple[Path, ...] | None:
     trim = tuple(v / factor for v in plan.geometry.trim_box)
     paths = make_proof(small, trim, plan.colour, plan.outputs.proof, plan.outputs.thumbnail)
     if plan.outputs.repeat_preview is not None:  # set only when a whole period fits
-        box = _period_box(plan.geometry, plan.period, plan.checkpoint.generator.config.cell_px)
+        box = period_box(plan.geometry, plan.period, plan.checkpoint.generator.config.cell_px)
         try:
             printed = pyvips.Image.new_from_file(str(plan.outputs.tiff), access="random")
             paths += (make_repeat_preview(printed, box, plan.colour,
@@ -620,8 +438,6 @@ def _render_on(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | Non
                progress: Progress | None) -> str:
     """Every stripe the spool lacks, on the given executor or the one the spec asks for;
     returns who worked them (and the Dask dashboard, if any)."""
-    from texprod.executors import StripeJob, prepare, stripe_executor
-
     done = spool.done
     if done:
         log.info("resuming: %d of %d stripes already in the spool", len(done),
@@ -683,27 +499,6 @@ def job_summary(plan: JobPlan, outputs: list[dict], timings: dict[str, float],
 # ------------------------------------------------------------------------------ estimates
 
 
-def estimate(plan: JobPlan) -> str:
-    """Expected seconds from the last recorded benchmark for this device kind."""
-    try:
-        records = json.loads((BENCHMARKS_JSON).read_text())
-    except (OSError, ValueError):
-        return "no benchmark recorded (run make bench)"
-    kind = "cuda" if plan.device.startswith("cuda") else "cpu"
-    render = records.get("render", {}).get(f"{kind}/{plan.spec.render.precision}")
-    if not render:
-        return f"no {kind} {plan.spec.render.precision} benchmark recorded (run make bench)"
-    mpx = plan.geometry.megapixels
-    seconds = mpx / render["mpx_s"]
-    text = (f"render ~{_duration(seconds)} at {render['mpx_s']:.2f} Mpx/s "
-            f"({render['device']}, {render['date']})")
-    export = records.get("export", {}).get(plan.colour.color)
-    if export:
-        export_s = plan.output_bytes / 1e6 / export["mb_s"]
-        text += f"; export ~{_duration(export_s)} at {export['mb_s']:.0f} MB/s"
-    return text
-
-
 def measured_estimate(plan: JobPlan) -> str:
     """The render time measured now, on this machine and device, from the plan's own tiles.
 
@@ -712,8 +507,6 @@ def measured_estimate(plan: JobPlan) -> str:
     """
     if plan.tile_px == 0:  # sampling the one-pass render would be the whole render
         return f"at least {plan.estimate} (recorded on an idle machine; not measured now)"
-    from texprod.stripes import single_threaded_torch
-
     single_threaded_torch()  # as the stripes render: per-tile figures, then x threads
     renderer = make_renderer(plan)
     field = noise_field(plan)
@@ -726,13 +519,11 @@ def measured_estimate(plan: JobPlan) -> str:
     for _ in renderer.tiles(field, sample, batch=plan.batch, output=output):
         pass
     per_tile = (time.perf_counter() - started) / len(sample.tiles)
-    from texprod.executors import cluster_options
-
     kind, options = cluster_options(plan.spec.render)
     parallel = options["threads"] if kind == "in-process" and not plan.device.startswith(
         "cuda") else 1  # on a cluster: a figure per worker thread
     seconds = per_tile * plan.tile_count / parallel
-    text = (f"render ~{_duration(seconds)} ({plan.geometry.megapixels / seconds:.2f} Mpx/s, "
+    text = (f"render ~{duration(seconds)} ({plan.geometry.megapixels / seconds:.2f} Mpx/s, "
             f"measured now on {plan.device} over {len(sample.tiles)} tile(s)"
             + (f", x {parallel} threads" if parallel > 1 else
                ", per worker thread" if kind != "in-process" else "") + ")")
@@ -740,14 +531,6 @@ def measured_estimate(plan: JobPlan) -> str:
     if len(recorded) == 2:
         text += f"; export at least {recorded[1].removeprefix('~')} (recorded on an idle machine)"
     return text
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _describe_repeat(plan: JobPlan) -> str:
@@ -764,7 +547,6 @@ def _describe_repeat(plan: JobPlan) -> str:
 
 
 def _describe_executor(plan: JobPlan) -> str:
-    from texprod.executors import cluster_options
 
     kind, options = cluster_options(plan.spec.render)
     if kind == "in-process":

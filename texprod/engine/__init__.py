@@ -1,33 +1,28 @@
-"""The SGAN / PSGAN generator family: config, model, receptive field, checkpoints."""
+"""The engine: the SGAN / PSGAN generators (config, model, receptive field), the noise field
+over global coordinates, tile plans and the renderer.
+
+It owns the maths from noise to pixels and imports nothing of texprod but `errors` and
+`files`; every other wing may import it.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from texprod.generators.checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    load_generator,
-    save_generator,
-)
-from texprod.generators.config import GeneratorConfig, make_config
-from texprod.generators.model import Generator, fold_batchnorm, init_random, randomize_statistics
-from texprod.generators.receptive import ReceptiveField, receptive_field
+from texprod.engine.config import GeneratorConfig, make_config
+from texprod.engine.model import Generator, fold_batchnorm, init_random, randomize_statistics
+from texprod.engine.receptive import ReceptiveField, receptive_field
 
 __all__ = [
-    "Checkpoint",
     "Generator",
     "GeneratorConfig",
     "ReceptiveField",
     "fold_batchnorm",
     "init_random",
-    "load_checkpoint",
-    "load_generator",
     "make_config",
     "random_generator",
     "randomize_statistics",
     "receptive_field",
-    "save_generator",
 ]
 
 
@@ -37,7 +32,7 @@ def random_generator(config: GeneratorConfig, seed: int = 0) -> Generator:
     The statistics are calibrated on the project's own noise field (so outputs are textures,
     not saturated tanh) and then perturbed; everything depends only on `seed`.
     """
-    from texprod.noise import NoiseField
+    from texprod.engine.noise import NoiseField  # noise imports engine.config: not at the top
 
     torch.manual_seed(seed)  # covers any module init that takes no generator
     generator = Generator(config)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from texprod.colour import parse_icc
 from texprod.errors import TexprodError
+from texprod.press.colour import parse_icc
 
 # TIFF tag codes used here
 _TAG_DESCRIPTION = 270

@@ -22,8 +22,8 @@ from typing import Protocol
 
 import torch
 
+from texprod.engine.config import GeneratorConfig
 from texprod.errors import ConfigError
-from texprod.generators.config import GeneratorConfig
 
 MASK32 = 0xFFFFFFFF
 # Independent streams of the hash, so channels of different kinds never share values.

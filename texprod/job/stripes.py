@@ -27,16 +27,16 @@ import numpy as np
 import pyvips
 import torch
 
-from texprod import stop
-from texprod.colour import to_output
+from texprod.engine.render import Renderer, render_reference
+from texprod.engine.tiling import TilePlan, check_tile_count, plan_tiles, tiles_across
 from texprod.errors import TexprodError
-from texprod.printfile import TILE, encode_band
-from texprod.render import Renderer, render_reference
-from texprod.tiling import TilePlan, check_tile_count, plan_tiles, tiles_across
+from texprod.job import stop
+from texprod.press.colour import to_output
+from texprod.press.printfile import TILE, encode_band
 
 if TYPE_CHECKING:
-    from texprod.job import JobPlan
-    from texprod.noise import NoiseField
+    from texprod.engine.noise import NoiseField
+    from texprod.job.plan import JobPlan
 
 PREVIEW_PX = 2048  # the stripes' previews add up to at least this on the long side
 MAX_PREVIEW_FACTOR = TILE  # a power of two dividing every stripe height

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from texprod.tiling import Tile, TilePlan
+from texprod.engine.tiling import Tile, TilePlan
 
 VIPS_FORMATS = {np.dtype(np.uint8): "uchar", np.dtype(np.uint16): "ushort"}
 

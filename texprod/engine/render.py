@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from texprod.engine import Generator, ReceptiveField, fold_batchnorm, receptive_field
+from texprod.engine.noise import NoiseField
+from texprod.engine.tiling import Tile, TilePlan, plan_tiles
 from texprod.errors import RenderError
-from texprod.generators import Generator, ReceptiveField, fold_batchnorm, receptive_field
-from texprod.noise import NoiseField
-from texprod.tiling import Tile, TilePlan, plan_tiles
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pydantic import (
 
 from texprod.errors import SpecError, shorten
 
-SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"  # the repository's specs/
 
 
 def _num(value: float) -> str:
@@ -111,7 +111,7 @@ class PlacementSpec(_Strict):
 
 
 def _check_levels(value: dict) -> dict:
-    from texprod.paint import BACKGROUND, level_value
+    from texprod.job.paint import BACKGROUND, level_value
 
     seen: dict[tuple, str] = {}
     for key in value:

@@ -27,6 +27,8 @@ from typing import Any
 from texprod import storage
 from texprod.errors import ConfigError
 from texprod.files import normal_modes
+from texprod.models.cache import fetch_model
+from texprod.models.checkpoint import CARD_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def version_uri(ref: str, registry: str | None = None) -> str:
 
 def architecture(config: dict[str, Any]) -> str:
     """A short description of a card's config, e.g. ``psgan/tconv d5 k5``."""
-    from texprod.generators import GeneratorConfig
+    from texprod.engine import GeneratorConfig
 
     try:
         c = GeneratorConfig.from_dict(config)
@@ -102,8 +104,8 @@ def render_preview(generator: Any, size: int = PREVIEW_PX, seed: int = PREVIEW_S
     import numpy as np
     import pyvips
 
-    from texprod.noise import NoiseField
-    from texprod.render import render_reference
+    from texprod.engine.noise import NoiseField
+    from texprod.engine.render import render_reference
 
     field = NoiseField(generator.config, seed, waves=generator.waves)
     pixels = render_reference(generator, field, size, size, device="auto", output="uint8")
@@ -117,7 +119,7 @@ def _versions_of(name: str, registry: str) -> list[str]:
     """Committed versions (with model.json) of a model name."""
     prefix = f"{registry}/{MODELS_DIR}/{name}/"
     versions = {uri[len(prefix):].split("/")[0] for uri in storage.list_keys(prefix)
-                if uri.endswith(f"/{storage.CARD_FILE}") and uri[len(prefix):].count("/") == 1}
+                if uri.endswith(f"/{CARD_FILE}") and uri[len(prefix):].count("/") == 1}
     return sorted(versions, key=_natural)
 
 
@@ -136,16 +138,16 @@ def push(checkpoint_path: str | os.PathLike, ref: str, registry: str | None = No
     is there the version counts as absent. An existing version is refused unless `force`;
     with `force` its model.json is removed first, so nobody pulls a half-replaced version.
     """
-    from texprod.generators import load_checkpoint
-    from texprod.generators.checkpoint import model_digest
+    from texprod.models import load_checkpoint
+    from texprod.models.checkpoint import model_digest
 
     name, version = parse_ref(ref)
     root = resolve_registry(registry)
     base = version_uri(ref, root)
-    card_uri = f"{base}/{storage.CARD_FILE}"
+    card_uri = f"{base}/{CARD_FILE}"
     checkpoint = load_checkpoint(checkpoint_path)
-    card_path = checkpoint.path / storage.CARD_FILE
-    weights_name = checkpoint.card["weights"].get("file", storage.WEIGHTS_FILE)
+    card_path = checkpoint.path / CARD_FILE
+    weights_name = checkpoint.card["weights"].get("file", WEIGHTS_FILE)
     weights_path = checkpoint.path / weights_name
     if storage.exists(card_uri):
         if not force:
@@ -172,11 +174,11 @@ def pull(ref: str, registry: str | None = None, out: str | os.PathLike | None = 
     root = resolve_registry(registry)
     base = version_uri(ref, root)
     try:
-        path = storage.fetch_model(base)
+        path = fetch_model(base)
     except storage.NoSuchObject:
         if storage.list_keys(f"{base}/"):
             raise ModelNotFound(
-                f"{ref} in {root} is incomplete: {base} has no {storage.CARD_FILE} (an "
+                f"{ref} in {root} is incomplete: {base} has no {CARD_FILE} (an "
                 "interrupted push?); push it again") from None
         versions = _versions_of(name, root)
         known = (f"versions of {name}: {', '.join(versions)}" if versions
@@ -189,9 +191,9 @@ def pull(ref: str, registry: str | None = None, out: str | os.PathLike | None = 
 
 def _copy_checkpoint(src: Path, out: Path) -> Path:
     """Copy a cached checkpoint (card and weights) to `out`, atomically."""
-    card = src / storage.CARD_FILE
-    weights_name = json.loads(card.read_text())["weights"].get("file", storage.WEIGHTS_FILE)
-    files = (storage.CARD_FILE, weights_name)
+    card = src / CARD_FILE
+    weights_name = json.loads(card.read_text())["weights"].get("file", WEIGHTS_FILE)
+    files = (CARD_FILE, weights_name)
     if out.exists():
         same = all((out / f).is_file() and hashlib.sha256((out / f).read_bytes()).digest()
                    == hashlib.sha256((src / f).read_bytes()).digest() for f in files)
@@ -227,10 +229,10 @@ def list_models(registry: str | None = None) -> list[dict[str, Any]]:
             versions.setdefault((parts[0], parts[1]), {})[parts[2]] = obj
     out = []
     for (name, version), files in versions.items():
-        if storage.CARD_FILE not in files:
+        if CARD_FILE not in files:
             log.debug("skipping %s@%s: no model.json (incomplete push)", name, version)
             continue
-        card_obj = files[storage.CARD_FILE]
+        card_obj = files[CARD_FILE]
         try:
             card = json.loads(storage.read_bytes(card_obj["uri"]))
             weights = card["weights"]
@@ -239,7 +241,7 @@ def list_models(registry: str | None = None) -> list[dict[str, Any]]:
         except (ValueError, TypeError, KeyError) as e:
             log.warning("%s: unreadable model card: %r", card_obj["uri"], e)
             card, weights, config, provenance = {}, {}, {}, {}
-        weights_obj = files.get(weights.get("file", storage.WEIGHTS_FILE))
+        weights_obj = files.get(weights.get("file", WEIGHTS_FILE))
         created = provenance.get("created") or (
             card_obj["last_modified"].isoformat(timespec="seconds")
             if card_obj.get("last_modified") else "")

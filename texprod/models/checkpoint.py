@@ -26,10 +26,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from texprod.engine.config import GeneratorConfig
+from texprod.engine.model import Generator
 from texprod.errors import CheckpointError, TexprodError, shorten
 from texprod.files import normal_modes
-from texprod.generators.config import GeneratorConfig
-from texprod.generators.model import Generator
 
 FORMAT = "texprod-generator"
 FORMAT_VERSION = 1

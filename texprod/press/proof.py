@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from texprod.colour import OutputColour, printed_to_srgb, soft_proof, srgb_profile
 from texprod.files import atomic_output
+from texprod.press.colour import OutputColour, printed_to_srgb, soft_proof, srgb_profile
 
 PROOF_PX = 2048
 THUMB_PX = 256

@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from texprod.errors import SpecError
-from texprod.spec import PrintSpec
+
+if TYPE_CHECKING:  # the spec's print section, read by attribute: no runtime import of job
+    from texprod.job.spec import PrintSpec
 
 MM_PER_INCH = Fraction(254, 10)
 

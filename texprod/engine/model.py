@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from texprod.generators.config import GeneratorConfig
+from texprod.engine.config import GeneratorConfig
 
 
 class WaveVectors(nn.Module):

@@ -27,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from texprod.engine.noise import NoiseField
+from texprod.engine.render import Renderer
 from texprod.errors import ConfigError, JobFailure, TexprodError
-from texprod.noise import NoiseField
-from texprod.render import Renderer
-from texprod.stripes import StripeResult, work_stripe
+from texprod.job import stop
+from texprod.job.plan import JobPlan, make_renderer, noise_field, plan_job
+from texprod.job.spec import parse_spec
+from texprod.job.stripes import StripeResult, work_stripe
 
 DASK_ADDRESS_ENV = "TEXPROD_DASK_ADDRESS"
 GPU_WORKER_THREADS = 4  # per GPU worker: one renders on the device, the rest encode
@@ -47,7 +50,7 @@ class StripeJob:
     spec_digest: str  # the driver's: a worker's plan must agree, or it renders another job
 
     @classmethod
-    def of(cls, plan, spec_dir: Path | None) -> StripeJob:
+    def of(cls, plan: JobPlan, spec_dir: Path | None) -> StripeJob:
         spec = plan.spec.model_dump(mode="json")
         spec["render"].update(tile_px=plan.tile_px, batch=plan.batch, cluster=None)
         return cls(spec, str(spec_dir) if spec_dir else None, plan.spec_digest)
@@ -57,7 +60,7 @@ class StripeJob:
 class _Prepared:
     """A job made ready in this process: its plan, noise field and prepared generator."""
 
-    plan: object  # JobPlan
+    plan: JobPlan
     field: NoiseField
     renderer: Renderer | None
     render_lock: threading.Lock | contextlib.nullcontext
@@ -69,13 +72,11 @@ _prepared_lock = threading.Lock()
 KEEP_PREPARED = 2
 
 
-def prepare(plan) -> _Prepared:
+def prepare(plan: JobPlan) -> _Prepared:
     """Make `plan` ready to work stripes in this process (once per job and process)."""
     with _prepared_lock:
         ready = _prepared.get(plan.spec_digest)
         if ready is None:
-            from texprod.job import make_renderer, noise_field
-
             renderer = make_renderer(plan) if plan.tile_px != 0 else None
             # one stripe at a time on a GPU (memory); CPU stripes render side by side
             lock = threading.Lock() if plan.device.startswith("cuda") \
@@ -92,9 +93,6 @@ def _prepared_for(job: StripeJob) -> _Prepared:
         ready = _prepared.get(job.spec_digest)
     if ready is not None:
         return ready
-    from texprod.job import plan_job
-    from texprod.spec import parse_spec
-
     where = _worker_name()
     try:
         plan = plan_job(parse_spec(job.spec, "spec"),
@@ -138,8 +136,6 @@ def drain(submit: Callable[[int], Any], indices: list[int], window: int,
     in this thread as it completes (any order). `submit(index)` returns a future with
     `add_done_callback` and `result()`: a concurrent, Dask or Prefect future. A result is
     dropped as soon as it is handed on, so memory holds at most `window` stripes."""
-    from texprod import stop
-
     finished: queue.SimpleQueue = queue.SimpleQueue()
     todo = iter(indices)
     outstanding: set = set()

@@ -1,6 +1,6 @@
 """A job's texture field: which global latents the generator sees at every noise cell.
 
-The spec's texture section becomes a `GlobalField` (texprod.noise): one latent everywhere
+The spec's texture section becomes a `GlobalField` (texprod.engine.noise): one latent everywhere
 (`latent`, or the job seed's by default), a quilt of blended block latents (`quilt`), or a
 mask painted with latents (`paint`). Millimetres become cells here; in repeat mode quilt
 blocks and the mask wrap with the period. Everything the field depends on is a function
@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from texprod.engine.noise import ConstantField, GlobalField, QuiltField, TableField, global_latent
 from texprod.errors import SpecError
-from texprod.generators import Checkpoint
-from texprod.geometry import MM_PER_INCH, PrintGeometry
-from texprod.noise import ConstantField, GlobalField, QuiltField, TableField, global_latent
-from texprod.paint import (
+from texprod.job.paint import (
     BACKGROUND,
     effective_transition,
     is_colour_key,
@@ -34,7 +32,9 @@ from texprod.paint import (
     paint_weights,
     place_mask,
 )
-from texprod.spec import JobSpec, LatentSpec, PaintSpec, QuiltSpec
+from texprod.job.spec import JobSpec, LatentSpec, PaintSpec, QuiltSpec
+from texprod.models import Checkpoint
+from texprod.press.geometry import MM_PER_INCH, PrintGeometry
 from texprod.storage import NoSuchObject, cache_root, download_file, is_s3, sha256_file
 
 

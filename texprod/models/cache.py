@@ -1,0 +1,194 @@
+"""The model cache: a checkpoint directory on S3 downloaded once into a local directory keyed
+by its content digest, verified on every use (card digest and weights checksum).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from texprod.errors import CheckpointError
+from texprod.files import normal_modes
+from texprod.models.checkpoint import CARD_FILE, WEIGHTS_FILE
+from texprod.storage import (  # the transport's own helpers: heads, etags, reads
+    _SHA256_RE,
+    IntegrityError,
+    NoSuchObject,
+    _atomic_write_bytes,
+    _check_scheme,
+    _etag,
+    _head,
+    _object,
+    _read,
+    cache_root,
+    download_file,
+    is_s3,
+    s3_client,
+    sha256_file,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCE_FILE = "source.json"  # where a cache entry came from
+
+
+def _checkpoint_prefix(uri: str) -> str:
+    base = uri.rstrip("/")
+    for name in (f"/{CARD_FILE}", f"/{WEIGHTS_FILE}"):
+        if base.endswith(name):
+            base = base.removesuffix(name)
+    _object(base + "/" + CARD_FILE)  # validates bucket and key
+    return base
+
+
+def _parse_card(card_bytes: bytes, card_uri: str) -> tuple[str, str]:
+    """(weights file name, weights sha256) from a model card's bytes."""
+    try:
+        card = json.loads(card_bytes)
+        weights = card["weights"]
+        sha = weights["sha256"]
+        name = weights.get("file", WEIGHTS_FILE)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{card_uri}: not a texprod model card (weights.sha256 is "
+                              f"needed to cache the model): {e!r}") from None
+    if not isinstance(sha, str) or not _SHA256_RE.match(sha):
+        raise CheckpointError(f"{card_uri}: weights.sha256: got {sha!r}, expected 64 hex digits")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name \
+            or name in (".", ".."):
+        raise CheckpointError(f"{card_uri}: weights.file: got {name!r}, expected a file name")
+    return name, sha
+
+
+def _content_digest(card_bytes: bytes, weights_sha256: str) -> str:
+    card_sha = hashlib.sha256(card_bytes).hexdigest()
+    return hashlib.sha256(f"{weights_sha256}:{card_sha}".encode()).hexdigest()
+
+
+def _verify_entry(path: Path, digest: str) -> bool:
+    """Whether a cache entry is whole: the card hashes to its digest and the weights match."""
+    card_path = path / CARD_FILE
+    if not card_path.is_file():
+        return False
+    card_bytes = card_path.read_bytes()
+    try:
+        name, sha = _parse_card(card_bytes, str(card_path))
+    except CheckpointError:
+        return False
+    weights = path / name
+    if _content_digest(card_bytes, sha) != digest or not weights.is_file():
+        return False
+    return sha256_file(weights) == sha
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _remove_tree(path: Path) -> None:
+    """Move a directory aside (atomic) and delete it."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{threading.get_ident()}")
+    try:
+        path.rename(trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def fetch_model(uri: str) -> Path:
+    """A checkpoint directory on S3 as a verified local directory in the model cache.
+
+    `uri` names the directory (``s3://bucket/.../NAME``, or its model.json). The entry is
+    keyed by content (the weights' SHA-256 from the card and the card's own SHA-256), so
+    models are stored once however many URIs name them. A later fetch costs two HEAD
+    requests when the remote ETags (recorded in ``source.json`` and an index by URI) are
+    unchanged; the weights are re-hashed on every use and a corrupt entry is fetched again.
+    A local path is returned as it is.
+    """
+    _check_scheme(uri)
+    if not is_s3(uri):
+        return Path(uri)
+    base = _checkpoint_prefix(uri)
+    card_uri = f"{base}/{CARD_FILE}"
+    root = cache_root() / "models"
+    index = root / "by-uri" / f"{hashlib.sha256(base.encode()).hexdigest()[:32]}.json"
+    client = s3_client()
+
+    card_head = _head(client, card_uri, "fetch the model")
+    if card_head is None:
+        raise NoSuchObject(f"{card_uri}: no such object (is {base} a checkpoint directory? "
+                           f"it needs {CARD_FILE} and {WEIGHTS_FILE})")
+    entry = _read_json(index)
+    if entry and entry.get("etags", {}).get(CARD_FILE) == _etag(card_head.get("ETag")):
+        name = entry.get("weights_file", WEIGHTS_FILE)
+        weights_head = _head(client, f"{base}/{name}", "fetch the model")
+        path = root / str(entry.get("digest", "-"))
+        if weights_head is not None and \
+                entry["etags"].get(name) == _etag(weights_head.get("ETag")):
+            if _verify_entry(path, entry["digest"]):
+                log.debug("model cache hit for %s: %s", base, path)
+                return path
+            log.warning("model cache entry %s is corrupt; fetching %s again", path, base)
+
+    card_bytes, card_etag = _read(card_uri)
+    name, weights_sha = _parse_card(card_bytes, card_uri)
+    digest = _content_digest(card_bytes, weights_sha)
+    path = root / digest
+    weights_uri = f"{base}/{name}"
+    if _verify_entry(path, digest):  # same content fetched before (perhaps by another URI)
+        weights_head = _head(client, weights_uri, "fetch the model")
+        weights_etag = _etag(weights_head.get("ETag")) if weights_head else None
+    else:
+        if path.exists():
+            log.warning("model cache entry %s is corrupt; fetching %s again", path, base)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".fetch-{digest[:12]}-", dir=root))
+        try:
+            try:
+                result = download_file(weights_uri, tmp / name, expected_sha256=weights_sha)
+            except IntegrityError as e:
+                raise IntegrityError(f"{e} (the weights do not match {card_uri}: a push in "
+                                     "progress or a corrupted upload?)") from None
+            except NoSuchObject:
+                raise NoSuchObject(f"{weights_uri}: no such object ({card_uri} names it as "
+                                   "the model's weights)") from None
+            weights_etag = result["etag"]
+            (tmp / CARD_FILE).write_bytes(card_bytes)
+            source = {"uri": base, "digest": digest, "weights_file": name,
+                      "weights_sha256": weights_sha,
+                      "card_sha256": hashlib.sha256(card_bytes).hexdigest(),
+                      "etags": {CARD_FILE: card_etag, name: weights_etag},
+                      "fetched": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+            (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+            normal_modes(tmp)  # a cache shared by workers running as other users
+            if path.exists():
+                _remove_tree(path)
+            try:
+                tmp.rename(path)
+            except OSError:  # another process finished the same entry first
+                if not _verify_entry(path, digest):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("fetched %s into the model cache: %s", base, path)
+    _atomic_write_bytes(index, json.dumps({
+        "uri": base, "digest": digest, "weights_file": name,
+        "etags": {CARD_FILE: card_etag, name: weights_etag},
+    }, indent=2).encode() + b"\n")
+    return path
+
+
+# -- model references ----------------------------------------------------------------------
