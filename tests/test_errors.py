@@ -156,7 +156,7 @@ def test_a_bug_keeps_its_traceback_and_says_so(model, tmp_path):
     path = _spec(tmp_path, model)
     script = ("import sys\nimport texprod.job.pipeline\n"
               "def broken(*args, **kwargs):\n    raise ZeroDivisionError('a bug')\n"
-              "texprod.job.run_job = broken  # fault injection\n"
+              "texprod.job.pipeline.run_job = broken  # fault injection\n"
               "from texprod.cli import main\nsys.exit(main(sys.argv[1:]))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
