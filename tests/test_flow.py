@@ -19,9 +19,10 @@ import flows.generate as generate_flow
 import texprod.job.pipeline
 from texprod.cli import main
 from texprod.engine import GeneratorConfig, random_generator
+from texprod.files import sha256_file
 from texprod.models import save_generator
 from texprod.press.preflight import expectations_from_provenance, inspect_tiff
-from texprod.storage import download_file, sha256_file, split_s3
+from texprod.storage import download_file, split_s3
 
 TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
 

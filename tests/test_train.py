@@ -16,8 +16,8 @@ from texprod.engine.noise import NoiseField
 from texprod.engine.render import Renderer, render_canvas, render_reference
 from texprod.engine.tiling import plan_tiles
 from texprod.errors import TexprodError
+from texprod.files import sha256_file
 from texprod.models import load_checkpoint, load_generator
-from texprod.storage import sha256_file
 from texprod.training.trainer import STATE_FILE, TrainConfig, Trainer, train_model
 
 

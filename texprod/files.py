@@ -1,8 +1,11 @@
-"""Outputs appear only when complete: write to a temporary name beside them, then rename."""
+"""Files and directories appear only when complete: written under a temporary name beside
+their destination, then renamed. And the one sha256 of a file."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +34,30 @@ def atomic_output(dest: str | os.PathLike, suffix: str = ".part") -> Iterator[Pa
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_directory(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new, private directory beside `dest` to fill. On success its modes become
+    those of a plain mkdir (see `normal_modes`) and it is renamed to `dest`, unless the
+    block put it in place itself (file by file into an existing `dest`, or racing another
+    writer); on any failure it is removed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        if tmp.exists():
+            normal_modes(tmp)
+            tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def normal_modes(directory: str | os.PathLike) -> None:

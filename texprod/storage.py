@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from texprod.errors import ConfigError, TexprodError
-from texprod.files import atomic_output
+from texprod.files import atomic_output, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -385,11 +385,6 @@ def ensure_bucket(name: str) -> bool:
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _metadata(metadata: dict[str, str] | None, sha256: str) -> dict[str, str]:

@@ -33,6 +33,7 @@ import numpy as np
 from texprod import __version__
 from texprod.engine.tiling import TilePlan
 from texprod.errors import JobFailure, SpecError, TexprodError
+from texprod.files import sha256_file
 from texprod.job import stop
 from texprod.job.executors import StripeJob, cluster_options, prepare, stripe_executor
 from texprod.job.joblock import JobLock, sweep_dead_temporaries
@@ -47,7 +48,7 @@ from texprod.press.printfile import (
     assemble_tiff,
 )
 from texprod.press.proof import make_proof, make_repeat_preview
-from texprod.storage import sha256_file, upload_file
+from texprod.storage import upload_file
 
 log = logging.getLogger(__name__)
 

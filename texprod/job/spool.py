@@ -11,13 +11,13 @@ stripes that a rerun of the same job (same identity) keeps.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from texprod.files import atomic_output
 from texprod.job.stripes import StripeResult
 
 
@@ -103,8 +103,6 @@ class StripeSpool:
 
 
 def _write_atomic(path: Path, *parts: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         for part in parts:
             fh.write(part)
-    os.replace(tmp, path)

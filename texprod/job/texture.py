@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from texprod.engine.noise import ConstantField, GlobalField, QuiltField, TableField, global_latent
+from texprod.engine.noise import ConstantField, GlobalField, QuiltField, TableField
 from texprod.errors import SpecError
+from texprod.files import sha256_file
 from texprod.job.paint import (
     BACKGROUND,
     effective_transition,
@@ -34,8 +35,9 @@ from texprod.job.paint import (
 )
 from texprod.job.spec import JobSpec, LatentSpec, PaintSpec, QuiltSpec
 from texprod.models import Checkpoint
+from texprod.models.checkpoint import UnknownLatent
 from texprod.press.geometry import MM_PER_INCH, PrintGeometry
-from texprod.storage import NoSuchObject, cache_root, download_file, is_s3, sha256_file
+from texprod.storage import NoSuchObject, cache_root, download_file, is_s3
 
 
 @dataclass
@@ -94,16 +96,14 @@ def texture_field(spec: JobSpec, checkpoint: Checkpoint, geometry: PrintGeometry
 def resolve_latent(ref: LatentSpec, checkpoint: Checkpoint, model: str, where: str
                    ) -> torch.Tensor:
     """A latent from a seed or from the model card's named latents: (nz_global,)."""
-    if ref.seed is not None:
-        return global_latent(ref.seed, checkpoint.generator.config.nz_global)
-    if ref.name not in checkpoint.latents:
-        names = ", ".join(sorted(checkpoint.latents))
-        known = f"its model card names {names}" if names else \
+    try:
+        return checkpoint.latent(name=ref.name, seed=ref.seed)
+    except UnknownLatent as e:
+        known = f"its model card names {', '.join(e.known)}" if e.known else \
             "its model card names no latents (a model trained on several exemplars has one " \
             "per exemplar)"
         raise SpecError(f"{where}.name: got {ref.name!r}, not a latent of model {model}: "
-                        f"{known}; or give a seed instead")
-    return checkpoint.latents[ref.name]
+                        f"{known}; or give a seed instead") from None
 
 
 def _latent_name(ref: LatentSpec) -> str:

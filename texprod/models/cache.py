@@ -10,13 +10,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from texprod.errors import CheckpointError
-from texprod.files import normal_modes
+from texprod.files import atomic_directory, normal_modes
 from texprod.models.checkpoint import CARD_FILE, WEIGHTS_FILE
 from texprod.storage import (  # the transport's own helpers: heads, etags, reads
     _SHA256_RE,
@@ -152,9 +151,7 @@ def fetch_model(uri: str) -> Path:
     else:
         if path.exists():
             log.warning("model cache entry %s is corrupt; fetching %s again", path, base)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".fetch-{digest[:12]}-", dir=root))
-        try:
+        with atomic_directory(path) as tmp:
             try:
                 result = download_file(weights_uri, tmp / name, expected_sha256=weights_sha)
             except IntegrityError as e:
@@ -176,13 +173,10 @@ def fetch_model(uri: str) -> Path:
                 _remove_tree(path)
             try:
                 tmp.rename(path)
-            except OSError:  # another process finished the same entry first
+            except OSError:  # another process finished the same entry first: keep it
                 if not _verify_entry(path, digest):
                     raise
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                shutil.rmtree(tmp)
         log.info("fetched %s into the model cache: %s", base, path)
     _atomic_write_bytes(index, json.dumps({
         "uri": base, "digest": digest, "weights_file": name,

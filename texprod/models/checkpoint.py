@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,9 @@ from safetensors.torch import save_file
 
 from texprod.engine.config import GeneratorConfig
 from texprod.engine.model import Generator
+from texprod.engine.noise import global_latent
 from texprod.errors import CheckpointError, TexprodError, shorten
-from texprod.files import normal_modes
+from texprod.files import atomic_directory, normal_modes, sha256_file
 
 FORMAT = "texprod-generator"
 FORMAT_VERSION = 1
@@ -54,15 +54,29 @@ class Checkpoint:
         """Content digest of the model: architecture config and weights."""
         return model_digest(self.card["config"], self.card["weights"]["sha256"])
 
+    def latent(self, name: str | None = None, seed: int | None = None) -> torch.Tensor:
+        """One texture of the model's manifold, (nz_global,): a latent the card names, or
+        the latent of a seed (the same one the noise field draws for that seed). Raises
+        UnknownLatent (naming the card's latents) for a name the card does not have."""
+        if seed is not None:
+            return global_latent(seed, self.generator.config.nz_global)
+        if name not in self.latents:
+            raise UnknownLatent(name, sorted(self.latents))
+        return self.latents[name]
+
+
+class UnknownLatent(CheckpointError):
+    """A latent name the model card does not have; `known` lists the names it has."""
+
+    def __init__(self, name: str | None, known: list[str]) -> None:
+        super().__init__(f"no latent {name!r} in the model card (it names "
+                         f"{', '.join(known) or 'none'})")
+        self.name, self.known = name, known
+
 
 def model_digest(config: dict[str, Any], weights_sha256: str) -> str:
     canonical = json.dumps({"config": config, "weights": weights_sha256}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _state_tensors(generator: Generator) -> dict[str, torch.Tensor]:
@@ -96,9 +110,7 @@ def save_generator(
             raise CheckpointError(
                 f"latents.{key}: got shape {tuple(value.shape)}, expected ({nz_global},)"
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         tensors = {k: v.detach().to("cpu", SAVE_DTYPES[dtype]).contiguous()
                    for k, v in _state_tensors(generator).items()}
         save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": FORMAT})
@@ -106,7 +118,7 @@ def save_generator(
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "config": generator.config.to_dict(),
-            "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(tmp / WEIGHTS_FILE),
+            "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
                         "dtype": dtype},
             "provenance": {
                 "name": name,
@@ -119,19 +131,14 @@ def save_generator(
             "latents": {k: [float(x) for x in v.tolist()] for k, v in latents.items()},
         }
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-        normal_modes(tmp)
         if out.exists():
             # replace the two files one by one (the card last: it names the weights'
             # checksum, so a reader never accepts new weights with an old card or the
             # reverse); anything else in the directory (training state) stays
+            normal_modes(tmp)
             for file in (WEIGHTS_FILE, CARD_FILE):
                 (tmp / file).replace(out / file)
             shutil.rmtree(tmp)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -284,7 +291,7 @@ def load_checkpoint(path_or_uri: str | os.PathLike) -> Checkpoint:
     weights_path = directory / card["weights"].get("file", WEIGHTS_FILE)
     header = read_safetensors_header(weights_path)
     recorded = card["weights"].get("sha256")
-    if recorded is not None and _sha256(weights_path) != recorded:
+    if recorded is not None and sha256_file(weights_path) != recorded:
         raise CheckpointError(
             f"{weights_path}: checksum mismatch: sha256 differs from the one in {CARD_FILE} "
             "(the file was changed or corrupted)"

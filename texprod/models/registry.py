@@ -14,19 +14,17 @@ the registry is an argument or the environment variable ``TEXPROD_REGISTRY``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from texprod import storage
 from texprod.errors import ConfigError
-from texprod.files import normal_modes
+from texprod.files import atomic_directory, sha256_file
 from texprod.models.cache import fetch_model
 from texprod.models.checkpoint import CARD_FILE, WEIGHTS_FILE
 
@@ -195,22 +193,15 @@ def _copy_checkpoint(src: Path, out: Path) -> Path:
     weights_name = json.loads(card.read_text())["weights"].get("file", WEIGHTS_FILE)
     files = (CARD_FILE, weights_name)
     if out.exists():
-        same = all((out / f).is_file() and hashlib.sha256((out / f).read_bytes()).digest()
-                   == hashlib.sha256((src / f).read_bytes()).digest() for f in files)
+        same = all((out / f).is_file() and sha256_file(out / f) == sha256_file(src / f)
+                   for f in files)
         if same:
             return out
         raise ConfigError(f"--out: {out} already exists (and holds something else); "
                           "choose another path or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         for f in files:
             shutil.copyfile(src / f, tmp / f)
-        normal_modes(tmp)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyvips
 
 from texprod.engine.tiling import Tile, TilePlan
+from texprod.files import atomic_output
 
 VIPS_FORMATS = {np.dtype(np.uint8): "uchar", np.dtype(np.uint16): "ushort"}
 
@@ -81,9 +82,8 @@ class ScratchCanvas:
     def mark_done(self, band: int) -> None:
         """Record a finished band (after its rows are written)."""
         self._done.add(band)
-        tmp = self.journal.with_name(self.journal.name + ".tmp")
-        tmp.write_text(json.dumps({"identity": self.identity, "done": sorted(self._done)}))
-        tmp.replace(self.journal)
+        with atomic_output(self.journal) as tmp:
+            tmp.write_text(json.dumps({"identity": self.identity, "done": sorted(self._done)}))
 
     def to_vips(self) -> pyvips.Image:
         """The canvas as a lazily read libvips image (sRGB or 16-bit RGB)."""

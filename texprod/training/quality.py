@@ -423,7 +423,8 @@ def _selection(sets: list[torch.Tensor], size: int) -> torch.Tensor:
 
 def _global_field(checkpoint, latent):
     """The ConstantField for `latent`, or None for the noise field's per-seed latent."""
-    from texprod.engine.noise import ConstantField, global_latent
+    from texprod.engine.noise import ConstantField
+    from texprod.models.checkpoint import UnknownLatent
 
     config = checkpoint.generator.config
     names = sorted(checkpoint.latents)
@@ -442,16 +443,18 @@ def _global_field(checkpoint, latent):
             raise ConfigError(f"latent: got shape {tuple(latent.shape)}, expected "
                               f"({config.nz_global},)")
         return ConstantField(latent)
-    if isinstance(latent, str) and latent in checkpoint.latents:
-        return ConstantField(checkpoint.latents[latent])
-    if isinstance(latent, int) or (isinstance(latent, str) and latent.isdigit()):
-        value = int(latent)
-        if value >= 2**64:
+    seed = None
+    if isinstance(latent, int) or (isinstance(latent, str) and latent.isdigit()
+                                   and latent not in checkpoint.latents):
+        seed = int(latent)
+        if seed >= 2**64:
             raise ConfigError(f"latent: got {latent}, a seed must be between 0 and 2^64 - 1")
-        return ConstantField(global_latent(value, config.nz_global))
-    known = ", ".join(names) if names else "none"
-    raise ConfigError(f"latent: got {latent!r}, not a latent of this model (its latents: "
-                      f"{known}) nor a seed")
+    try:
+        return ConstantField(checkpoint.latent(name=latent, seed=seed))
+    except UnknownLatent:
+        known = ", ".join(names) if names else "none"
+        raise ConfigError(f"latent: got {latent!r}, not a latent of this model (its "
+                          f"latents: {known}) nor a seed") from None
 
 
 def render_samples(model, *, seed: int = 0, latent=None, size: int | None = None,

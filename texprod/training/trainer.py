@@ -31,8 +31,8 @@ from texprod.engine import Generator, GeneratorConfig, make_config, receptive_fi
 from texprod.engine.noise import ConstantField, NoiseField
 from texprod.engine.render import forward_interior, render_reference, resolve_device
 from texprod.errors import ConfigError, TexprodError
+from texprod.files import atomic_output, sha256_file
 from texprod.models import load_checkpoint, save_generator
-from texprod.storage import sha256_file
 from texprod.training.quality import load_exemplar, texture_stats
 
 log = logging.getLogger(__name__)
@@ -353,9 +353,8 @@ class Trainer:
         for prefix, net in (("D", self.D), ("G", self.G)):
             tensors.update({f"{prefix}.{k}": v.detach().cpu().contiguous()
                             for k, v in net.state_dict().items()})
-        tmp = self.out / (STATE_FILE + ".tmp")
-        save_file(tensors, tmp)
-        tmp.replace(self.out / STATE_FILE)
+        with atomic_output(self.out / STATE_FILE) as tmp:
+            save_file(tensors, tmp)
         self.state.history.append({"iteration": self.state.iteration,
                                    "seconds": round(self.state.seconds, 1),
                                    "lr": self.opt_g.param_groups[0]["lr"],
