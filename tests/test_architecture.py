@@ -114,3 +114,23 @@ def test_there_is_no_import_cycle():
         if node not in index:
             visit(node)
     assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_imports_are_at_the_top_unless_a_measured_reason_is_written_beside_them():
+    """An import inside a function hides part of the graph; the exceptions say why (start-up
+    time measured, an optional dependency) in a `lazy:` comment on or above the line. The
+    CLI's handlers import lazily as a rule, said once at the top of cli.py."""
+    hidden = []
+    for path in [*REPO.joinpath("texprod").rglob("*.py"), *REPO.joinpath("flows").rglob("*.py")]:
+        if path.name == "cli.py":
+            continue
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import | ast.ImportFrom):
+                    around = " ".join(lines[max(0, inner.lineno - 3): inner.lineno])
+                    if "lazy:" not in around:
+                        hidden.append(f"{path.relative_to(REPO)}:{inner.lineno}")
+    assert hidden == [], f"imports inside functions without a reason: {hidden}"

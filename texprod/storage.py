@@ -43,6 +43,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+from s3transfer.exceptions import RetriesExceededError
+from s3transfer.subscribers import BaseSubscriber
+
 from texprod.errors import ConfigError, TexprodError
 from texprod.files import atomic_output, sha256_file
 
@@ -190,10 +205,6 @@ def s3_client() -> Any:
     attempts. Checksums are only computed or validated where texprod asks for them, so
     S3-compatible stores that reject the default CRC trailers work too.
     """
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError
-
     endpoint = s3_endpoint()
     region = s3_region()
     attempts = max_attempts()
@@ -244,7 +255,6 @@ def _concurrency() -> int:
 
 
 def _transfer_config(part_size: int | None = None) -> Any:
-    from boto3.s3.transfer import TransferConfig
 
     part = part_size if part_size is not None else _env_number(
         "TEXPROD_S3_PART_SIZE", DEFAULT_PART_SIZE, MIN_PART_SIZE)
@@ -270,12 +280,6 @@ def _endpoint_of(client: Any | None) -> str:
 
 
 def _map_error(exc: BaseException, uri: str, action: str, client: Any | None) -> StorageError:
-    from botocore.exceptions import (
-        ClientError,
-        ConnectionError,
-        NoCredentialsError,
-        PartialCredentialsError,
-    )
 
     if isinstance(exc, StorageError):
         return exc
@@ -284,7 +288,7 @@ def _map_error(exc: BaseException, uri: str, action: str, client: Any | None) ->
             f"no usable S3 credentials for {uri}: {exc} (set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
         )
-    if isinstance(exc, ConnectionError):  # EndpointConnectionError, ConnectTimeout, ...
+    if isinstance(exc, BotoConnectionError):  # EndpointConnectionError, ConnectTimeout, ...
         return EndpointUnreachable(
             f"cannot reach the S3 endpoint {_endpoint_of(client)} to {action} {uri} "
             f"(tried {max_attempts()} times): {exc}; is the endpoint right "
@@ -314,8 +318,6 @@ def _map_error(exc: BaseException, uri: str, action: str, client: Any | None) ->
             return IntegrityError(f"{uri}: the object changed while it was being read "
                                   f"({action}); try again")
         return StorageError(f"{uri}: S3 {action} failed: {code or status}: {message}")
-    from botocore.exceptions import BotoCoreError
-    from s3transfer.exceptions import RetriesExceededError
 
     if isinstance(exc, RetriesExceededError):
         return EndpointUnreachable(f"{uri}: {action} kept failing: {exc.last_exception}")
@@ -327,9 +329,6 @@ def _map_error(exc: BaseException, uri: str, action: str, client: Any | None) ->
 @contextlib.contextmanager
 def _s3_errors(uri: str, action: str, client: Any | None = None) -> Iterator[None]:
     """Turn botocore / s3transfer errors into StorageError subclasses naming the cause."""
-    from botocore.exceptions import BotoCoreError, ClientError
-    from s3transfer.exceptions import RetriesExceededError
-
     try:
         yield
     except (ClientError, BotoCoreError, RetriesExceededError) as e:
@@ -346,8 +345,6 @@ def _diagnose(client: Any, uri: str, action: str) -> None:
 
 def _head(client: Any, uri: str, action: str = "look up") -> dict[str, Any] | None:
     """HEAD an object: its headers, or None if the bucket exists and the key does not."""
-    from botocore.exceptions import ClientError
-
     bucket, key = _object(uri)
     try:
         with _s3_errors(uri, action, client):
@@ -422,8 +419,6 @@ def _subscribers(progress: Callable[[int], None] | None = None, size: int | None
     """s3transfer subscribers: forward the bytes transferred to `progress(int)`; give a
     download the size and ETag we already know (it then skips its own HEAD, and every
     ranged GET carries If-Match: that ETag, so a concurrent overwrite fails the download)."""
-    from s3transfer.subscribers import BaseSubscriber
-
     class Subscriber(BaseSubscriber):
         def on_queued(self, future: Any, **kwargs: Any) -> None:
             if size is not None and etag is not None:
@@ -476,8 +471,6 @@ def upload_file(
 
     Returns {"uri", "etag", "sha256", "bytes"} (etag is None for local copies).
     """
-    from boto3.s3.transfer import create_transfer_manager
-
     _check_scheme(uri)
     src = Path(local)
     if not src.is_file():
@@ -552,8 +545,6 @@ def download_file(
     Ranged parallel GETs are pinned to the object's ETag, so a concurrent overwrite fails
     instead of mixing versions. Returns {"uri", "path", "etag", "sha256", "bytes"}.
     """
-    from boto3.s3.transfer import create_transfer_manager
-
     _check_scheme(uri)
     dest = Path(local)
     if expected_sha256 is not None and not _SHA256_RE.match(expected_sha256):

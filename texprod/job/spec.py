@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from texprod.errors import SpecError, shorten
+from texprod.job.paint import BACKGROUND, level_value
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"  # the repository's specs/
 
@@ -111,7 +112,6 @@ class PlacementSpec(_Strict):
 
 
 def _check_levels(value: dict) -> dict:
-    from texprod.job.paint import BACKGROUND, level_value
 
     seen: dict[tuple, str] = {}
     for key in value:

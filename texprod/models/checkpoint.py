@@ -25,6 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from texprod import __version__
 from texprod.engine.config import GeneratorConfig
 from texprod.engine.model import Generator
 from texprod.engine.noise import global_latent
@@ -96,8 +97,6 @@ def save_generator(
     overwrite: bool = False,
 ) -> Path:
     """Write `generator` as a checkpoint directory at `path`; it appears only when complete."""
-    from texprod import __version__
-
     if dtype not in SAVE_DTYPES:
         raise CheckpointError(f"dtype: got {dtype!r}, must be one of {', '.join(SAVE_DTYPES)}")
     out = Path(path)

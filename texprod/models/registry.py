@@ -22,11 +22,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyvips
+
 from texprod import storage
+from texprod.engine import GeneratorConfig
+from texprod.engine.noise import NoiseField
+from texprod.engine.render import render_reference
 from texprod.errors import ConfigError
 from texprod.files import atomic_directory, sha256_file
+from texprod.models import load_checkpoint
 from texprod.models.cache import fetch_model
-from texprod.models.checkpoint import CARD_FILE, WEIGHTS_FILE
+from texprod.models.checkpoint import CARD_FILE, WEIGHTS_FILE, model_digest
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +95,6 @@ def version_uri(ref: str, registry: str | None = None) -> str:
 
 def architecture(config: dict[str, Any]) -> str:
     """A short description of a card's config, e.g. ``psgan/tconv d5 k5``."""
-    from texprod.engine import GeneratorConfig
-
     try:
         c = GeneratorConfig.from_dict(config)
     except Exception:  # noqa: BLE001 - a card this texprod cannot read
@@ -99,11 +104,7 @@ def architecture(config: dict[str, Any]) -> str:
 
 def render_preview(generator: Any, size: int = PREVIEW_PX, seed: int = PREVIEW_SEED) -> bytes:
     """A `size` x `size` sRGB JPEG of the texture of `seed` (one pass of the network)."""
-    import numpy as np
-    import pyvips
 
-    from texprod.engine.noise import NoiseField
-    from texprod.engine.render import render_reference
 
     field = NoiseField(generator.config, seed, waves=generator.waves)
     pixels = render_reference(generator, field, size, size, device="auto", output="uint8")
@@ -136,9 +137,6 @@ def push(checkpoint_path: str | os.PathLike, ref: str, registry: str | None = No
     is there the version counts as absent. An existing version is refused unless `force`;
     with `force` its model.json is removed first, so nobody pulls a half-replaced version.
     """
-    from texprod.models import load_checkpoint
-    from texprod.models.checkpoint import model_digest
-
     name, version = parse_ref(ref)
     root = resolve_registry(registry)
     base = version_uri(ref, root)

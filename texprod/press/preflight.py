@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyvips
 import tifffile
 
 from texprod.errors import TexprodError
@@ -404,8 +405,6 @@ def _read_provenance(page) -> tuple[dict | None, str | None, str | None]:
 
 def _measure_tac(path: Path, facts: dict[str, Any]) -> None:
     """Maximum C+M+Y+K in percent, streamed by libvips; fills tac_max / tac_at / tac_error."""
-    import pyvips
-
     bits = facts["bits"]
     if facts["samples"] != 4 or bits not in (8, 16):
         facts["tac_error"] = f"cannot measure TAC of {facts['samples']} x {bits}-bit samples"

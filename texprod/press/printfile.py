@@ -30,6 +30,7 @@ import numpy as np
 import pyvips
 import tifffile
 
+from texprod import __version__
 from texprod.errors import ConfigError
 from texprod.files import atomic_output
 
@@ -323,7 +324,6 @@ def assemble_tiff(chunks: Iterable[bytes], path: str | os.PathLike, *, width: in
     dtype = np.dtype(dtype).newbyteorder("=")
     bits = dtype.itemsize * 8
     bigtiff, reason = bigtiff_decision(width, height, bands, bits, options)
-    from texprod import __version__
 
     cmyk = bands == 4
     write_args = dict(

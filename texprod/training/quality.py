@@ -37,10 +37,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pyvips
 import torch
 import torch.nn.functional as F
 
+from texprod.engine import Generator
+from texprod.engine.noise import ConstantField, NoiseField
+from texprod.engine.render import Renderer, default_tiling, render_canvas
+from texprod.engine.tiling import plan_tiles
 from texprod.errors import ConfigError
+from texprod.models import Checkpoint, load_checkpoint
+from texprod.models.checkpoint import UnknownLatent
 
 log = logging.getLogger(__name__)
 
@@ -291,8 +298,6 @@ def load_exemplar(path: str | os.PathLike, *, min_size: int = 0) -> np.ndarray:
     replicated to three bands, 16-bit is scaled to 8, CMYK goes through a generic
     profile); alpha is flattened onto white. `min_size`: the smallest side allowed.
     """
-    import pyvips
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"exemplar {p}: no such file")
@@ -423,9 +428,6 @@ def _selection(sets: list[torch.Tensor], size: int) -> torch.Tensor:
 
 def _global_field(checkpoint, latent):
     """The ConstantField for `latent`, or None for the noise field's per-seed latent."""
-    from texprod.engine.noise import ConstantField
-    from texprod.models.checkpoint import UnknownLatent
-
     config = checkpoint.generator.config
     names = sorted(checkpoint.latents)
     if config.nz_global == 0:
@@ -461,12 +463,6 @@ def render_samples(model, *, seed: int = 0, latent=None, size: int | None = None
                    count: int = 4, device: str = "cpu") -> np.ndarray:
     """`count` size x size canvases of a model, noise seeds seed .. seed + count - 1:
     (count, size, size, 3) uint8. `model`: a checkpoint path, Checkpoint or Generator."""
-    from texprod.engine import Generator
-    from texprod.engine.noise import NoiseField
-    from texprod.engine.render import Renderer, default_tiling, render_canvas
-    from texprod.engine.tiling import plan_tiles
-    from texprod.models import Checkpoint, load_checkpoint
-
     if isinstance(model, Checkpoint):
         checkpoint = model
     elif isinstance(model, Generator):

@@ -22,18 +22,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pyvips
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from texprod.engine import Generator, GeneratorConfig, make_config, receptive_field
-from texprod.engine.noise import ConstantField, NoiseField
+from texprod.engine.noise import ConstantField, NoiseField, global_latent
 from texprod.engine.render import forward_interior, render_reference, resolve_device
 from texprod.errors import ConfigError, TexprodError
 from texprod.files import atomic_output, sha256_file
 from texprod.models import load_checkpoint, save_generator
-from texprod.training.quality import load_exemplar, texture_stats
+from texprod.models.references import resolve_model
+from texprod.storage import cache_root, is_s3, upload_file
+from texprod.training.quality import load_exemplar, random_crops, texture_stats
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +184,6 @@ class Trainer:
             self.G = Generator(config.generator_config())
             _init_weights(self.G, torch_gen)
             if config.init:
-                from texprod.models.references import resolve_model
 
                 try:
                     source = load_checkpoint(resolve_model(config.init))
@@ -407,8 +409,6 @@ class Trainer:
 
     def write_samples(self, size: int = 256, count: int = 4) -> Path:
         """A 2 x 2 grid of renders from fixed seeds (exact tiled inference path)."""
-        import pyvips
-
         model = self.model()
         tiles = []
         for seed in range(count):
@@ -447,8 +447,6 @@ def train_model(exemplars: list[str | Path], out: str, config: TrainConfig, devi
                 resume: bool = False,
                 progress: Callable[[int, dict[str, float], float], None] | None = None) -> dict:
     """Train, fit named latents (PSGAN), save; upload when `out` is an s3:// URI."""
-    from texprod.storage import cache_root, is_s3, upload_file
-
     remote = out if is_s3(out) else None
     local = Path(out) if remote is None else \
         cache_root() / "training" / (config.name or out.rstrip("/").rsplit("/", 1)[-1])
@@ -566,9 +564,6 @@ def fit_latents(generator: Generator, exemplars: dict[str, np.ndarray], steps: i
                 crop: int = 128, seed: int = 0) -> dict[str, torch.Tensor]:
     """One global latent per exemplar: the best of a few seeds, refined by gradient descent
     on the texture-statistics distance between its render and the exemplar."""
-    from texprod.engine.noise import global_latent
-    from texprod.training.quality import random_crops
-
     config = generator.config
     if config.nz_global == 0:
         return {}
