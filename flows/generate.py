@@ -1,6 +1,7 @@
-"""The production print job as a Prefect flow: `texprod.job.run_job`, its stages as tasks.
+"""The production print job as a Prefect flow: `texprod.job.pipeline.run_job`, its stages
+as tasks.
 
-    fetch-model (retries on I/O) -> plan -> render-stripe x N (holding a GPU slot)
+    fetch-model, plan (retry on I/O) -> render-stripe x N (holding a GPU slot)
     -> export -> proof -> preflight -> upload (retries on I/O) -> report
 
 Each stripe is rendered, colour-converted and encoded by a `render-stripe` task on the
@@ -150,7 +151,7 @@ class _Stages:
             with concurrency(GPU_LIMIT, occupy=1, strict=False):
                 return work()
         options = {}
-        if name in ("fetch-model", "upload"):
+        if name in ("fetch-model", "plan", "upload"):  # plan fetches a mask on S3
             options = {"retries": IO_RETRIES, "retry_delay_seconds": IO_RETRY_DELAYS,
                        "retry_condition_fn": _retry_on_io}
         result = task(name=name, **options)(work)()

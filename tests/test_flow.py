@@ -175,6 +175,31 @@ def test_unreachable_endpoint_retries_then_fails_clearly(prefect_api, tmp_path, 
     assert "render-stripe" not in task_runs(run_id)
 
 
+def test_a_mask_on_an_unreachable_store_is_retried_by_the_plan_task(prefect_api, tiny_model,
+                                                                    tmp_path, monkeypatch):
+    """Planning fetches a painted mask from S3: that is I/O, so the plan task retries it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("TEXPROD_S3_MAX_ATTEMPTS", "1")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "test")
+    monkeypatch.setattr(generate_flow, "IO_RETRY_DELAYS", [0.1, 0.1, 0.1])
+    path = spec_file(tmp_path, model=str(tiny_model), texture={"paint": {
+        "mask": "s3://bucket/masks/logo.png",
+        "latents": {"background": {"seed": 1}, "foreground": {"seed": 2}}}})
+    state, run_id = run_flow(path)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=f"127.0.0.1:{port}"):
+        state.result()
+    (plan,) = task_runs(run_id)["plan"]
+    assert plan.run_count == 1 + generate_flow.IO_RETRIES
+    assert "render-stripe" not in task_runs(run_id)
+
+
 def test_spec_error_fails_before_any_task(prefect_api, tiny_model, tmp_path):
     path = spec_file(tmp_path, model=str(tiny_model))
     state, run_id = run_flow(path, overrides=["print.dpi=0"])

@@ -1,11 +1,11 @@
 """One job at a time per output name: an exclusive lock on the job's files while it runs.
 
-Two identical jobs share a scratch canvas and output names; unguarded, the second deleted
-the first's canvas or exported its half-rendered pixels. A job holds `flock` locks on
-`.NAME-DIGEST.lock` beside its scratch canvas and beside its outputs. The kernel drops a
+Two identical jobs share a stripe spool and output names; unguarded, the second deleted
+the first's spool or assembled its half-finished stripes. A job holds `flock` locks on
+`.NAME-DIGEST.lock` beside its spool and beside its outputs. The kernel drops a
 lock when its holder dies, however it dies, so:
 - a second live job is refused at once, with the holder's pid, host and start time;
-- a killed job's successor takes the lock and resumes the canvas it left;
+- a killed job's successor takes the lock and keeps the stripes its spool holds;
 - temporaries (`.NAME-DIGEST.tif.XXXX.partial.tif`) whose lock is free belong to a dead
   job and are swept; a live job's are never touched.
 Locks are local-host facts: on a network file system shared by several hosts, flock may

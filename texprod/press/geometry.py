@@ -166,7 +166,7 @@ def print_geometry(spec: PrintSpec, repeat_cell_px: int | None = None,
 
 
 MAX_SIDE_PX = 1_000_000  # TIFF and libvips handle more, but a tile plan this wide is 4 GB
-MAX_PIXELS = 1 << 36  # 68.7 Gpx: a 2 x 2 m wall at 2400 dpi; the scratch canvas alone is 206 GB
+MAX_PIXELS = 1 << 36  # 68.7 Gpx: a 2 x 2 m wall at 2400 dpi; its raw RGB alone is 206 GB
 
 
 def check_canvas_size(width_px: int, height_px: int, dpi: float) -> None:

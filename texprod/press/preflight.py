@@ -23,20 +23,19 @@ import tifffile
 
 from texprod.errors import TexprodError
 from texprod.press.colour import parse_icc
+from texprod.press.tiff_tags import (
+    COMPRESSION_NAMES,
+    INKSET_CMYK,
+    PHOTOMETRIC_RGB,
+    PHOTOMETRIC_SEPARATED,
+    TAG_DESCRIPTION,
+    TAG_EXTRASAMPLES,
+    TAG_ICC,
+    TAG_INKSET,
+    TAG_PHOTOSHOP_LAYERS,
+    TAG_SUBIFDS,
+)
 
-# TIFF tag codes used here
-_TAG_DESCRIPTION = 270
-_TAG_SUBIFDS = 330
-_TAG_INKSET = 332
-_TAG_EXTRASAMPLES = 338
-_TAG_ICC = 34675
-_TAG_PHOTOSHOP_LAYERS = 37724  # ImageSourceData: Photoshop layer data ("hidden layers")
-
-_PHOTOMETRIC_RGB = 2
-_PHOTOMETRIC_SEPARATED = 5
-_INKSET_CMYK = 1
-
-_COMPRESSION_NAMES = {1: "none", 5: "lzw", 8: "deflate", 32946: "deflate"}
 _COMPRESSION_ALIASES = {
     "none": "none", "uncompressed": "none", "raw": "none",
     "lzw": "lzw",
@@ -269,8 +268,8 @@ def _page_facts(tif: tifffile.TiffFile, page) -> dict[str, Any]:
                                                                           tuple | list)
                                               else [sample_format])})
     photometric = int(_tag(page, 262, -1))
-    inkset = _tag(page, _TAG_INKSET)
-    extrasamples = _tag(page, _TAG_EXTRASAMPLES)
+    inkset = _tag(page, TAG_INKSET)
+    extrasamples = _tag(page, TAG_EXTRASAMPLES)
     if extrasamples is not None and not isinstance(extrasamples, tuple | list):
         extrasamples = (extrasamples,)
     comp_code = int(_tag(page, 259, 1))
@@ -286,14 +285,14 @@ def _page_facts(tif: tifffile.TiffFile, page) -> dict[str, Any]:
     dpi = x_dpi if x_dpi is not None and y_dpi is not None and math.isclose(
         x_dpi, y_dpi, abs_tol=DPI_TOLERANCE) else None
 
-    if photometric == _PHOTOMETRIC_RGB:
+    if photometric == PHOTOMETRIC_RGB:
         color = "rgb"
-    elif photometric == _PHOTOMETRIC_SEPARATED and int(inkset or _INKSET_CMYK) == _INKSET_CMYK:
+    elif photometric == PHOTOMETRIC_SEPARATED and int(inkset or INKSET_CMYK) == INKSET_CMYK:
         color = "cmyk"
     else:
         color = _photometric_name(photometric)
 
-    icc_bytes = _tag(page, _TAG_ICC)
+    icc_bytes = _tag(page, TAG_ICC)
     icc: dict[str, Any] | None = None
     icc_error = None
     if icc_bytes is not None:
@@ -331,7 +330,7 @@ def _page_facts(tif: tifffile.TiffFile, page) -> dict[str, Any]:
         "inkset": None if inkset is None else int(inkset),
         "extra_samples": None if extrasamples is None else [int(e) for e in extrasamples],
         "color": color,
-        "compression": _COMPRESSION_NAMES.get(comp_code, f"code {comp_code}"),
+        "compression": COMPRESSION_NAMES.get(comp_code, f"code {comp_code}"),
         "compression_code": comp_code,
         "predictor": _PREDICTOR_NAMES.get(predictor, f"code {predictor}"),
         "layout": "tiled" if tiled else "strips",
@@ -347,8 +346,8 @@ def _page_facts(tif: tifffile.TiffFile, page) -> dict[str, Any]:
         "dpi": _round(dpi),
         "size_mm": ([_round(width / dpi * 25.4, 2), _round(height / dpi * 25.4, 2)]
                     if dpi else None),
-        "subifds": _TAG_SUBIFDS in page.tags,
-        "photoshop_layers": _TAG_PHOTOSHOP_LAYERS in page.tags,
+        "subifds": TAG_SUBIFDS in page.tags,
+        "photoshop_layers": TAG_PHOTOSHOP_LAYERS in page.tags,
         "segments": int(offsets.size),
         "segments_expected": int(n_expected),
         "segments_beyond_eof": 0,  # filled below
@@ -381,7 +380,7 @@ def _page_facts(tif: tifffile.TiffFile, page) -> dict[str, Any]:
 
 def _read_provenance(page) -> tuple[dict | None, str | None, str | None]:
     """(provenance inner dict, error, raw description) from any ImageDescription tag."""
-    descriptions = page.tags.getall(_TAG_DESCRIPTION, default=None) or []
+    descriptions = page.tags.getall(TAG_DESCRIPTION, default=None) or []
     if not descriptions:
         return None, "no ImageDescription tag", None
     first_error = None
@@ -480,14 +479,14 @@ def _check_photometric(f: dict) -> Check:
         found += f", InkSet {inkset}"
     if samples == 3:
         expected = "3 samples, RGB"
-        ok = photo == _PHOTOMETRIC_RGB
+        ok = photo == PHOTOMETRIC_RGB
         detail = "" if ok else f"3 samples must be photometric RGB, got {f['photometric']}"
     elif samples == 4:
         expected = "4 samples, SEPARATED, InkSet 1 (CMYK)"
-        ok = photo == _PHOTOMETRIC_SEPARATED and inkset in (None, _INKSET_CMYK)
-        if photo != _PHOTOMETRIC_SEPARATED:
+        ok = photo == PHOTOMETRIC_SEPARATED and inkset in (None, INKSET_CMYK)
+        if photo != PHOTOMETRIC_SEPARATED:
             detail = f"4 samples must be photometric SEPARATED (CMYK), got {f['photometric']}"
-            if photo == _PHOTOMETRIC_RGB:
+            if photo == PHOTOMETRIC_RGB:
                 detail += " (RGB + alpha?)"
         elif not ok:
             detail = f"InkSet {inkset} is not 1 (CMYK)"
@@ -517,7 +516,7 @@ def _check_bits(f: dict) -> Check:
 
 
 def _check_compression(f: dict) -> Check:
-    ok = f["compression_code"] in _COMPRESSION_NAMES
+    ok = f["compression_code"] in COMPRESSION_NAMES
     return Check("compression_supported", ok, f["compression"], "lzw, deflate or none",
                  "" if ok else f"TIFF compression code {f['compression_code']} is not one "
                                "the pipeline writes (LZW 5, deflate 8/32946, none 1)")

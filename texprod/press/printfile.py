@@ -33,6 +33,7 @@ import tifffile
 from texprod import __version__
 from texprod.errors import ConfigError
 from texprod.files import atomic_output
+from texprod.press.tiff_tags import COMPRESSION_CODES, INKSET_CMYK, TAG_INKSET
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -50,8 +51,6 @@ WORST_CASE_PER_CHUNK = {"none": 0, "lzw": 8, "deflate": 16}  # header, EOI, padd
 COMPRESSIONS = ("lzw", "deflate", "none")
 LAYOUTS = ("tiled", "strips")
 BIGTIFF_MODES = ("auto", "always", "never")
-_COMPRESSION_TAG = {"lzw": 5, "deflate": 8, "none": 1}  # 8 = Adobe deflate, as libvips writes
-_INKSET_CMYK = 1
 _FORMATS = {"uchar": np.uint8, "ushort": np.uint16}
 
 
@@ -329,12 +328,12 @@ def assemble_tiff(chunks: Iterable[bytes], path: str | os.PathLike, *, width: in
     write_args = dict(
         shape=(height, width, bands), dtype=dtype,
         photometric="separated" if cmyk else "rgb", planarconfig="contig",
-        compression=_COMPRESSION_TAG[options.compression],
+        compression=COMPRESSION_CODES[options.compression],
         predictor=2 if options.compression != "none" else None,
         iccprofile=icc_profile if (icc_profile and options.embed_icc) else None,
         description=_ascii_json(description), metadata=None,  # verbatim: no tifffile shaped-JSON
         resolution=(dpi, dpi), resolutionunit="INCH", software=f"texprod {__version__}",
-        extratags=[(332, "H", 1, _INKSET_CMYK, True)] if cmyk else [],
+        extratags=[(TAG_INKSET, "H", 1, INKSET_CMYK, True)] if cmyk else [],
     )
     if options.layout == "tiled":
         write_args["tile"] = (TILE, TILE)

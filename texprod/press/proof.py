@@ -30,8 +30,9 @@ def _save_jpeg(image: pyvips.Image, path: Path) -> Path:
 def _shrink_by_bands(image: pyvips.Image, factor: int, band_rows: int = 1024) -> pyvips.Image:
     """Integer box shrink, read band by band.
 
-    A whole-image operation on a mapped scratch canvas keeps every page it touched resident
-    (peak RSS grows with the print); cropped bands are read through small windows. Bands
+    A whole-image operation on a large image (a print file read back) keeps every band it
+    touched in memory (peak RSS grows with the print); cropped bands are read through small
+    windows. Bands
     are whole multiples of `factor`, so the result equals a one-piece shrink.
     """
     rows = band_rows // factor * factor or factor
