@@ -79,10 +79,10 @@ def run_peer(model: Path, size: int, work: Path) -> dict:
             seconds += time.perf_counter() - started
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                return {"label": f"naive peer {size}x{size}", "error": f"exit "
+                return {"label": f"naive peer {size}x{size}", "size": size, "error": f"exit "
                         f"{done.returncode} ({'out of memory?' if done.returncode < 0 else tail})"}
             rss = max(rss, float(done.stdout.split()[-1]))
-        return {"label": f"naive peer {size}x{size}", "width": size, "height": size,
+        return {"label": f"naive peer {size}x{size}", "size": size,
                 "seconds": seconds, "rss_mb": rss, "bytes": cmyk.stat().st_size}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -121,25 +121,21 @@ def yaml_spec(path: Path) -> dict:
 
 def peer_table(rows: list[dict], peers: list[dict]) -> str:
     """texprod generate vs the naive peer, same checkpoint and size, measured in one run."""
-    ours = {(r["width"], r["height"]): r for r in rows if "error" not in r}
+    ours = {r["width"]: r for r in rows if "error" not in r and r["width"] == r["height"]}
     head = ["pixels", "texprod s", "naive peer s", "speed-up", "texprod peak RSS MB",
             "peer peak RSS MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for peer in peers:
-        size = f"{peer['label'].split()[-1]}"
-        if "error" in peer:
-            mine = ours.get(tuple(int(v) for v in size.split("x")))
-            lines.append(f"| {size} | {mine['timings']['total']:.1f} | {peer['error']} | "
-                         f"| {mine['rss_mb']:.0f} | |" if mine else f"| {size} | | "
-                         f"{peer['error']} | | | |")
+        mine = ours.get(peer["size"])
+        total = f"{mine['timings']['total']:.1f}" if mine else "-"
+        rss = f"{mine['rss_mb']:.0f}" if mine else "-"
+        if "error" in peer or mine is None:
+            lines.append(f"| {peer['size']}² | {total} | {peer.get('error', '-')} | - | {rss} "
+                         "| - |")
             continue
-        mine = ours.get((peer["width"], peer["height"]))
-        if mine is None:
-            continue
-        total = mine["timings"]["total"]
-        lines.append(f"| {size} | {total:.1f} | {peer['seconds']:.1f} | "
-                     f"{peer['seconds'] / total:.2f}x | {mine['rss_mb']:.0f} | "
-                     f"{peer['rss_mb']:.0f} |")
+        speed = peer["seconds"] / mine["timings"]["total"]
+        lines.append(f"| {peer['size']}² | {total} | {peer['seconds']:.1f} | {speed:.2f}x | "
+                     f"{rss} | {peer['rss_mb']:.0f} |")
     return "\n".join(lines)
 
 

@@ -48,7 +48,15 @@ from prefect.utilities.urls import url_for
 
 from flows.logs import quiet_expected_errors
 from texprod import __version__
-from texprod.job.executors import StripeJob, cluster_class, cluster_options, drain, run_stripe
+from texprod.job.executors import (
+    StripeJob,
+    cluster_class,
+    cluster_options,
+    cluster_threads,
+    describe_workers,
+    drain,
+    run_stripe,
+)
 from texprod.job.pipeline import JobResult, run_job
 from texprod.job.plan import JobPlan
 from texprod.job.spec import JobSpec, load_spec, parse_spec, resolve_spec_path
@@ -197,11 +205,9 @@ class _PrefectStripes:
         with self.task_runner() as runner:
             window = self.options.get("threads", 1) + 1
             if self.cluster != "in-process":
-                info = runner.client.scheduler_info().get("workers", {})
-                threads = sum(w.get("nthreads", 1) for w in info.values())
                 self.dashboard = runner.client.dashboard_link
-                self.workers = f"{len(info)} Dask worker(s), {threads} thread(s)"
-                window = 2 * max(1, threads)
+                self.workers = "Dask: " + describe_workers(runner.client)
+                window = 2 * cluster_threads(runner.client)
                 get_run_logger().info("stripes on %s (dashboard %s)", self.workers,
                                       self.dashboard)
             drain(lambda i: runner.submit(render_stripe, {"job": job, "index": i}), indices,

@@ -167,11 +167,38 @@ def test_a_worker_that_cannot_load_the_model_fails_the_job_naming_it(s3_bucket, 
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_an_unreachable_scheduler_is_a_clear_error(model, tmp_path):
+def test_an_unreachable_scheduler_is_a_clear_error_and_leaves_nothing(model, tmp_path):
     spec = job_spec(model, tmp_path / "out", render={"cluster": "tcp://127.0.0.1:9"})
     with pytest.raises(TexprodError, match=r"render.cluster: cannot reach the Dask "
                                            r"scheduler at tcp://127.0.0.1:9"):
         run_job(parse_spec(spec))
+    assert list((tmp_path / "out").iterdir()) == []  # no spool, no lock, no partial file
+
+
+def test_a_cluster_that_is_not_one_is_refused_naming_the_field(model, tmp_path, capsys):
+    from texprod.cli import main
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(job_spec(model, tmp_path / "out")))
+    assert main(["generate", str(path), "--set", "render.cluster=gpu-farm"]) == 2
+    err = capsys.readouterr().err
+    assert "render.cluster: got 'gpu-farm', must be null (in-process), local, local-cuda or " \
+           "a Dask scheduler address such as tcp://scheduler:8786" in err
+    assert "(from --set render.cluster=gpu-farm)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_local_cuda_without_dask_cuda_says_how_to_install_it(model, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("dask_cuda") is not None:
+        pytest.skip("dask-cuda is installed here: the message cannot be provoked")
+    spec = job_spec(model, tmp_path / "out", render={"cluster": "local-cuda"})
+    with pytest.raises(TexprodError, match=r"render.cluster: got 'local-cuda', but dask-cuda "
+                                           r"is not installed here \(pip install "
+                                           r"'texprod\[cuda\]'"):
+        run_job(parse_spec(spec))
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_texprod_dask_address_sends_a_null_cluster_job_to_the_cluster(model, cluster,

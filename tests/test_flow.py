@@ -462,4 +462,4 @@ def test_the_flow_renders_on_a_dask_local_cluster(prefect_api, tiny_model, tmp_p
     stripes = task_runs(run_id)["render-stripe"]
     assert len(stripes) == summary["stripes"] and all(r.state.is_completed() for r in stripes)
     report_md = {a.key: a for a in artifacts(run_id)}["flow-job-report"].data
-    assert "2 Dask worker(s), 2 thread(s)" in report_md and "[Dask dashboard](http" in report_md
+    assert "Dask: 2 worker(s), 2 thread(s)" in report_md and "[Dask dashboard](http" in report_md

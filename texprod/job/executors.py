@@ -204,22 +204,37 @@ class DaskStripes:
         self.dashboard = client.dashboard_link
 
     def describe(self) -> str:
-        return f"{self.description}: {len(_workers(self.client))} worker(s), " \
-               f"{_cluster_threads(self.client)} thread(s)"
+        return f"{self.description}: {describe_workers(self.client)}"
 
     def run(self, job: StripeJob, indices: list[int], on_result: OnResult) -> None:
         # a key per job and stripe: a stripe lost with its worker is recomputed by Dask
         drain(lambda i: self.client.submit(run_stripe, job, i, pure=False,
                                            key=f"stripe-{job.spec_digest[:16]}-{i:06d}"),
-              indices, 2 * _cluster_threads(self.client), on_result)
+              indices, 2 * cluster_threads(self.client), on_result)
 
 
-def _workers(client) -> dict:
-    return client.scheduler_info().get("workers", {})
+def cluster_threads(client) -> int:
+    """Threads of all the workers of a Dask client's cluster (at least 1)."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    return max(1, sum(w.get("nthreads", 1) for w in workers))
 
 
-def _cluster_threads(client) -> int:
-    return max(1, sum(w.get("nthreads", 1) for w in _workers(client).values()))
+def describe_workers(client) -> str:
+    workers = client.scheduler_info().get("workers", {})
+    return f"{len(workers)} worker(s), {cluster_threads(client)} thread(s)"
+
+
+def describe_cluster(render) -> str:
+    """Who render.cluster says works the stripes, before anything is started (dry run)."""
+    kind, options = cluster_options(render)
+    if kind == "in-process":
+        return f"in-process on {options['threads']} thread(s)"
+    if kind == "address":
+        return f"on the Dask cluster at {options['address']}"
+    if kind == "local":
+        return (f"on a local Dask cluster of {options['n_workers']} worker(s) x "
+                f"{options['threads_per_worker']} thread(s)")
+    return "on a local Dask cluster of one worker per GPU"
 
 
 def available_cores() -> int:

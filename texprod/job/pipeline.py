@@ -36,7 +36,13 @@ from texprod.engine.tiling import TilePlan
 from texprod.errors import JobFailure, SpecError, TexprodError
 from texprod.files import sha256_file
 from texprod.job import stop
-from texprod.job.executors import StripeJob, cluster_options, prepare, stripe_executor
+from texprod.job.executors import (
+    StripeJob,
+    cluster_options,
+    describe_cluster,
+    prepare,
+    stripe_executor,
+)
 from texprod.job.joblock import JobLock, sweep_dead_temporaries
 from texprod.job.plan import JobPlan, duration, make_renderer, noise_field, period_box, plan_job
 from texprod.job.spec import JobSpec
@@ -443,7 +449,6 @@ def _render_on(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | Non
     if done:
         log.info("resuming: %d of %d stripes already in the spool", len(done),
                  len(plan.stripes))
-    prepare(plan)  # this process works its own stripes from the plan it has
     job = StripeJob.of(plan, spec_dir)
     if executor is not None:
         render_stripes(plan, spool, executor, job, progress)
@@ -547,19 +552,6 @@ def _describe_repeat(plan: JobPlan) -> str:
     return text
 
 
-def _describe_executor(plan: JobPlan) -> str:
-
-    kind, options = cluster_options(plan.spec.render)
-    if kind == "in-process":
-        return f"in-process on {options['threads']} thread(s)"
-    if kind == "address":
-        return f"on the Dask cluster at {options['address']}"
-    if kind == "local":
-        return (f"on a local Dask cluster of {options['n_workers']} worker(s) x "
-                f"{options['threads_per_worker']} thread(s)")
-    return "on a local Dask cluster of one worker per GPU"
-
-
 def describe_plan(plan: JobPlan) -> str:
     """The dry-run text: what the job would do, and what it would cost."""
     g, c = plan.geometry, plan.colour
@@ -595,7 +587,7 @@ def describe_plan(plan: JobPlan) -> str:
                       "tiles {} x {} px (halo {} cells)".format(*plan.tile_px_shape,
                                                                plan.stripes[0].tiles.halo))
                    + f", {plan.tile_count} tiles in {len(plan.stripes)} stripes, "
-                     f"batch {plan.batch}, {_describe_executor(plan)}"
+                     f"batch {plan.batch}, {describe_cluster(plan.spec.render)}"
                    + (f", repeat period {plan.period[1]} x {plan.period[0]} cells"
                       if plan.period else "")),
         ("disk", f"stripe spool in {plan.spool_dir.parent} (moved into the file as it is "

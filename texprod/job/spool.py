@@ -67,9 +67,6 @@ class StripeSpool:
         values = [r["tac_max"] for r in self._records.values() if r["tac_max"] is not None]
         return max(values) if values else None
 
-    def tiles(self, indices: set[int]) -> int:
-        return sum(self._records[i]["tiles"] for i in indices)
-
     def chunks(self, count: int, consume: bool = False,
                between: Callable[[], None] | None = None) -> Iterator[bytes]:
         """The chunks of stripes 0 .. count-1, in file order; `consume` deletes each

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -65,14 +64,7 @@ class StripeResult:
     tiles: int
     render_s: float
     encode_s: float
-    worker: str = ""  # host and process that made it
-
-    def chunks(self) -> list[memoryview]:
-        view, chunks, at = memoryview(self.data), [], 0
-        for size in self.chunk_sizes:
-            chunks.append(view[at: at + size])
-            at += size
-        return chunks
+    worker: str = ""  # the Dask worker or host and process that made it
 
 
 def plan_stripes(width: int, height: int, cell_px: int, halo: int, tile_px: int,
@@ -133,8 +125,7 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
         index=stripe.index, chunk_sizes=[len(c) for c in chunks], data=b"".join(chunks),
         preview=preview.tobytes(), preview_shape=preview.shape[:2], tac_max=tac,
         tiles=len(stripe.tiles.tiles), render_s=rendered - started,
-        encode_s=time.perf_counter() - rendered,
-        worker=f"{socket.gethostname()}:{threading.current_thread().name}")
+        encode_s=time.perf_counter() - rendered)
 
 
 def _render_rows(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer | None,
