@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install test bench generate lint clean
+.PHONY: golden install test bench generate lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(PY)
 	$(PY) bench/bench_job.py
 	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_train.py
+
+# record the shipped specs' print files on this CPU, after a change meant to alter them
+golden: $(PY)
+	$(PY) -m tests.golden.shipped
 
 # make generate SPEC=box_packaging.yaml  (a path, or a name in specs/); ARGS="--dry-run"
 generate: $(PY)

@@ -554,8 +554,7 @@ def repeat_period(width: int, height: int, cell_px: int) -> tuple[int, int]:
 
 def _render(args: argparse.Namespace) -> int:
     from texprod.engine.noise import NoiseField
-    from texprod.engine.render import Renderer, default_tiling, render_reference
-    from texprod.engine.tiling import plan_tiles
+    from texprod.engine.render import Renderer, default_tiling
     from texprod.models import load_generator
     from texprod.models.references import resolve_model
     from texprod.press.canvas import BandWriter, ScratchCanvas
@@ -584,8 +583,7 @@ def _render(args: argparse.Namespace) -> int:
     default_tile, default_batch = default_tiling(renderer.device)
     args.tile = default_tile if args.tile is None else args.tile
     args.batch = default_batch if args.batch is None else args.batch
-    plan = plan_tiles(args.width, args.height, cell, renderer.rf.halo, args.tile,
-                      x0=args.x0, y0=args.y0)
+    plan = renderer.plan(args.width, args.height, args.tile, x0=args.x0, y0=args.y0)
     output = "uint8" if args.bits == 8 else "uint16"
     log.info("rendering %dx%d px on %s (%s): %d tiles of %dx%d cells, halo %d",
              args.width, args.height, renderer.device, args.precision, len(plan.tiles),
@@ -596,16 +594,10 @@ def _render(args: argparse.Namespace) -> int:
     with ScratchCanvas(scratch, args.width, args.height, generator.config.out_channels,
                        np.dtype(output)) as canvas:
         bands = BandWriter(canvas, plan)
-        if args.tile == 0:
-            pixels = render_reference(generator, field, args.width, args.height, args.x0,
-                                      args.y0, device=str(renderer.device),
-                                      precision=args.precision, output=output)
-            bands.add(plan.tiles[0], pixels)
-        else:
-            tiles = renderer.tiles(field, plan, batch=args.batch, output=output)
-            for tile, pixels in tqdm(tiles, total=len(plan.tiles), unit="tile",
-                                     desc="render", disable=None):
-                bands.add(tile, pixels)
+        tiles = renderer.tiles(field, plan, batch=args.batch, output=output)
+        for tile, pixels in tqdm(tiles, total=len(plan.tiles), unit="tile", desc="render",
+                                 disable=None):
+            bands.add(tile, pixels)
         rendered = time.perf_counter() - started
         write_plain_tiff(canvas.to_vips(), out)
     total = time.perf_counter() - started

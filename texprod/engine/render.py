@@ -1,10 +1,12 @@
 """Run a generator over a tile plan on a device and yield finished tiles.
 
-The fast path (`Renderer`) folds BatchNorm into the convolutions, batches equal-shaped
+`Renderer.tiles` is the one render loop: the print job, `texprod render`, the quality
+measure, the registry preview and training samples all go through it. The fast path folds BatchNorm into the convolutions, batches equal-shaped
 tiles and, after every block, crops each map to the positions the tile's interior still
 needs (margins from the receptive field), so the halo costs almost nothing at the
-expensive late layers. `render_reference` is the plain one-pass computation the tests
-compare against: the whole canvas plus the same halo, the unmodified network, one call.
+expensive late layers. A one-pass plan (tile_px 0) runs `render_reference` instead, the
+plain computation the tests compare against: the whole canvas plus the same halo, the
+unmodified network, one call.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class Renderer:
 
     def __init__(self, generator: Generator, device: str = "auto", precision: str = "fp32"):
         _check_choice("precision", precision, PRECISIONS)
+        self.generator = generator  # unmodified, for one-pass plans
         self.device = resolve_device(device)
         self.precision = precision
         self.dtype = PRECISIONS[precision]
@@ -111,6 +114,12 @@ class Renderer:
             # PyTorch allows TF32 in cuDNN convolutions by default; fp32 must mean fp32
             torch.backends.cudnn.allow_tf32 = precision == "tf32"
 
+    def plan(self, width: int, height: int, tile_px: int, x0: int = 0, y0: int = 0,
+             tile_h_px: int | None = None) -> TilePlan:
+        """A tile plan of this generator's cell and halo (tile_px 0: one pass)."""
+        return plan_tiles(width, height, self.rf.cell_px, self.rf.halo, tile_px, x0=x0, y0=y0,
+                          tile_h_px=tile_h_px)
+
     def forward_interior(self, z: torch.Tensor, tile_cells: tuple[int, int]) -> torch.Tensor:
         """Z windows with halo (B, nz, ty + 2H, tx + 2H) -> interiors (B, C, ty*S, tx*S)."""
         return forward_interior(self.model.blocks, self.rf, z, tile_cells)
@@ -118,7 +127,8 @@ class Renderer:
     @torch.inference_mode()
     def tiles(self, field: NoiseField, plan: TilePlan, batch: int = 4, output: str = "uint8"
               ) -> Iterator[tuple[Tile, np.ndarray]]:
-        """Render `plan` in batches; yield (tile, pixels (h, w, C)) in plan order.
+        """Render `plan` in batches; yield (tile, pixels (h, w, C)) in plan order. A
+        one-pass plan yields its one tile from `render_reference`.
 
         On CUDA the pixels are views of a pinned host buffer that is reused two batches
         later: consume (copy) each tile before asking for the next batch.
@@ -131,6 +141,12 @@ class Renderer:
                 f"plan: got cell {plan.cell_px} px / halo {plan.halo}, the generator needs "
                 f"cell {self.rf.cell_px} px / halo {self.rf.halo}"
             )
+        if plan.one_pass:
+            (tile,) = plan.tiles
+            yield tile, render_reference(self.generator, field, plan.width, plan.height,
+                                         plan.x0, plan.y0, device=str(self.device),
+                                         precision=self.precision, output=output)
+            return
         field = field_on(field, self.device)
         wy, wx = plan.window_cells
         copier = _HostCopier(self.device) if self.device.type == "cuda" else None

@@ -42,6 +42,7 @@ class TilePlan:
     halo: int
     tile_cells: tuple[int, int]  # interior cells of every tile (rows, cols)
     tiles: tuple[Tile, ...]
+    one_pass: bool = False  # tile_px 0: the canvas in one pass of the unmodified network
 
     @property
     def window_cells(self) -> tuple[int, int]:
@@ -140,4 +141,5 @@ def plan_tiles(
                 y=py0 - y0, x=px0 - x0, h=py1 - py0, w=px1 - px0,
                 src_y=py0 - start_y * s, src_x=px0 - start_x * s,
             ))
-    return TilePlan(width, height, x0, y0, s, halo, (ty, tx), tuple(tiles))
+    return TilePlan(width, height, x0, y0, s, halo, (ty, tx), tuple(tiles),
+                    one_pass=tile_px == 0)

@@ -62,7 +62,7 @@ class _Prepared:
 
     plan: JobPlan
     field: NoiseField
-    renderer: Renderer | None
+    renderer: Renderer
     render_lock: threading.Lock | contextlib.nullcontext
     on_tile: Callable[[int], None] | None = None  # (stripe index): the driver's progress
 
@@ -77,7 +77,7 @@ def prepare(plan: JobPlan) -> _Prepared:
     with _prepared_lock:
         ready = _prepared.get(plan.spec_digest)
         if ready is None:
-            renderer = make_renderer(plan) if plan.tile_px != 0 else None
+            renderer = make_renderer(plan)
             # one stripe at a time on a GPU (memory); CPU stripes render side by side
             lock = threading.Lock() if plan.device.startswith("cuda") \
                 else contextlib.nullcontext()

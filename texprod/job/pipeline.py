@@ -14,6 +14,7 @@ files (a killed one leaves its finished stripes for a rerun).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -32,7 +33,6 @@ import numpy as np
 import pyvips
 
 from texprod import __version__
-from texprod.engine.tiling import TilePlan
 from texprod.errors import JobFailure, SpecError, TexprodError
 from texprod.files import sha256_file
 from texprod.job import stop
@@ -229,11 +229,6 @@ def render_stripes(plan: JobPlan, spool: StripeSpool, executor, job,
         finally:
             ready.on_tile = None
     return todo
-
-
-def _sub_plan(plan: TilePlan, tiles) -> TilePlan:
-    return TilePlan(plan.width, plan.height, plan.x0, plan.y0, plan.cell_px, plan.halo,
-                    plan.tile_cells, tuple(tiles))
 
 
 def _disk_error(error: OSError, path: Path) -> Exception:
@@ -517,7 +512,7 @@ def measured_estimate(plan: JobPlan) -> str:
     renderer = make_renderer(plan)
     field = noise_field(plan)
     first = plan.stripes[0].tiles
-    sample = _sub_plan(first, list(first.tiles[:plan.batch]))
+    sample = dataclasses.replace(first, tiles=first.tiles[:plan.batch])
     output = "uint8" if plan.render_bits == 8 else "uint16"
     for _ in renderer.tiles(field, sample, batch=plan.batch, output=output):  # warm-up
         pass

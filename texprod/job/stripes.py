@@ -26,7 +26,7 @@ import numpy as np
 import pyvips
 import torch
 
-from texprod.engine.render import Renderer, render_reference
+from texprod.engine.render import Renderer
 from texprod.engine.tiling import TilePlan, check_tile_count, plan_tiles, tiles_across
 from texprod.errors import TexprodError
 from texprod.job import stop
@@ -101,7 +101,7 @@ def single_threaded_torch() -> None:
         torch.set_num_threads(1)
 
 
-def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer | None,
+def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer,
                 on_tile: TileDone | None = None,
                 render_lock: threading.Lock | contextlib.nullcontext | None = None
                 ) -> StripeResult:
@@ -128,17 +128,9 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
         encode_s=time.perf_counter() - rendered)
 
 
-def _render_rows(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer | None,
+def _render_rows(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer,
                  on_tile: TileDone | None) -> np.ndarray:
     output = "uint8" if plan.render_bits == 8 else "uint16"
-    if renderer is None:  # tile_px 0: the one-pass reference, the whole canvas
-        g = plan.geometry
-        rows = render_reference(plan.checkpoint.generator, field, g.width_px, g.height_px,
-                                stripe.tiles.x0, stripe.tiles.y0, device=plan.device,
-                                precision=plan.spec.render.precision, output=output)
-        if on_tile:
-            on_tile()
-        return np.ascontiguousarray(rows)  # a crop of the pass: libvips wants it contiguous
     rows = np.empty((stripe.h, plan.geometry.width_px, 3), np.dtype(output))
     for tile, pixels in renderer.tiles(field, stripe.tiles, batch=plan.batch, output=output):
         rows[tile.y: tile.y + tile.h, tile.x: tile.x + tile.w] = pixels

@@ -28,7 +28,7 @@ import pyvips
 from texprod import storage
 from texprod.engine import GeneratorConfig
 from texprod.engine.noise import NoiseField
-from texprod.engine.render import render_reference
+from texprod.engine.render import Renderer, render_canvas
 from texprod.errors import ConfigError
 from texprod.files import atomic_directory, sha256_file
 from texprod.models import load_checkpoint
@@ -104,10 +104,9 @@ def architecture(config: dict[str, Any]) -> str:
 
 def render_preview(generator: Any, size: int = PREVIEW_PX, seed: int = PREVIEW_SEED) -> bytes:
     """A `size` x `size` sRGB JPEG of the texture of `seed` (one pass of the network)."""
-
-
+    renderer = Renderer(generator, device="auto")
     field = NoiseField(generator.config, seed, waves=generator.waves)
-    pixels = render_reference(generator, field, size, size, device="auto", output="uint8")
+    pixels = render_canvas(renderer, field, renderer.plan(size, size, 0))
     if pixels.shape[2] == 1:  # (H, W, 1) grey
         pixels = np.repeat(pixels, 3, axis=2)
     image = pyvips.Image.new_from_array(np.ascontiguousarray(pixels), interpretation="srgb")

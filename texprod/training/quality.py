@@ -44,7 +44,6 @@ import torch.nn.functional as F
 from texprod.engine import Generator
 from texprod.engine.noise import ConstantField, NoiseField
 from texprod.engine.render import Renderer, default_tiling, render_canvas
-from texprod.engine.tiling import plan_tiles
 from texprod.errors import ConfigError
 from texprod.models import Checkpoint, load_checkpoint
 from texprod.models.checkpoint import UnknownLatent
@@ -478,7 +477,7 @@ def render_samples(model, *, seed: int = 0, latent=None, size: int | None = None
     global_field = _global_field(checkpoint, latent)
     renderer = Renderer(generator, device=device)
     tile_px, batch = default_tiling(renderer.device)
-    plan = plan_tiles(size, size, generator.config.cell_px, renderer.rf.halo, tile_px)
+    plan = renderer.plan(size, size, tile_px)
     canvases = []
     for i in range(count):
         field = NoiseField(generator.config, seed + i, waves=generator.waves,

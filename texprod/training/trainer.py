@@ -30,7 +30,7 @@ from torch import nn
 
 from texprod.engine import Generator, GeneratorConfig, make_config, receptive_field
 from texprod.engine.noise import ConstantField, NoiseField, global_latent
-from texprod.engine.render import forward_interior, render_reference, resolve_device
+from texprod.engine.render import Renderer, forward_interior, render_canvas, resolve_device
 from texprod.errors import ConfigError, TexprodError
 from texprod.files import atomic_output, sha256_file
 from texprod.models import load_checkpoint, save_generator
@@ -408,12 +408,14 @@ class Trainer:
                               provenance=self.provenance(), overwrite=True)
 
     def write_samples(self, size: int = 256, count: int = 4) -> Path:
-        """A 2 x 2 grid of renders from fixed seeds (exact tiled inference path)."""
+        """A 2 x 2 grid of renders from fixed seeds (one pass of the network)."""
         model = self.model()
+        renderer = Renderer(model, device=str(self.device))
+        plan = renderer.plan(size, size, 0)  # one pass of the unmodified network
         tiles = []
         for seed in range(count):
             field = NoiseField(model.config, 1000 + seed, waves=model.waves)
-            tiles.append(render_reference(model, field, size, size, device=str(self.device)))
+            tiles.append(render_canvas(renderer, field, plan))
         row1 = np.concatenate(tiles[:2], axis=1)
         row2 = np.concatenate(tiles[2:4], axis=1)
         grid = np.concatenate([row1, row2], axis=0)
