@@ -411,8 +411,9 @@ def test_model_cache_errors(s3_bucket, tmp_path, monkeypatch):
     models = tmp_path / "cache" / "models"
     assert not [p for p in models.iterdir() if p.name != "by-uri"]  # nothing half-made
 
-    storage.upload_bytes(b'{"format": "texprod-generator"}', f"{uri}/model.json")
-    with pytest.raises(CheckpointError, match="weights.sha256 is needed"):
+    storage.upload_bytes(b'{"format": "texprod-generator", "format_version": 1, "config": {}, '
+                         b'"weights": {}}', f"{uri}/model.json")
+    with pytest.raises(CheckpointError, match="weights.sha256 is needed to cache the model"):
         fetch_model(uri)
     card = json.loads((ckpt / "model.json").read_text())
     card["weights"]["file"] = "../../escape"

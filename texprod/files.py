@@ -36,6 +36,11 @@ def atomic_output(dest: str | os.PathLike, suffix: str = ".part") -> Iterator[Pa
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
 @contextmanager
 def atomic_directory(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a new, private directory beside `dest` to fill. On success its modes become

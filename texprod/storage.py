@@ -59,7 +59,7 @@ from s3transfer.exceptions import RetriesExceededError
 from s3transfer.subscribers import BaseSubscriber
 
 from texprod.errors import ConfigError, TexprodError
-from texprod.files import atomic_output, sha256_file
+from texprod.files import atomic_output, atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +149,16 @@ def join_uri(base: str, *parts: str) -> str:
     return str(Path(base).joinpath(*parts))
 
 
-def _object(uri: str) -> tuple[str, str]:
+def split_object(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ("bucket", "key"), refusing a bucket or a prefix."""
     bucket, key = split_s3(uri)
     if not key or key.endswith("/"):
         raise StorageError(f"{uri!r}: names a bucket or a prefix, expected s3://BUCKET/KEY")
     return bucket, key
 
 
-def _check_scheme(uri: str | os.PathLike) -> None:
+def check_location(uri: str | os.PathLike) -> None:
+    """Refuse a location that is neither a local path nor s3://BUCKET/KEY."""
     text = os.fspath(uri)
     if not is_s3(text) and (re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text)
                             or text.lower().startswith("s3:")):
@@ -345,7 +347,7 @@ def _diagnose(client: Any, uri: str, action: str) -> None:
 
 def _head(client: Any, uri: str, action: str = "look up") -> dict[str, Any] | None:
     """HEAD an object: its headers, or None if the bucket exists and the key does not."""
-    bucket, key = _object(uri)
+    bucket, key = split_object(uri)
     try:
         with _s3_errors(uri, action, client):
             return client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
@@ -432,11 +434,6 @@ def _subscribers(progress: Callable[[int], None] | None = None, size: int | None
     return [Subscriber()]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def _atomic_copy(src: Path, dest: Path, expected_sha256: str | None = None) -> str:
     with atomic_output(dest) as tmp:
         shutil.copyfile(src, tmp)
@@ -471,7 +468,7 @@ def upload_file(
 
     Returns {"uri", "etag", "sha256", "bytes"} (etag is None for local copies).
     """
-    _check_scheme(uri)
+    check_location(uri)
     src = Path(local)
     if not src.is_file():
         raise NoSuchObject(f"{src}: no such file to upload")
@@ -483,7 +480,7 @@ def upload_file(
         _atomic_copy(src, dest, digest)
         return {"uri": str(dest), "etag": None, "sha256": digest, "bytes": size}
 
-    bucket, key = _object(uri)
+    bucket, key = split_object(uri)
     client = s3_client()
     extra = {"Metadata": meta, "ContentType": _content_type(src.name, content_type),
              "ChecksumAlgorithm": "SHA256"}
@@ -511,13 +508,13 @@ def upload_bytes(
     content_type: str | None = None,
 ) -> dict[str, Any]:
     """Upload bytes as one object (one PUT with an SHA-256 checksum; atomic)."""
-    _check_scheme(uri)
+    check_location(uri)
     digest = hashlib.sha256(data).hexdigest()
     meta = _metadata(metadata, digest)
     if not is_s3(uri):
-        _atomic_write_bytes(Path(uri), data)
+        atomic_write_bytes(Path(uri), data)
         return {"uri": uri, "etag": None, "sha256": digest, "bytes": len(data)}
-    bucket, key = _object(uri)
+    bucket, key = split_object(uri)
     client = s3_client()
     checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
     with _s3_errors(uri, "upload", client):
@@ -545,7 +542,7 @@ def download_file(
     Ranged parallel GETs are pinned to the object's ETag, so a concurrent overwrite fails
     instead of mixing versions. Returns {"uri", "path", "etag", "sha256", "bytes"}.
     """
-    _check_scheme(uri)
+    check_location(uri)
     dest = Path(local)
     if expected_sha256 is not None and not _SHA256_RE.match(expected_sha256):
         raise ConfigError(f"expected_sha256: got {expected_sha256!r}, must be 64 hex digits")
@@ -557,7 +554,7 @@ def download_file(
         return {"uri": uri, "path": dest, "etag": None, "sha256": digest,
                 "bytes": dest.stat().st_size}
 
-    bucket, key = _object(uri)
+    bucket, key = split_object(uri)
     client = s3_client()
     head = _head(client, uri, "download")
     if head is None:
@@ -584,17 +581,18 @@ def download_file(
 
 def read_bytes(uri: str) -> bytes:
     """The whole content of an object (or local file); for small things like model cards."""
-    return _read(uri)[0]
+    return read_with_etag(uri)[0]
 
 
-def _read(uri: str) -> tuple[bytes, str | None]:
-    _check_scheme(uri)
+def read_with_etag(uri: str) -> tuple[bytes, str | None]:
+    """An object's content and the ETag of that content (None for a local file)."""
+    check_location(uri)
     if not is_s3(uri):
         path = Path(uri)
         if not path.is_file():
             raise NoSuchObject(f"{path}: no such file")
         return path.read_bytes(), None
-    bucket, key = _object(uri)
+    bucket, key = split_object(uri)
     client = s3_client()
     with _s3_errors(uri, "read", client):
         response = client.get_object(Bucket=bucket, Key=key)
@@ -608,15 +606,16 @@ def _read(uri: str) -> tuple[bytes, str | None]:
 
 def exists(uri: str) -> bool:
     """Whether the object (or local path) exists. A missing bucket is an error, not False."""
-    _check_scheme(uri)
+    check_location(uri)
     if not is_s3(uri):
         return Path(uri).exists()
     return _head(s3_client(), uri) is not None
 
 
-def head(uri: str) -> dict[str, Any] | None:
-    """An object's size, ETag, metadata, content type and checksum; None if missing."""
-    response = _head(s3_client(), uri)
+def head(uri: str, action: str = "look up") -> dict[str, Any] | None:
+    """An object's size, ETag, metadata, content type and checksum; None if missing.
+    `action` says what for in errors (e.g. "fetch the model")."""
+    response = _head(s3_client(), uri, action)
     if response is None:
         return None
     return {"uri": uri, "bytes": response["ContentLength"], "etag": _etag(response.get("ETag")),
@@ -628,7 +627,7 @@ def head(uri: str) -> dict[str, Any] | None:
 def list_objects(prefix_uri: str) -> list[dict[str, Any]]:
     """Objects whose URI starts with `prefix_uri`: {"uri", "key", "bytes", "etag",
     "last_modified"}, sorted by URI. A local prefix lists the files below a directory."""
-    _check_scheme(prefix_uri)
+    check_location(prefix_uri)
     if not is_s3(prefix_uri):
         root = Path(prefix_uri)
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
@@ -655,11 +654,11 @@ def list_keys(prefix_uri: str) -> list[str]:
 
 def delete(uri: str) -> None:
     """Delete an object or a local file (no error if it is already gone)."""
-    _check_scheme(uri)
+    check_location(uri)
     if not is_s3(uri):
         Path(uri).unlink(missing_ok=True)
         return
-    bucket, key = _object(uri)
+    bucket, key = split_object(uri)
     client = s3_client()
     with _s3_errors(uri, "delete", client):
         client.delete_object(Bucket=bucket, Key=key)
@@ -671,13 +670,13 @@ def presigned_url(uri: str, expires_s: int = MAX_PRESIGN_S) -> str:
     It is signed locally: it does not check that the object exists. A local path gives
     its file:// URI.
     """
-    _check_scheme(uri)
+    check_location(uri)
     if not 1 <= expires_s <= MAX_PRESIGN_S:
         raise ConfigError(f"expires_s: got {expires_s}, must be between 1 and {MAX_PRESIGN_S} "
                           "(7 days, the limit of SigV4 presigned URLs)")
     if not is_s3(uri):
         return Path(uri).resolve().as_uri()
-    bucket, key = _object(uri)
+    bucket, key = split_object(uri)
     client = s3_client()
     with _s3_errors(uri, "presign", client):
         return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},

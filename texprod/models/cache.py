@@ -15,23 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from texprod.errors import CheckpointError
-from texprod.files import atomic_directory, normal_modes
-from texprod.models.checkpoint import CARD_FILE, WEIGHTS_FILE
-from texprod.storage import (  # the transport's own helpers: heads, etags, reads
-    _SHA256_RE,
+from texprod.files import atomic_directory, atomic_write_bytes, normal_modes, sha256_file
+from texprod.models.card import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    content_digest,
+    parse_card,
+    weights_file,
+    weights_sha256,
+)
+from texprod.storage import (
     IntegrityError,
     NoSuchObject,
-    _atomic_write_bytes,
-    _check_scheme,
-    _etag,
-    _head,
-    _object,
-    _read,
     cache_root,
+    check_location,
     download_file,
+    head,
     is_s3,
-    s3_client,
-    sha256_file,
+    read_with_etag,
+    split_object,
 )
 
 log = logging.getLogger(__name__)
@@ -44,31 +46,14 @@ def _checkpoint_prefix(uri: str) -> str:
     for name in (f"/{CARD_FILE}", f"/{WEIGHTS_FILE}"):
         if base.endswith(name):
             base = base.removesuffix(name)
-    _object(base + "/" + CARD_FILE)  # validates bucket and key
+    split_object(base + "/" + CARD_FILE)  # validates bucket and key
     return base
 
 
-def _parse_card(card_bytes: bytes, card_uri: str) -> tuple[str, str]:
-    """(weights file name, weights sha256) from a model card's bytes."""
-    try:
-        card = json.loads(card_bytes)
-        weights = card["weights"]
-        sha = weights["sha256"]
-        name = weights.get("file", WEIGHTS_FILE)
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{card_uri}: not a texprod model card (weights.sha256 is "
-                              f"needed to cache the model): {e!r}") from None
-    if not isinstance(sha, str) or not _SHA256_RE.match(sha):
-        raise CheckpointError(f"{card_uri}: weights.sha256: got {sha!r}, expected 64 hex digits")
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name \
-            or name in (".", ".."):
-        raise CheckpointError(f"{card_uri}: weights.file: got {name!r}, expected a file name")
-    return name, sha
-
-
-def _content_digest(card_bytes: bytes, weights_sha256: str) -> str:
-    card_sha = hashlib.sha256(card_bytes).hexdigest()
-    return hashlib.sha256(f"{weights_sha256}:{card_sha}".encode()).hexdigest()
+def _card_weights(raw_card: bytes, where: str) -> tuple[str, str]:
+    """(weights file name, weights sha256) of a card, which must record the checksum."""
+    card = parse_card(raw_card, where)
+    return weights_file(card), weights_sha256(card, where, "to cache the model")
 
 
 def _verify_entry(path: Path, digest: str) -> bool:
@@ -78,11 +63,11 @@ def _verify_entry(path: Path, digest: str) -> bool:
         return False
     card_bytes = card_path.read_bytes()
     try:
-        name, sha = _parse_card(card_bytes, str(card_path))
+        name, sha = _card_weights(card_bytes, str(card_path))
     except CheckpointError:
         return False
     weights = path / name
-    if _content_digest(card_bytes, sha) != digest or not weights.is_file():
+    if content_digest(card_bytes, sha) != digest or not weights.is_file():
         return False
     return sha256_file(weights) == sha
 
@@ -115,39 +100,36 @@ def fetch_model(uri: str) -> Path:
     unchanged; the weights are re-hashed on every use and a corrupt entry is fetched again.
     A local path is returned as it is.
     """
-    _check_scheme(uri)
+    check_location(uri)
     if not is_s3(uri):
         return Path(uri)
     base = _checkpoint_prefix(uri)
     card_uri = f"{base}/{CARD_FILE}"
     root = cache_root() / "models"
     index = root / "by-uri" / f"{hashlib.sha256(base.encode()).hexdigest()[:32]}.json"
-    client = s3_client()
-
-    card_head = _head(client, card_uri, "fetch the model")
+    card_head = head(card_uri, "fetch the model")
     if card_head is None:
         raise NoSuchObject(f"{card_uri}: no such object (is {base} a checkpoint directory? "
                            f"it needs {CARD_FILE} and {WEIGHTS_FILE})")
     entry = _read_json(index)
-    if entry and entry.get("etags", {}).get(CARD_FILE) == _etag(card_head.get("ETag")):
+    if entry and entry.get("etags", {}).get(CARD_FILE) == card_head["etag"]:
         name = entry.get("weights_file", WEIGHTS_FILE)
-        weights_head = _head(client, f"{base}/{name}", "fetch the model")
+        weights_head = head(f"{base}/{name}", "fetch the model")
         path = root / str(entry.get("digest", "-"))
-        if weights_head is not None and \
-                entry["etags"].get(name) == _etag(weights_head.get("ETag")):
+        if weights_head is not None and entry["etags"].get(name) == weights_head["etag"]:
             if _verify_entry(path, entry["digest"]):
                 log.debug("model cache hit for %s: %s", base, path)
                 return path
             log.warning("model cache entry %s is corrupt; fetching %s again", path, base)
 
-    card_bytes, card_etag = _read(card_uri)
-    name, weights_sha = _parse_card(card_bytes, card_uri)
-    digest = _content_digest(card_bytes, weights_sha)
+    card_bytes, card_etag = read_with_etag(card_uri)
+    name, weights_sha = _card_weights(card_bytes, card_uri)
+    digest = content_digest(card_bytes, weights_sha)
     path = root / digest
     weights_uri = f"{base}/{name}"
     if _verify_entry(path, digest):  # same content fetched before (perhaps by another URI)
-        weights_head = _head(client, weights_uri, "fetch the model")
-        weights_etag = _etag(weights_head.get("ETag")) if weights_head else None
+        weights_head = head(weights_uri, "fetch the model")
+        weights_etag = weights_head["etag"] if weights_head else None
     else:
         if path.exists():
             log.warning("model cache entry %s is corrupt; fetching %s again", path, base)
@@ -178,7 +160,7 @@ def fetch_model(uri: str) -> Path:
                     raise
                 shutil.rmtree(tmp)
         log.info("fetched %s into the model cache: %s", base, path)
-    _atomic_write_bytes(index, json.dumps({
+    atomic_write_bytes(index, json.dumps({
         "uri": base, "digest": digest, "weights_file": name,
         "etags": {CARD_FILE: card_etag, name: weights_etag},
     }, indent=2).encode() + b"\n")

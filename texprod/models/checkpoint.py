@@ -2,7 +2,7 @@
 
     NAME/
       generator.safetensors   weights (float32, float16 or bfloat16)
-      model.json              format version, architecture config, provenance, latents
+      model.json              the model card (texprod.models.card)
 
 Loading never unpickles anything (DESIGN invariant 6): the safetensors header is parsed and
 checked before any tensor is read, and every problem names the file and what is wrong.
@@ -10,8 +10,6 @@ checked before any tensor is read, and every problem names the file and what is 
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -25,18 +23,23 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from texprod import __version__
 from texprod.engine.config import GeneratorConfig
 from texprod.engine.model import Generator
 from texprod.engine.noise import global_latent
 from texprod.errors import CheckpointError, TexprodError, shorten
 from texprod.files import atomic_directory, normal_modes, sha256_file
+from texprod.models.card import (
+    CARD_FILE,
+    FORMAT,
+    WEIGHTS_FILE,
+    card_bytes,
+    model_digest,
+    new_card,
+    publish_order,
+    read_card,
+    weights_file,
+)
 
-FORMAT = "texprod-generator"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "generator.safetensors"
-CARD_FILE = "model.json"
-CARD_KEYS = {"format", "format_version", "config", "weights", "provenance", "latents"}
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # safetensors dtype codes we accept for weights
 LOAD_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -75,11 +78,6 @@ class UnknownLatent(CheckpointError):
         self.name, self.known = name, known
 
 
-def model_digest(config: dict[str, Any], weights_sha256: str) -> str:
-    canonical = json.dumps({"config": config, "weights": weights_sha256}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def _state_tensors(generator: Generator) -> dict[str, torch.Tensor]:
     """The tensors a checkpoint stores: parameters and BN statistics (not batch counters)."""
     return {k: v for k, v in generator.state_dict().items() if not k.endswith("num_batches_tracked")}
@@ -113,29 +111,16 @@ def save_generator(
         tensors = {k: v.detach().to("cpu", SAVE_DTYPES[dtype]).contiguous()
                    for k, v in _state_tensors(generator).items()}
         save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": FORMAT})
-        card = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "config": generator.config.to_dict(),
-            "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
-                        "dtype": dtype},
-            "provenance": {
-                "name": name,
-                "description": description,
-                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "texprod_version": __version__,
-                "exemplars": [],
-                **(provenance or {}),
-            },
-            "latents": {k: [float(x) for x in v.tolist()] for k, v in latents.items()},
-        }
-        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        card = new_card(
+            generator.config.to_dict(), sha256_file(tmp / WEIGHTS_FILE), dtype,
+            {"name": name, "description": description, **(provenance or {})},
+            {k: [float(x) for x in v.tolist()] for k, v in latents.items()})
+        (tmp / CARD_FILE).write_bytes(card_bytes(card))
         if out.exists():
-            # replace the two files one by one (the card last: it names the weights'
-            # checksum, so a reader never accepts new weights with an old card or the
-            # reverse); anything else in the directory (training state) stays
+            # replace the two files one by one, the card last; anything else in the
+            # directory (training state) stays
             normal_modes(tmp)
-            for file in (WEIGHTS_FILE, CARD_FILE):
+            for file in publish_order(card):
                 (tmp / file).replace(out / file)
             shutil.rmtree(tmp)
     return out
@@ -150,45 +135,6 @@ def _checkpoint_dir(path: Path) -> Path:
         raise CheckpointError(f"{path}: no such checkpoint (expected a directory with "
                               f"{CARD_FILE} and {WEIGHTS_FILE})")
     raise CheckpointError(f"{path}: not a checkpoint directory, {CARD_FILE} or {WEIGHTS_FILE}")
-
-
-def _read_card(card_path: Path) -> dict[str, Any]:
-    if not card_path.is_file():
-        raise CheckpointError(f"{card_path}: missing (a checkpoint needs its model card)")
-    try:
-        card = json.loads(card_path.read_text())
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{card_path}: not a text file ({e})") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{card_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{card_path}: expected a JSON object, got {type(card).__name__}")
-    if card.get("format") != FORMAT:
-        raise CheckpointError(f"{card_path}: format: got {card.get('format')!r}, expected {FORMAT!r}")
-    if card.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{card_path}: format_version: got {card.get('format_version')!r}, "
-            f"this texprod reads version {FORMAT_VERSION}"
-        )
-    unknown = sorted(set(card) - CARD_KEYS)
-    if unknown:
-        raise CheckpointError(f"{card_path}: unknown keys {unknown}, allowed: {sorted(CARD_KEYS)}")
-    for key in ("config", "weights"):
-        if not isinstance(card.get(key), dict):
-            raise CheckpointError(f"{card_path}: {key}: missing or not an object")
-    for key in ("provenance", "latents"):
-        if not isinstance(card.get(key, {}), dict):
-            raise CheckpointError(f"{card_path}: {key}: got {type(card[key]).__name__}, "
-                                  "expected an object")
-    file = card["weights"].get("file", WEIGHTS_FILE)
-    if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
-        raise CheckpointError(f"{card_path}: weights.file: got {shorten(file)}, expected "
-                              f"a file name in the checkpoint directory (e.g. {WEIGHTS_FILE})")
-    sha = card["weights"].get("sha256")
-    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
-        raise CheckpointError(f"{card_path}: weights.sha256: got {shorten(sha)}, expected "
-                              "64 hex digits")
-    return card
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -279,7 +225,7 @@ def load_checkpoint(path_or_uri: str | os.PathLike) -> Checkpoint:
         )
     directory = _checkpoint_dir(Path(text.removeprefix("file://")))
     card_path = directory / CARD_FILE
-    card = _read_card(card_path)
+    card = read_card(card_path)
     try:
         config = GeneratorConfig.from_dict(card["config"])
     except TexprodError as e:
@@ -287,7 +233,7 @@ def load_checkpoint(path_or_uri: str | os.PathLike) -> Checkpoint:
     except TypeError as e:  # a key the dataclass lacks would be caught above; belt and braces
         raise CheckpointError(f"{card_path}: config: {e}") from None
 
-    weights_path = directory / card["weights"].get("file", WEIGHTS_FILE)
+    weights_path = directory / weights_file(card)
     header = read_safetensors_header(weights_path)
     recorded = card["weights"].get("sha256")
     if recorded is not None and sha256_file(weights_path) != recorded:

@@ -14,7 +14,6 @@ the registry is an argument or the environment variable ``TEXPROD_REGISTRY``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -29,11 +28,18 @@ from texprod import storage
 from texprod.engine import GeneratorConfig
 from texprod.engine.noise import NoiseField
 from texprod.engine.render import Renderer, render_canvas
-from texprod.errors import ConfigError
+from texprod.errors import CheckpointError, ConfigError
 from texprod.files import atomic_directory, sha256_file
 from texprod.models import load_checkpoint
 from texprod.models.cache import fetch_model
-from texprod.models.checkpoint import CARD_FILE, WEIGHTS_FILE, model_digest
+from texprod.models.card import (
+    CARD_FILE,
+    model_digest,
+    parse_card,
+    publish_order,
+    read_card,
+    weights_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +147,7 @@ def push(checkpoint_path: str | os.PathLike, ref: str, registry: str | None = No
     base = version_uri(ref, root)
     card_uri = f"{base}/{CARD_FILE}"
     checkpoint = load_checkpoint(checkpoint_path)
-    card_path = checkpoint.path / CARD_FILE
-    weights_name = checkpoint.card["weights"].get("file", WEIGHTS_FILE)
-    weights_path = checkpoint.path / weights_name
+    weights_name, card_name = publish_order(checkpoint.card)
     if storage.exists(card_uri):
         if not force:
             raise ModelExists(f"{ref} already exists in {root} ({base}); "
@@ -153,12 +157,13 @@ def push(checkpoint_path: str | os.PathLike, ref: str, registry: str | None = No
     preview = render_preview(checkpoint.generator)
     weights_sha = checkpoint.card["weights"]["sha256"]
     meta = {"name": name, "version": version}
-    storage.upload_file(weights_path, f"{base}/{weights_name}", meta,
+    storage.upload_file(checkpoint.path / weights_name, f"{base}/{weights_name}", meta,
                         "application/octet-stream")
     storage.upload_bytes(preview, f"{base}/{PREVIEW_FILE}", meta, "image/jpeg")
     card_meta = {**meta, "weights-sha256": weights_sha,
                  "model-digest": model_digest(checkpoint.card["config"], weights_sha)}
-    storage.upload_file(card_path, card_uri, card_meta, "application/json")  # the commit
+    storage.upload_file(checkpoint.path / card_name, card_uri, card_meta,
+                        "application/json")  # the commit
     log.info("pushed %s to %s", ref, base)
     return base
 
@@ -186,9 +191,7 @@ def pull(ref: str, registry: str | None = None, out: str | os.PathLike | None = 
 
 def _copy_checkpoint(src: Path, out: Path) -> Path:
     """Copy a cached checkpoint (card and weights) to `out`, atomically."""
-    card = src / CARD_FILE
-    weights_name = json.loads(card.read_text())["weights"].get("file", WEIGHTS_FILE)
-    files = (CARD_FILE, weights_name)
+    files = publish_order(read_card(src / CARD_FILE))
     if out.exists():
         same = all((out / f).is_file() and sha256_file(out / f) == sha256_file(src / f)
                    for f in files)
@@ -222,14 +225,12 @@ def list_models(registry: str | None = None) -> list[dict[str, Any]]:
             continue
         card_obj = files[CARD_FILE]
         try:
-            card = json.loads(storage.read_bytes(card_obj["uri"]))
-            weights = card["weights"]
-            config = card["config"]
-            provenance = card.get("provenance") or {}
-        except (ValueError, TypeError, KeyError) as e:
-            log.warning("%s: unreadable model card: %r", card_obj["uri"], e)
-            card, weights, config, provenance = {}, {}, {}, {}
-        weights_obj = files.get(weights.get("file", WEIGHTS_FILE))
+            card = parse_card(storage.read_bytes(card_obj["uri"]), card_obj["uri"])
+            config, provenance = card["config"], card.get("provenance", {})
+            weights_obj = files.get(weights_file(card))
+        except CheckpointError as e:
+            log.warning("unreadable model card: %s", e)
+            config, provenance, weights_obj = {}, {}, None
         created = provenance.get("created") or (
             card_obj["last_modified"].isoformat(timespec="seconds")
             if card_obj.get("last_modified") else "")

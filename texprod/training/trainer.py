@@ -32,8 +32,9 @@ from texprod.engine import Generator, GeneratorConfig, make_config, receptive_fi
 from texprod.engine.noise import ConstantField, NoiseField, global_latent
 from texprod.engine.render import Renderer, forward_interior, render_canvas, resolve_device
 from texprod.errors import ConfigError, TexprodError
-from texprod.files import atomic_output, sha256_file
+from texprod.files import atomic_output, atomic_write_bytes, sha256_file
 from texprod.models import load_checkpoint, save_generator
+from texprod.models.card import CARD_FILE, publish_order, read_card
 from texprod.models.references import resolve_model
 from texprod.storage import cache_root, is_s3, upload_file
 from texprod.training.quality import load_exemplar, random_crops, texture_stats
@@ -363,9 +364,7 @@ class Trainer:
                                    **{k: round(v, 4) for k, v in self.state.losses.items()}})
         info = {"state": {**asdict(self.state)}, "optimisers": {"opt_g": meta, "opt_d": m2},
                 "rng": self.rng.bit_generator.state, "config": asdict(cfg)}
-        tmp_json = self.out / (STATE_JSON + ".tmp")
-        tmp_json.write_text(json.dumps(info, indent=1))
-        tmp_json.replace(self.out / STATE_JSON)
+        atomic_write_bytes(self.out / STATE_JSON, json.dumps(info, indent=1).encode())
 
     def _load_state(self) -> None:
         info = json.loads((self.out / STATE_JSON).read_text())
@@ -462,7 +461,7 @@ def train_model(exemplars: list[str | Path], out: str, config: TrainConfig, devi
         trainer.save(latents=latents)
     if remote is not None:
         prefix = remote.rstrip("/")
-        for file in ("generator.safetensors", "model.json"):  # the card last
+        for file in publish_order(read_card(local / CARD_FILE)):
             upload_file(local / file, f"{prefix}/{file}")
     training = trainer.provenance()["training"]
     return {"uri": remote or str(local), "path": local, "latents": sorted(latents),
