@@ -20,12 +20,13 @@ from texprod.cli import main
 from texprod.engine import GeneratorConfig, random_generator
 from texprod.errors import ConfigError, SpecError, TexprodError
 from texprod.job.executors import StripeJob, ThreadStripes
-from texprod.job.pipeline import open_spool, render_stripes, run_job
+from texprod.job.pipeline import open_spool, promise, render_stripes, run_job
 from texprod.job.plan import plan_job
 from texprod.job.spec import parse_spec
 from texprod.models import save_generator
 from texprod.press.colour import ICC_DIR, parse_icc
 from texprod.press.preflight import inspect_tiff
+from texprod.press.promise import FILE, RECORD, Promise
 
 CELL = 8  # tiny test generator: 3 layers, 8 px per noise cell
 
@@ -147,6 +148,12 @@ def test_print_files_keep_every_promise(model, tmp_path, print_section, tiff_sec
     report = inspect_tiff(path, None)  # the file's own promises
     assert report.ok, report.table()
     assert result.report.ok  # and the spec's, checked by the job
+    # the promise the job made is the one the file carries, field for field
+    with tifffile.TiffFile(path) as tif:
+        carried = Promise.from_provenance(json.loads(tif.pages[0].description))
+    assert carried == promise(plan)
+    checked = {c.name.removeprefix("expect.") for c in result.report.checks}
+    assert set(Promise.names(FILE) + Promise.names(RECORD)) - {"icc_description"} <= checked
     if bands == 4:
         assert 0 < result.tac_max <= 300
 

@@ -12,13 +12,8 @@ import pyvips
 import tifffile
 
 from texprod.errors import TexprodError
-from texprod.press.preflight import (
-    Expectations,
-    InspectionReport,
-    expectations_from_provenance,
-    inspect_tiff,
-    parse_icc,
-)
+from texprod.press.preflight import InspectionReport, inspect_tiff, parse_icc
+from texprod.press.promise import Promise
 
 W, H, BLEED, DPI = 120, 80, 6, 300
 
@@ -119,7 +114,7 @@ def test_good_cmyk_file_passes_and_measures_tac(tmp_path):
     path = write(tmp_path / "cmyk.tif", compression="zlib", tiled=False,
                  prov=provenance(compression="deflate", layout="strips"))
     prov = json.loads(tifffile.TiffFile(path).pages[0].description)
-    expect = expectations_from_provenance(prov)
+    expect = Promise.from_provenance(prov)
     assert expect.trim_box_px == (BLEED, BLEED, W - 2 * BLEED, H - 2 * BLEED)
     assert expect.icc_description == "Chemical proof" and expect.seed == 42
     report = inspect_tiff(path, expect)
@@ -141,7 +136,7 @@ def test_good_cmyk_file_passes_and_measures_tac(tmp_path):
 def test_sixteen_bit_cmyk_tac_is_scaled_by_65535(tmp_path):
     path = write(tmp_path / "c16.tif", bits=16, compression="deflate",
                  prov=provenance(bits=16, compression="deflate"))
-    report = inspect_tiff(path, Expectations(bits=16, compression="zlib"))
+    report = inspect_tiff(path, Promise(bits=16, compression="zlib"))
     assert report.ok, report.table()
     assert report.facts["compression_code"] == 32946 and report.facts["bits"] == 16
     expected_tac = pixels(bits=16)[-1, -1].astype(int).sum() * 100 / 65535
@@ -171,11 +166,11 @@ def test_alpha_channel_fails(tmp_path):
 
 def test_wrong_dpi_fails(tmp_path):
     path = write(tmp_path / "dpi.tif", resolution=(150, 150))
-    bad = failed(inspect_tiff(path, Expectations(dpi=300)))
+    bad = failed(inspect_tiff(path, Promise(dpi=300)))
     assert "150" in bad["expect.dpi"] and "300" in bad["expect.dpi"]
     assert "150" in bad["provenance.dpi"]
     assert "trim_mm" in bad  # the mm promises no longer hold at 150 dpi
-    assert inspect_tiff(path, Expectations(dpi=150.004)).check("expect.dpi").ok
+    assert inspect_tiff(path, Promise(dpi=150.004)).check("expect.dpi").ok
 
 
 def test_no_resolution_fails(tmp_path):
@@ -195,13 +190,13 @@ def test_resolution_in_centimetres_fails_but_converts(tmp_path):
 
 def test_icc_present_when_embed_icc_false_fails(tmp_path):
     path = write(tmp_path / "icc.tif", prov=provenance(embed_icc=False))
-    report = inspect_tiff(path, Expectations(embed_icc=False))
+    report = inspect_tiff(path, Promise(embed_icc=False))
     bad = failed(report)
     assert "34675" in bad["expect.embed_icc"]
     assert "34675" in bad["provenance.embed_icc"]
     # without a profile the same promise holds
     path = write(tmp_path / "noicc.tif", icc=None, prov=provenance(embed_icc=False))
-    assert inspect_tiff(path, Expectations(embed_icc=False)).ok
+    assert inspect_tiff(path, Promise(embed_icc=False)).ok
 
 
 def test_icc_colour_space_mismatch_fails(tmp_path):
@@ -241,7 +236,7 @@ def test_trim_box_inconsistent_with_bleed_fails(tmp_path):
     prov = provenance(trim_box_px=[BLEED, BLEED, W - 2 * BLEED - 4, H - 2 * BLEED])
     bad = failed(inspect_tiff(write(tmp_path / "trim.tif", prov=prov)))
     assert "bleed" in bad["trim_box"]
-    expect = Expectations(trim_box_px=(BLEED, BLEED, W - 2 * BLEED, H - 2 * BLEED))
+    expect = Promise(trim_box_px=(BLEED, BLEED, W - 2 * BLEED, H - 2 * BLEED))
     assert "trim_box_px" in failed(inspect_tiff(tmp_path / "trim.tif", expect))[
         "expect.trim_box_px"]
 
@@ -256,39 +251,39 @@ def test_tac_over_the_limit_fails_and_says_where(tmp_path):
     assert "x=17, y=9" in check.detail and "provenance limit 300" in check.detail
     assert report.facts["tac_at"] == [17, 9]
     # an explicit expectation overrides the provenance's limit
-    assert inspect_tiff(path, Expectations(tac_limit=400)).check("tac").ok
+    assert inspect_tiff(path, Promise(tac_limit=400)).check("tac").ok
     # skipping the measurement is never a silent pass of a promised limit
     assert "tac" not in {c.name for c in inspect_tiff(path, measure_tac=False).checks}
-    assert not inspect_tiff(path, Expectations(tac_limit=300), measure_tac=False).check("tac").ok
+    assert not inspect_tiff(path, Promise(tac_limit=300), measure_tac=False).check("tac").ok
 
 
 def test_bits_mismatch_fails(tmp_path):
     path = write(tmp_path / "bits.tif", pixels(bits=16), bits=16, prov=provenance(bits=8))
-    bad = failed(inspect_tiff(path, Expectations(bits=8)))
+    bad = failed(inspect_tiff(path, Promise(bits=8)))
     assert "16" in bad["provenance.bits"] and "8" in bad["provenance.bits"]
     assert "bits" in bad["expect.bits"]
 
 
 def test_compression_mismatch_fails(tmp_path):
     path = write(tmp_path / "comp.tif", compression="zlib")  # provenance says lzw
-    bad = failed(inspect_tiff(path, Expectations(compression="LZW")))
+    bad = failed(inspect_tiff(path, Promise(compression="LZW")))
     assert "deflate" in bad["expect.compression"] and "lzw" in bad["expect.compression"]
     assert "provenance.compression" in bad
-    assert inspect_tiff(path, Expectations(compression="deflate")).check(
+    assert inspect_tiff(path, Promise(compression="deflate")).check(
         "expect.compression").ok
 
 
 def test_uncompressed_with_predictor_and_unknown_layout_promise(tmp_path):
     path = write(tmp_path / "raw.tif", compression=None,
                  prov=provenance(compression="none", layout="strips"), tiled=False)
-    report = inspect_tiff(path, Expectations(compression="none", layout="strips"))
+    report = inspect_tiff(path, Promise(compression="none", layout="strips"))
     assert report.ok, report.table()
     assert report.facts["rows_per_strip"] == 16 and report.facts["predictor"] == "none"
 
 
 def test_bigtiff_mismatch_fails(tmp_path):
     path = write(tmp_path / "big.tif", bigtiff=True)  # provenance says classic
-    report = inspect_tiff(path, Expectations(bigtiff=False))
+    report = inspect_tiff(path, Promise(bigtiff=False))
     bad = failed(report)
     assert "BigTIFF" in bad["provenance.bigtiff"] and "classic" in bad["provenance.bigtiff"]
     assert "expect.bigtiff" in bad
@@ -305,7 +300,7 @@ def test_extra_pages_fail(tmp_path):
 
 def test_digest_and_seed_expectations(tmp_path):
     path = write(tmp_path / "dig.tif")
-    expect = Expectations(spec_digest="ab" * 8, model_digest="ef" * 8, seed=7)
+    expect = Promise(spec_digest="ab" * 8, model_digest="ef" * 8, seed=7)
     bad = failed(inspect_tiff(path, expect))
     assert set(bad) == {"expect.model_digest", "expect.seed"}
     bad = failed(inspect_tiff(write(tmp_path / "noprov.tif", prov=None), expect))
@@ -348,7 +343,7 @@ def test_unreadable_files_raise_texprod_error(tmp_path):
 def test_json_round_trips_facts_and_checks(tmp_path):
     data = pixels()
     data[0, 0] = 255
-    report = inspect_tiff(write(tmp_path / "j.tif", data), Expectations(dpi=300, seed=42))
+    report = inspect_tiff(write(tmp_path / "j.tif", data), Promise(dpi=300, seed=42))
     doc = json.loads(report.to_json())
     assert doc["facts"] == report.facts
     assert doc["ok"] is False and doc["path"] == str(report.path)

@@ -456,12 +456,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
     expect = None
     if args.spec:
-        from texprod.job.pipeline import expectations
+        from texprod.job.pipeline import promise
         from texprod.job.plan import plan_job
         from texprod.job.spec import load_spec, resolve_spec_path
 
         spec_path = resolve_spec_path(args.spec)
-        expect = expectations(plan_job(load_spec(spec_path, args.overrides), spec_path.parent))
+        expect = promise(plan_job(load_spec(spec_path, args.overrides), spec_path.parent))
     report = inspect_tiff(args.file, expect, measure_tac=not args.no_tac)
     print(report.to_json() if args.json else report.table())
     return 0 if report.ok else 1

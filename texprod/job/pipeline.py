@@ -49,11 +49,12 @@ from texprod.job.spec import JobSpec
 from texprod.job.spool import StripeSpool
 from texprod.job.stripes import StripeResult, single_threaded_torch
 from texprod.models.references import resolve_model
-from texprod.press.preflight import Expectations, InspectionReport, inspect_tiff
+from texprod.press.preflight import InspectionReport, inspect_tiff
 from texprod.press.printfile import (
     WrittenTiff,
     assemble_tiff,
 )
+from texprod.press.promise import Promise
 from texprod.press.proof import make_proof, make_repeat_preview
 from texprod.storage import upload_file
 
@@ -237,38 +238,39 @@ def _disk_error(error: OSError, path: Path) -> Exception:
     return error
 
 
-def provenance(plan: JobPlan) -> dict:
-    """What the file promises, written into it (the TAC found is measured by preflight)."""
+def promise(plan: JobPlan) -> Promise:
+    """What the file promises: written into it as its provenance and checked by preflight
+    (which measures the TAC found)."""
     g, c = plan.geometry, plan.colour
-    return {"texprod": {
-        "version": __version__,
-        "spec_name": plan.spec.name,
-        "spec_digest": plan.spec_digest,
-        "model_digest": plan.checkpoint.digest,
-        "model_name": plan.checkpoint.card.get("provenance", {}).get("name", ""),
-        "seed": plan.spec.seed,
-        "width_px": g.width_px,
-        "height_px": g.height_px,
-        "dpi": g.dpi,
-        "trim_box_px": list(g.trim_box),
-        "bleed_px": g.bleed_px,
-        "trim_mm": [round(v, 3) for v in g.trim_mm],
-        "bleed_mm": round(g.bleed_mm, 3),  # what the pixels hold (whole pixels at the dpi)
-        "bleed_mm_requested": plan.spec.print.bleed_mm,
-        "repeat": _repeat_record(plan),
-        "texture": plan.texture.summary,
-        "color": c.color,
-        "bits": c.bits,
-        "icc_profile": c.description,
-        "intent": c.intent,
-        "black_point_compensation": c.black_point_compensation,
-        "embed_icc": plan.tiff.embed_icc,
-        "tac_limit": plan.spec.print.tac_limit if c.color == "cmyk" else None,
-        "compression": plan.tiff.compression,
-        "layout": plan.tiff.layout,
-        "bigtiff": plan.bigtiff,
-        "bigtiff_reason": plan.bigtiff_reason,
-    }}
+    return Promise(
+        version=__version__,
+        spec_name=plan.spec.name,
+        spec_digest=plan.spec_digest,
+        model_digest=plan.checkpoint.digest,
+        model_name=plan.checkpoint.card.get("provenance", {}).get("name", ""),
+        seed=plan.spec.seed,
+        width_px=g.width_px,
+        height_px=g.height_px,
+        dpi=g.dpi,
+        trim_box_px=g.trim_box,
+        bleed_px=g.bleed_px,
+        trim_mm=[round(v, 3) for v in g.trim_mm],
+        bleed_mm=round(g.bleed_mm, 3),
+        bleed_mm_requested=plan.spec.print.bleed_mm,
+        repeat=_repeat_record(plan),
+        texture=plan.texture.summary,
+        color=c.color,
+        bits=c.bits,
+        icc_description=c.description,
+        intent=c.intent,
+        black_point_compensation=c.black_point_compensation,
+        embed_icc=plan.tiff.embed_icc,
+        tac_limit=plan.spec.print.tac_limit if c.color == "cmyk" else None,
+        compression=plan.tiff.compression,
+        layout=plan.tiff.layout,
+        bigtiff=plan.bigtiff,
+        bigtiff_reason=plan.bigtiff_reason,
+    )
 
 
 def _repeat_record(plan: JobPlan) -> dict | bool:
@@ -294,7 +296,7 @@ def assemble_job(plan: JobPlan, spool: StripeSpool) -> WrittenTiff:
             width=g.width_px, height=g.height_px, bands=c.bands,
             dtype=np.uint8 if c.bits == 8 else np.uint16, options=plan.tiff, dpi=g.dpi,
             icc_profile=c.profile if plan.tiff.embed_icc else None,
-            description=json.dumps(provenance(plan)))
+            description=json.dumps(promise(plan).to_provenance()))
     except OSError as e:
         raise _disk_error(e, plan.outputs.tiff) from None
 
@@ -322,21 +324,8 @@ def proof_job(plan: JobPlan, preview) -> tuple[Path, ...] | None:
     return paths
 
 
-def expectations(plan: JobPlan) -> Expectations:
-    """Every promise the spec makes about the file, for preflight."""
-    g, c = plan.geometry, plan.colour
-    return Expectations(
-        width_px=g.width_px, height_px=g.height_px, dpi=g.dpi, trim_box_px=g.trim_box,
-        bleed_px=g.bleed_px, color=c.color, bits=c.bits, compression=plan.tiff.compression,
-        layout=plan.tiff.layout, bigtiff=plan.bigtiff, embed_icc=plan.tiff.embed_icc,
-        icc_description=c.description if plan.tiff.embed_icc else None,
-        tac_limit=plan.spec.print.tac_limit if c.color == "cmyk" else None,
-        spec_digest=plan.spec_digest, model_digest=plan.checkpoint.digest, seed=plan.spec.seed,
-    )
-
-
 def preflight_job(plan: JobPlan, path: Path | None = None) -> InspectionReport:
-    return inspect_tiff(path or plan.outputs.tiff, expectations(plan))
+    return inspect_tiff(path or plan.outputs.tiff, promise(plan))
 
 
 def upload_job(plan: JobPlan, records: list[dict] | None = None) -> list[dict]:

@@ -1,8 +1,9 @@
-"""Models: the generator checkpoint (model card + safetensors weights) on disk, and the
-registry of named, versioned models on S3.
+"""Models: the model card (`card`, its one reader and writer), the generator checkpoint
+(card + safetensors weights) on disk, the digest-keyed model cache, model references and
+the registry of named, versioned models on S3.
 
-It imports the engine (to build and preview generators), `storage` (S3 transport and the
-model cache) and nothing of press, job or training.
+It imports the engine (to build and preview generators), `storage` (S3 transport) and
+nothing of press, job or training.
 """
 
 from texprod.models.checkpoint import Checkpoint, load_checkpoint, load_generator, save_generator

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import struct
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import tifffile
 
 from texprod.errors import TexprodError
 from texprod.press.colour import parse_icc
+from texprod.press.promise import FILE, RECORD, Promise
 from texprod.press.tiff_tags import (
     COMPRESSION_NAMES,
     INKSET_CMYK,
@@ -46,12 +47,6 @@ _LAYOUT_ALIASES = {"tiled": "tiled", "tile": "tiled", "tiles": "tiled",
 _RESUNIT_NAMES = {1: "none", 2: "inch", 3: "centimeter"}
 _PREDICTOR_NAMES = {1: "none", 2: "horizontal", 3: "floatingpoint"}
 
-# Provenance keys every texprod print file carries (tac_limit / icc_profile may be null).
-PROVENANCE_REQUIRED = (
-    "version", "width_px", "height_px", "dpi", "trim_box_px", "bleed_px", "color", "bits",
-    "compression", "layout", "bigtiff", "embed_icc",
-)
-
 DPI_TOLERANCE = 0.01
 
 
@@ -64,28 +59,6 @@ class Check:
     found: Any
     expected: Any
     detail: str = ""
-
-
-@dataclass
-class Expectations:
-    """What a job promised; every field optional (None = not checked)."""
-
-    width_px: int | None = None
-    height_px: int | None = None
-    dpi: float | None = None
-    trim_box_px: tuple[int, int, int, int] | None = None
-    bleed_px: int | None = None
-    color: str | None = None  # "rgb" | "cmyk"
-    bits: int | None = None
-    compression: str | None = None  # "lzw" | "deflate" | "none"
-    layout: str | None = None  # "tiled" | "strips"
-    bigtiff: bool | None = None
-    embed_icc: bool | None = None
-    icc_description: str | None = None
-    tac_limit: float | None = None
-    spec_digest: str | None = None
-    model_digest: str | None = None
-    seed: int | None = None
 
 
 @dataclass
@@ -149,37 +122,7 @@ class InspectionReport:
 # public entry points
 
 
-def expectations_from_provenance(provenance: dict) -> Expectations:
-    """The promises a file's provenance makes (accepts {"texprod": {...}} or the inner dict).
-
-    The ICC description is only a promise about the file when the profile was embedded.
-    """
-    prov = provenance.get("texprod", provenance) if isinstance(provenance, dict) else {}
-    if not isinstance(prov, dict):
-        prov = {}
-    trim = prov.get("trim_box_px")
-    embed = prov.get("embed_icc")
-    return Expectations(
-        width_px=prov.get("width_px"),
-        height_px=prov.get("height_px"),
-        dpi=prov.get("dpi"),
-        trim_box_px=tuple(trim) if isinstance(trim, list | tuple) else None,
-        bleed_px=prov.get("bleed_px"),
-        color=prov.get("color"),
-        bits=prov.get("bits"),
-        compression=prov.get("compression"),
-        layout=prov.get("layout"),
-        bigtiff=prov.get("bigtiff"),
-        embed_icc=embed,
-        icc_description=prov.get("icc_profile") if embed else None,
-        tac_limit=prov.get("tac_limit"),
-        spec_digest=prov.get("spec_digest"),
-        model_digest=prov.get("model_digest"),
-        seed=prov.get("seed"),
-    )
-
-
-def inspect_tiff(path: str | os.PathLike, expect: Expectations | None = None,
+def inspect_tiff(path: str | os.PathLike, expect: Promise | None = None,
                  measure_tac: bool = True) -> InspectionReport:
     """Read `path` back and check it; with `expect`, also compare every non-None promise.
 
@@ -202,8 +145,8 @@ def inspect_tiff(path: str | os.PathLike, expect: Expectations | None = None,
     checks.append(_check_icc(facts))
     checks.append(_check_provenance(facts))
     if prov is not None:
-        prov_exp = expectations_from_provenance(prov)
-        checks += _compare(facts, prov_exp, "provenance", _PROVENANCE_FIELDS)
+        checks += _compare(facts, Promise.from_provenance(prov), "provenance",
+                           Promise.names(FILE))
         if "trim_box_px" in prov and "bleed_px" in prov:  # else the provenance check failed
             checks.append(_check_trim_box(facts, prov))
         trim_mm = _check_trim_mm(facts, prov)
@@ -225,8 +168,7 @@ def inspect_tiff(path: str | os.PathLike, expect: Expectations | None = None,
                             "TAC not measured (measure_tac=False), so the limit is unverified"))
 
     if expect is not None:
-        checks += _compare(facts, expect, "expect", [f.name for f in fields(Expectations)
-                                                    if f.name != "tac_limit"])
+        checks += _compare(facts, expect, "expect", Promise.names(FILE) + Promise.names(RECORD))
     return InspectionReport(path=path, facts=facts, checks=checks)
 
 
@@ -576,7 +518,7 @@ def _check_provenance(f: dict) -> Check:
         raw = f["provenance_raw"]
         detail = f["provenance_error"] + (f"; found {raw[:60]!r}" if raw else "")
         return Check("provenance", False, None, "texprod provenance JSON", detail)
-    missing = [k for k in PROVENANCE_REQUIRED if k not in prov]
+    missing = [k for k in Promise.required_keys() if k not in prov]
     return Check("provenance", not missing, f"texprod {prov.get('version', '?')}",
                  "texprod provenance JSON",
                  f"provenance lacks {', '.join(missing)}" if missing else "")
@@ -636,18 +578,14 @@ def _check_tac(f: dict, limit: float | None, source: str) -> Check:
     return Check("tac", ok, tac, limit, detail)
 
 
-# Fields that the provenance promises about the file itself (trim/bleed/TAC have own checks).
-_PROVENANCE_FIELDS = ("width_px", "height_px", "dpi", "color", "bits", "compression", "layout",
-                      "bigtiff", "embed_icc", "icc_description")
-
-
-def _compare(f: dict, exp: Expectations, prefix: str, names) -> list[Check]:
-    """One check per non-None field of `exp` among `names`, named prefix.field."""
+def _compare(f: dict, exp: Promise, prefix: str, names: list[str]) -> list[Check]:
+    """One check per promised (non-None) field of `exp` among `names`, named prefix.field:
+    FILE fields against the file's tags, RECORD fields against its provenance."""
     prov = f["provenance"] or {}
     out = []
     for name in names:
         want = getattr(exp, name)
-        if want is None:
+        if want is None or (name == "icc_description" and exp.embed_icc is False):
             continue
         cname = f"{prefix}.{name}"
         if name == "dpi":
@@ -680,16 +618,16 @@ def _compare(f: dict, exp: Expectations, prefix: str, names) -> list[Check]:
             ok = got == want
             detail = "" if ok else ("no ICC profile embedded" if f["icc_bytes"] is None
                                     else f"embedded profile is {got!r}, promised {want!r}")
-        elif name in ("width_px", "height_px", "bits"):
+        elif name in Promise.names(FILE):  # width_px, height_px, bits, ...: a fact as it is
             got = f[name]
             ok = got == want
             detail = "" if ok else f"file has {name} {got}, promised {want}"
-        else:  # trim_box_px, bleed_px, digests, seed: what the provenance records
+        else:  # RECORD: trim_box_px, bleed_px, digests, seed: what the provenance records
             if not f["provenance"]:
                 out.append(Check(cname, False, None, _jsonable(want),
                                  "file has no provenance to compare with"))
                 continue
-            got = prov.get(name)
+            got = prov.get(Promise.key(name))
             if name == "trim_box_px" and isinstance(got, list):
                 got = list(got)
             want_cmp = list(want) if isinstance(want, tuple) else want
