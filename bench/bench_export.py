@@ -18,14 +18,13 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section, cpu_name, update_record  # noqa: E402
+from common import append_section, cpu_name, spawn, update_record  # noqa: E402
 
 CHILD_TIMEOUT_S = 1800
 WRITERS = ("tiffsave", "write_print_tiff")
@@ -101,23 +100,19 @@ def run_one(job: dict) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def spawn(job: dict) -> dict:
-    """Run `job` in a fresh interpreter. The parent stays small on purpose: on Linux a child
-    starts with its parent's ru_maxrss high-water mark (fork/vfork + exec), so a parent that
-    had loaded pyvips or generated the image would inflate every child's peak RSS."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(job)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
-                          cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child failed ({job}):\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def measure(job: dict) -> dict:
+    """`job` measured in a fresh interpreter (common.spawn); a failure stops the bench."""
+    result = spawn(__file__, job, CHILD_TIMEOUT_S)
+    if "error" in result:
+        raise RuntimeError(f"child failed ({job}): {result['error']}")
+    return result
 
 
 def cached_texture(cache: Path, size: int, bands: int, seed: int) -> tuple[Path, float]:
     path = cache / f"texture-{size}-{bands}b-{seed}.v"
     if path.exists():
         return path, 0.0
-    res = spawn({"kind": "generate", "path": str(path), "size": size, "bands": bands,
+    res = measure({"kind": "generate", "path": str(path), "size": size, "bands": bands,
                  "seed": seed})
     return path, res["seconds"]
 
@@ -146,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-export-"))
     cache = args.cache or tmp
     cache.mkdir(parents=True, exist_ok=True)
-    idle = spawn({"kind": "idle"})
+    idle = measure({"kind": "idle"})
     load_before = os.getloadavg()[0]
     rows = []
     try:
@@ -164,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                     out = tmp / f"{colour}-{writer}.tif"
                     out.unlink(missing_ok=True)
                     os.sync()  # no write-back of earlier files during the timed run
-                    res = spawn({"kind": "write", "src": str(src), "out": str(out),
+                    res = measure({"kind": "write", "src": str(src), "out": str(out),
                                  "writer": writer, "workers": workers})
                     print(f"  {writer:17s} run {rep + 1}: {res['seconds']:.2f} s, "
                           f"peak RSS {res['peak_rss_mb']:.0f} MB", file=sys.stderr)
                     runs[writer].append(res["seconds"])
                     if writer not in best or res["seconds"] < best[writer]["seconds"]:
                         best[writer] = res
-            identical = spawn({"kind": "compare", "paths": [
+            identical = measure({"kind": "compare", "paths": [
                 str(tmp / f"{colour}-{w}.tif") for w in WRITERS]})["identical"]
             for writer in WRITERS:
                 (tmp / f"{colour}-{writer}.tif").unlink(missing_ok=True)

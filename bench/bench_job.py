@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section, cpu_name  # noqa: E402
+from common import REPO, append_section, cpu_name, spawn  # noqa: E402
 
 CHILD_TIMEOUT_S = 3600
 
@@ -86,15 +86,6 @@ def run_peer(model: Path, size: int, work: Path) -> dict:
                 "seconds": seconds, "rss_mb": rss, "bytes": cmyk.stat().st_size}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def spawn(job: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(job)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"label": job["label"], "error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def jobs(model: Path, out: Path, sizes: list[int], device: str) -> list[dict]:
@@ -181,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                         str(model), "--seed", "1"], check=True, capture_output=True)
         rows, peers = [], []
         for job in jobs(model, work / "out", sizes, args.device)[args.no_box:]:
-            row = spawn(job)
+            row = spawn(__file__, job, CHILD_TIMEOUT_S)
+            row.setdefault("label", job["label"])
             status = row.get("error") or f"{row['timings']['total']:.1f} s, " \
                                          f"peak RSS {row['rss_mb']:.0f} MB"
             print(f"{job['label']}: {status}", file=sys.stderr, flush=True)

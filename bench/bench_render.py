@@ -16,14 +16,13 @@ import json
 import math
 import os
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_section, device_name, update_record  # noqa: E402
+from common import append_section, device_name, spawn, update_record  # noqa: E402
 
 CPU_WARMUP_PX = 512  # warm-up canvas side on the CPU
 CHILD_TIMEOUT_S = 1800
@@ -165,17 +164,8 @@ def plan_configs(device: str, size: int | None, quick: bool) -> list[Config]:
 
 
 def run_child(cfg: Config) -> dict:
-    """Run one configuration in a fresh interpreter; return its JSON row (or an error row)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(asdict(cfg))]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {**asdict(cfg), "error": f"timed out after {CHILD_TIMEOUT_S} s"}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {**asdict(cfg), "error": f"exit {proc.returncode}: {last}"}
-    return json.loads(lines[-1])
+    """One configuration measured in a fresh interpreter: its row, or an error row."""
+    return {**asdict(cfg), **spawn(__file__, asdict(cfg), CHILD_TIMEOUT_S)}
 
 
 def table(rows: list[dict]) -> str:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_section, cpu_name  # noqa: E402
+from common import append_section, cpu_name, spawn  # noqa: E402
 
 CHILD_TIMEOUT_S = 3600
 MODES = {  # label: (Dask workers or None, in-process threads)
@@ -71,15 +71,6 @@ def run_one(args: dict) -> dict:
                driver_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                sha256=result.summary()["sha256"], stripes=len(result.plan.stripes))
     return row
-
-
-def spawn(args: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(args)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {done.returncode}: {tail}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def stripe_figures(model: Path, size: int, out: Path) -> dict:
@@ -152,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         rows: dict[int, dict] = {}
         for size in sizes:
             for label, (workers, threads) in MODES.items():
-                row = spawn({"model": str(model), "out": str(work / "out"), "size": size,
-                             "workers": workers, "threads": threads})
+                row = spawn(__file__, {"model": str(model), "out": str(work / "out"),
+                                       "size": size, "workers": workers, "threads": threads},
+                            CHILD_TIMEOUT_S)
                 status = row.get("error") or f"{row['total']:.1f} s"
                 print(f"{size}^2, {label}: {status}", file=sys.stderr, flush=True)
                 rows.setdefault(size, {})[label] = row

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,3 +68,20 @@ def update_record(section: str, key: str, values: dict) -> None:
     values = {**values, "date": datetime.now(UTC).strftime("%Y-%m-%d")}
     records.setdefault(section, {})[key] = values
     RECORDS.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+
+
+def spawn(script: str, job: dict, timeout: float, cwd: Path = REPO) -> dict:
+    """Run one measurement, `python SCRIPT --one JSON`, in a fresh interpreter and return
+    the JSON of its last stdout line, or {"error": ...}. Each measurement gets a process of
+    its own so its peak RSS is its own: on Linux a child starts with its parent's ru_maxrss
+    high-water mark (fork + exec), so the parent must not run the work itself."""
+    cmd = [sys.executable, str(Path(script).resolve()), "--one", json.dumps(job)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {done.returncode}: {tail}"}
+    return json.loads(lines[-1])
