@@ -47,6 +47,20 @@ def _filters(text: str) -> tuple[int, ...]:
     return values
 
 
+def _add_architecture(parser: argparse.ArgumentParser) -> None:
+    """The generator options `models init` and `train` share: upsampling and noise channels."""
+    parser.add_argument("--upsample", choices=["tconv", "nearest"], default="tconv",
+                        help="transposed convolutions (the papers) or nearest 2x + convolution "
+                             "(no checkerboard artefacts)")
+    parser.add_argument("--nz-local", type=int, default=None,
+                        help="local noise channels (default: sgan 100, psgan 30)")
+    parser.add_argument("--nz-global", type=int, default=None,
+                        help="global channels (default: psgan 60; sgan has none)")
+    parser.add_argument("--nz-periodic", type=int, default=None,
+                        help="periodic channels (default: psgan 6, sgan none; 0 for textures "
+                             "without a period, e.g. grass or gravel)")
+
+
 def _add_overrides(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help=text)
@@ -73,8 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--out", required=True, type=Path, help="checkpoint directory to create")
     init.add_argument("--arch", choices=["sgan", "psgan"], default="psgan",
                       help="sgan: local noise only; psgan: local, global and periodic channels")
-    init.add_argument("--upsample", choices=["tconv", "nearest"], default="tconv",
-                      help="transposed convolutions (the papers) or nearest 2x + convolution")
+    _add_architecture(init)
     init.add_argument("--depth", type=int, default=None,
                       help="upsampling layers; output is 2^depth px per noise cell "
                            "(default: 5, or len(--filters) + 1)")
@@ -82,12 +95,6 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--filters", type=_filters, default=None,
                       help="channel widths of the hidden layers, comma-separated "
                            "(default: 512,256,128,64 halving towards the output for the depth)")
-    init.add_argument("--nz-local", type=int, default=None,
-                      help="local noise channels (default: sgan 100, psgan 30)")
-    init.add_argument("--nz-global", type=int, default=None,
-                      help="global channels (default: psgan 60; sgan has none)")
-    init.add_argument("--nz-periodic", type=int, default=None,
-                      help="periodic channels (default: psgan 6; sgan has none)")
     init.add_argument("--affine", action="store_true",
                       help="planar waves with a free (kx, ky) per channel instead of axis-aligned")
     init.add_argument("--seed", type=int, default=0, help="seed of the random weights")
@@ -215,16 +222,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="small (256-128-64-32 generator, 128 px crops), standard (the "
                             "papers' 512-256-128-64, 160 px crops), or a crop size in px for "
                             "the small generator")
-    train.add_argument("--upsample", choices=["tconv", "nearest"], default="tconv",
-                       help="transposed convolutions (the papers) or nearest 2x + convolution "
-                            "(no checkerboard artefacts)")
-    train.add_argument("--nz-local", type=int, default=None,
-                       help="local noise channels (default: 100 sgan, 30 psgan)")
-    train.add_argument("--nz-global", type=int, default=None,
-                       help="psgan global channels (default 60)")
-    train.add_argument("--nz-periodic", type=int, default=None,
-                       help="psgan periodic channels (default 6; 0 for textures without a "
-                            "period, e.g. grass or gravel)")
+    _add_architecture(train)
     train.add_argument("--filters", type=_filters, default=None,
                        help="explicit generator widths, overriding --size's")
     train.add_argument("--iters", type=int, default=2000, help="training iterations")
