@@ -21,7 +21,8 @@ from texprod.cli import main
 from texprod.engine import GeneratorConfig, random_generator
 from texprod.files import sha256_file
 from texprod.models import save_generator
-from texprod.press.preflight import expectations_from_provenance, inspect_tiff
+from texprod.press.preflight import inspect_tiff
+from texprod.press.promise import Promise
 from texprod.storage import download_file, split_s3
 
 TINY = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
@@ -90,7 +91,7 @@ def test_registry_model_to_s3_output_end_to_end(prefect_api, s3_bucket, tiny_mod
     report = inspect_tiff(local)
     assert report.ok, report.table()
     provenance = json.loads(report.to_json())["facts"]["provenance"]
-    assert expectations_from_provenance(provenance).spec_digest == summary["spec_digest"]
+    assert Promise.from_provenance(provenance).spec_digest == summary["spec_digest"]
     bucket, key = split_s3(tiff["uri"])
     head = boto3.client("s3").head_object(Bucket=bucket, Key=key)
     assert head["Metadata"]["spec-digest"] == summary["spec_digest"]
