@@ -7,7 +7,12 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: golden install test bench generate lint clean
+# the GPU check: DEVICE=cpu is its dry run here (tiny sizes); on the lent GPU machine the
+# system python3 runs it with the wheels of `make gpu-wheels` (README "The GPU check")
+DEVICE ?= cuda
+GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
+
+.PHONY: gpu-check gpu-wheels golden install test bench generate lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +34,12 @@ bench: $(PY)
 	$(PY) bench/bench_job.py
 	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_train.py
+
+gpu-wheels: $(PY)
+	$(PY) bench/gpu_wheels.py
+
+gpu-check:
+	$(GPU_PY) bench/gpu_check.py --device $(DEVICE)
 
 # record the shipped specs' print files on this CPU, after a change meant to alter them
 golden: $(PY)

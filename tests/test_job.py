@@ -406,3 +406,22 @@ def test_proof_shrink_by_bands_equals_a_one_piece_shrink():
     for factor, rows in ((4, 64), (3, 50), (5, 1024)):
         banded = _shrink_by_bands(image, factor, band_rows=rows).numpy()
         assert np.array_equal(banded, image.shrink(factor, factor).numpy())
+
+
+def test_the_lut_colour_engine_matches_libvips(model, tmp_path):
+    """render.colour_engine lut (the GPU's path: conversion, ink check and preview where
+    the pixels are) gives the libvips file within 1/255, with the same TAC measurement."""
+    results = {}
+    for engine in ("libvips", "lut"):
+        results[engine] = run(model, tmp_path / engine, render={"colour_engine": engine},
+                              print={"color": "cmyk", "width_mm": 40, "height_mm": 30})
+    lut, ref = results["lut"], results["libvips"]
+    assert (lut.plan.colour_engine, ref.plan.colour_engine) == ("lut", "libvips")
+    diff = np.abs(read(lut.tiff.path).astype(int) - read(ref.tiff.path).astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.01
+    # the ink measured where the pixels were = a CPU measurement of the file (2 decimals)
+    assert lut.report.ok and inspect_tiff(lut.tiff.path).facts["tac_max"] == round(lut.tac_max, 2)
+    assert lut.plan.outputs.proof.exists()
+    with tifffile.TiffFile(lut.tiff.path) as tif:
+        assert json.loads(tif.pages[0].description)["texprod"]["colour_engine"] == "lut"
+    assert lut.stripe_seconds["colour"] > 0 and lut.stripe_seconds["encode"] > 0

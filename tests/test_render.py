@@ -143,6 +143,21 @@ def test_bad_render_options_are_rejected():
         plan_tiles(16, 16, 8, 2, -8)
 
 
+def test_rows_on_the_device_equal_the_tiles():
+    """`Renderer.rows` (the canvas left on the device for device colour) holds exactly the
+    pixels `tiles` yields, for tiled and one-pass plans and an origin mid-cell."""
+    gen, field, renderer = _setup("psgan-tconv-d4-k4")
+    cell = gen.config.cell_px
+    width, height = _canvas(cell)
+    for tile_px in (0, cell, 3 * cell):
+        plan = renderer.plan(width, height, tile_px, x0=-5, y0=9)
+        for output in ("uint8", "uint16"):
+            rows = renderer.rows(field, plan, batch=2, output=output)
+            assert rows.shape == (height, width, 3) and rows.device.type == "cpu"
+            expected = render_canvas(renderer, field, plan, batch=2, output=output)
+            assert np.array_equal(rows.numpy(), expected)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", sorted(ARCHS))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -97,7 +97,8 @@ def field_on(field: NoiseField, device: torch.device) -> NoiseField:
 class Renderer:
     """A generator prepared for fast, exact tiled inference on one device."""
 
-    def __init__(self, generator: Generator, device: str = "auto", precision: str = "fp32"):
+    def __init__(self, generator: Generator, device: str = "auto", precision: str = "fp32",
+                 autotune: bool = False):
         _check_choice("precision", precision, PRECISIONS)
         self.generator = generator  # unmodified, for one-pass plans
         self.device = resolve_device(device)
@@ -110,7 +111,11 @@ class Renderer:
         self.channels_last = self.device.type == "cuda"
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
+            # Same bytes from every process and GPU: cuDNN's heuristics pick one algorithm
+            # per shape; benchmark mode (`autotune`, for measurements) times candidates
+            # and may pick another in another process, which changes the last bits.
+            torch.backends.cudnn.benchmark = autotune
+            torch.backends.cudnn.deterministic = not autotune
             # PyTorch allows TF32 in cuDNN convolutions by default; fp32 must mean fp32
             torch.backends.cudnn.allow_tf32 = precision == "tf32"
 
@@ -133,6 +138,47 @@ class Renderer:
         On CUDA the pixels are views of a pinned host buffer that is reused two batches
         later: consume (copy) each tile before asking for the next batch.
         """
+        self._check(plan, batch, output)
+        if plan.one_pass:
+            (tile,) = plan.tiles
+            yield tile, self._one_pass(field, plan, output).cpu().numpy()
+            return
+        copier = _HostCopier(self.device) if self.device.type == "cuda" else None
+        pending = None
+        for chunk, pixels in self._batches(field, plan, batch, output):
+            current = (chunk, copier.start(pixels) if copier else (pixels, None))
+            if pending is not None:  # on CUDA the device computes `current` meanwhile
+                yield from _split(*pending)
+            pending = current
+        if pending is not None:
+            yield from _split(*pending)
+
+    @torch.inference_mode()
+    def rows(self, field: NoiseField, plan: TilePlan, batch: int = 4, output: str = "uint8",
+             on_tile: Callable[[], None] | None = None) -> torch.Tensor:
+        """The plan's canvas assembled where it was rendered: (height, width, C) on the
+        device, so that colour conversion can run there too (the sRGB pixels never cross
+        to the host). `on_tile` is called once per tile as its batch is queued."""
+        self._check(plan, batch, output)
+        if plan.one_pass:
+            canvas = self._one_pass(field, plan, output)
+            if on_tile:
+                on_tile()
+            return canvas
+        canvas = None
+        for chunk, pixels in self._batches(field, plan, batch, output):  # (B, h, w, C)
+            if canvas is None:
+                canvas = torch.empty((plan.height, plan.width, pixels.shape[3]),
+                                     dtype=pixels.dtype, device=self.device)
+            for tile, image in zip(chunk, pixels, strict=True):
+                canvas[tile.y: tile.y + tile.h, tile.x: tile.x + tile.w] = \
+                    image[tile.src_y: tile.src_y + tile.h, tile.src_x: tile.src_x + tile.w]
+                if on_tile:
+                    on_tile()
+        assert canvas is not None
+        return canvas
+
+    def _check(self, plan: TilePlan, batch: int, output: str) -> None:
         _check_choice("output", output, OUTPUTS)
         if batch < 1:
             raise RenderError(f"batch: got {batch}, must be at least 1")
@@ -141,28 +187,23 @@ class Renderer:
                 f"plan: got cell {plan.cell_px} px / halo {plan.halo}, the generator needs "
                 f"cell {self.rf.cell_px} px / halo {self.rf.halo}"
             )
-        if plan.one_pass:
-            (tile,) = plan.tiles
-            yield tile, render_reference(self.generator, field, plan.width, plan.height,
-                                         plan.x0, plan.y0, device=str(self.device),
-                                         precision=self.precision, output=output)
-            return
+
+    def _one_pass(self, field: NoiseField, plan: TilePlan, output: str) -> torch.Tensor:
+        return reference_pass(self.generator, field, plan.width, plan.height, plan.x0,
+                              plan.y0, device=str(self.device), precision=self.precision,
+                              output=output)
+
+    def _batches(self, field: NoiseField, plan: TilePlan, batch: int, output: str
+                 ) -> Iterator[tuple[list[Tile], torch.Tensor]]:
+        """(tiles, their interiors (B, h, w, C) on the device), `batch` tiles at a time."""
         field = field_on(field, self.device)
         wy, wx = plan.window_cells
-        copier = _HostCopier(self.device) if self.device.type == "cuda" else None
-        pending = None
         for start in range(0, len(plan.tiles), batch):
             chunk = list(plan.tiles[start: start + batch])
             z = field.windows(plan.origins(chunk), wy, wx, self.device).to(self.dtype)
             if self.channels_last:
                 z = z.contiguous(memory_format=torch.channels_last)
-            pixels = quantize(self.forward_interior(z, plan.tile_cells), output)  # (B, h, w, C)
-            current = (chunk, copier.start(pixels) if copier else (pixels, None))
-            if pending is not None:  # on CUDA the device computes `current` meanwhile
-                yield from _split(*pending)
-            pending = current
-        if pending is not None:
-            yield from _split(*pending)
+            yield chunk, quantize(self.forward_interior(z, plan.tile_cells), output)
 
 
 class _HostCopier:
@@ -200,7 +241,6 @@ def _split(chunk: list[Tile], copied: tuple[torch.Tensor, torch.cuda.Event | Non
         yield tile, image[tile.src_y: tile.src_y + tile.h, tile.src_x: tile.src_x + tile.w]
 
 
-@torch.inference_mode()
 def render_reference(
     generator: Generator,
     field: NoiseField,
@@ -213,6 +253,15 @@ def render_reference(
     output: str = "uint8",
 ) -> np.ndarray:
     """The canvas in one pass of the unmodified network: (height, width, C)."""
+    return reference_pass(generator, field, width, height, x0, y0, device, precision,
+                          output).cpu().numpy()
+
+
+@torch.inference_mode()
+def reference_pass(generator: Generator, field: NoiseField, width: int, height: int,
+                   x0: int = 0, y0: int = 0, device: str = "cpu", precision: str = "fp32",
+                   output: str = "uint8") -> torch.Tensor:
+    """`render_reference`, left on the device: (height, width, C)."""
     _check_choice("precision", precision, PRECISIONS)
     _check_choice("output", output, OUTPUTS)
     dev = resolve_device(device)
@@ -227,7 +276,7 @@ def render_reference(
     image = model(z.to(PRECISIONS[precision]))  # (1, C, wy*S, wx*S)
     s, h = rf.cell_px, rf.halo
     interior = image[:, :, h * s: image.shape[2] - h * s, h * s: image.shape[3] - h * s]
-    pixels = quantize(interior, output)[0].cpu().numpy()
+    pixels = quantize(interior, output)[0]  # (wy*S - 2hS, ..., C)
     return pixels[tile.src_y: tile.src_y + tile.h, tile.src_x: tile.src_x + tile.w]
 
 

@@ -34,6 +34,7 @@ from texprod.job import stop
 from texprod.job.plan import JobPlan, make_renderer, noise_field, plan_job
 from texprod.job.spec import parse_spec
 from texprod.job.stripes import StripeResult, work_stripe
+from texprod.press.colour_lut import ColourLUT, colour_lut
 
 DASK_ADDRESS_ENV = "TEXPROD_DASK_ADDRESS"
 GPU_WORKER_THREADS = 4  # per GPU worker: one renders on the device, the rest encode
@@ -64,6 +65,7 @@ class _Prepared:
     field: NoiseField
     renderer: Renderer
     render_lock: threading.Lock | contextlib.nullcontext
+    lut: ColourLUT | None  # the colour table, on the LUT colour engine
     on_tile: Callable[[int], None] | None = None  # (stripe index): the driver's progress
 
 
@@ -81,7 +83,8 @@ def prepare(plan: JobPlan) -> _Prepared:
             # one stripe at a time on a GPU (memory); CPU stripes render side by side
             lock = threading.Lock() if plan.device.startswith("cuda") \
                 else contextlib.nullcontext()
-            ready = _Prepared(plan, noise_field(plan), renderer, lock)
+            lut = colour_lut(plan.colour) if plan.colour_engine == "lut" else None
+            ready = _Prepared(plan, noise_field(plan), renderer, lock, lut)
             _prepared[plan.spec_digest] = ready
             while len(_prepared) > KEEP_PREPARED:
                 _prepared.pop(next(iter(_prepared)))
@@ -122,7 +125,8 @@ def run_stripe(job: StripeJob, index: int) -> StripeResult:
     ready = _prepared_for(job)
     report = ready.on_tile
     result = work_stripe(ready.plan, ready.plan.stripes[index], ready.field, ready.renderer,
-                         (lambda: report(index)) if report else None, ready.render_lock)
+                         (lambda: report(index)) if report else None, ready.render_lock,
+                         ready.lut)
     result.worker = _worker_name()
     return result
 

@@ -78,6 +78,9 @@ class JobResult:
     timings: dict[str, float] = field(default_factory=dict)
     outputs: list[dict] = field(default_factory=list)  # output_records(), before upload
     workers: str = ""  # who worked the stripes, and the Dask dashboard if any
+    # seconds the stripes spent in each stage, summed over stripes worked in parallel
+    # (a stage's busy time; with overlap the job's render time is near the largest)
+    stripe_seconds: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {**job_summary(self.plan, self.outputs, self.timings, self.tac_max,
@@ -181,6 +184,7 @@ def _size(n: float) -> str:
 def open_spool(plan: JobPlan) -> StripeSpool:
     """The job's stripe spool; one left by a killed run of the same job resumes."""
     identity = {"spec_digest": plan.spec_digest, "device": plan.device.split(":")[0],
+                "colour_engine": plan.colour_engine,
                 "stripes": [[s.y, s.h, *s.tiles.tile_cells] for s in plan.stripes],
                 "tiff": [plan.tiff.compression, plan.tiff.layout]}
     try:
@@ -190,10 +194,12 @@ def open_spool(plan: JobPlan) -> StripeSpool:
 
 
 def render_stripes(plan: JobPlan, spool: StripeSpool, executor, job,
-                   progress: Progress | None = None) -> list[int]:
+                   progress: Progress | None = None,
+                   busy: dict[str, float] | None = None) -> list[int]:
     """Work every stripe the spool lacks on `executor`, spooling each as it arrives.
     Returns the stripes worked. `progress(done, total)` counts the whole job's tiles: per
-    tile for stripes worked in this process, per stripe for those of other processes."""
+    tile for stripes worked in this process, per stripe for those of other processes.
+    `busy` sums the stripes' seconds per stage (render, colour, encode)."""
     todo = [s.index for s in plan.stripes if s.index not in spool.done]
     total = plan.tile_count
     done = total - sum(len(plan.stripes[i].tiles.tiles) for i in todo)
@@ -220,6 +226,9 @@ def render_stripes(plan: JobPlan, spool: StripeSpool, executor, job,
             unseen = result.tiles - seen.pop(result.index, 0)
             if unseen:
                 advance(unseen)
+            if busy is not None:
+                for stage in ("render", "colour", "encode"):
+                    busy[stage] = busy.get(stage, 0.0) + getattr(result, f"{stage}_s")
 
     advance(0)
     if todo:
@@ -264,6 +273,7 @@ def promise(plan: JobPlan) -> Promise:
         icc_description=c.description,
         intent=c.intent,
         black_point_compensation=c.black_point_compensation,
+        colour_engine=plan.colour_engine,
         embed_icc=plan.tiff.embed_icc,
         tac_limit=plan.spec.print.tac_limit if c.color == "cmyk" else None,
         compression=plan.tiff.compression,
@@ -388,8 +398,9 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
     written_paths: list[Path] = []
     try:
         t = time.perf_counter()
+        busy: dict[str, float] = {}
         workers = stage("render", lambda: _render_on(plan, spool, executor, spec_dir,
-                                                     progress))
+                                                     progress, busy))
         timings["render"] = time.perf_counter() - t  # rendering, colour and encoding
         preview = spool.preview(len(plan.stripes))  # before the spool is consumed
         tac = spool.tac_max()
@@ -422,11 +433,11 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         lock.release()
         remove_staging(plan)
     timings["total"] = time.perf_counter() - started
-    return JobResult(plan, written, tac, report, timings, outputs, workers or "")
+    return JobResult(plan, written, tac, report, timings, outputs, workers or "", busy)
 
 
 def _render_on(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | None,
-               progress: Progress | None) -> str:
+               progress: Progress | None, busy: dict[str, float]) -> str:
     """Every stripe the spool lacks, on the given executor or the one the spec asks for;
     returns who worked them (and the Dask dashboard, if any)."""
     done = spool.done
@@ -435,13 +446,13 @@ def _render_on(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | Non
                  len(plan.stripes))
     job = StripeJob.of(plan, spec_dir)
     if executor is not None:
-        render_stripes(plan, spool, executor, job, progress)
+        render_stripes(plan, spool, executor, job, progress, busy)
         return ""
     with stripe_executor(plan.spec.render) as chosen:
         who = chosen.describe() + (f", dashboard {chosen.dashboard}" if chosen.dashboard
                                    else "")
         log.info("stripes on %s", who)
-        render_stripes(plan, spool, chosen, job, progress)
+        render_stripes(plan, spool, chosen, job, progress, busy)
     return who
 
 

@@ -65,6 +65,7 @@ class JobPlan:
     bigtiff_reason: str
     stripes: list[Stripe]  # the units of work, top to bottom
     device: str
+    colour_engine: str  # "lut" (on the render device) or "libvips" (on the CPU)
     tile_px: int
     batch: int
     period: tuple[int, int] | None  # repeat period in cells (rows, cols)
@@ -171,7 +172,9 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
     plan = JobPlan(
         spec=spec, checkpoint=checkpoint, model_path=model_path, spec_digest=digest,
         geometry=geometry, colour=colour, tiff=tiff, bigtiff=bigtiff, bigtiff_reason=reason,
-        stripes=stripes, device=str(renderer_device), tile_px=tile_px, batch=batch,
+        stripes=stripes, device=str(renderer_device),
+        colour_engine=colour_engine(spec.render.colour_engine, renderer_device, colour),
+        tile_px=tile_px, batch=batch,
         period=period, texture=texture, repeat=repeat, outputs=outputs,
         spool_dir=scratch_dir / f".{stem}.stripes",
         output_bytes=worst_case_size(geometry.width_px, geometry.height_px, colour.bands,
@@ -191,6 +194,16 @@ def period_box(geometry: PrintGeometry, period: tuple[int, int] | None, cell_px:
     if b + w > geometry.width_px or b + h > geometry.height_px:
         return None
     return b, b, w, h
+
+
+def colour_engine(requested: str, device, colour: OutputColour) -> str:
+    """The colour engine a job uses: auto means the LUT where the pixels are on a GPU, and
+    libvips on the CPU (where it is the faster of the two); sRGB output converts nothing."""
+    if colour.profile_path is None:
+        return "none"
+    if requested == "auto":
+        return "lut" if device.type == "cuda" else "libvips"
+    return requested
 
 
 def noise_field(plan: JobPlan) -> NoiseField:

@@ -238,6 +238,11 @@ class RenderSpec(_Strict):
                             "2048 on CUDA")
     batch: Literal["auto"] | Annotated[int, _between(1, 256)] = Field(
         "auto", description="tiles per device batch; auto: 1 on the CPU, 4 on CUDA")
+    colour_engine: Literal["auto", "lut", "libvips"] = Field(
+        "auto", description="who converts to the output colour space: lut (a 3D table sampled "
+                            "from the ICC transform, applied on the render device, within "
+                            "2/255 of libvips), libvips (LittleCMS on the CPU, the reference); "
+                            "auto: lut on CUDA, libvips on the CPU")
     scratch_dir: str | None = Field(None, description="directory for the stripe spool "
                                                       "(default: the output directory)")
     cluster: Annotated[str, AfterValidator(_check_cluster)] | None = Field(

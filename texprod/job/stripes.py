@@ -31,6 +31,7 @@ from texprod.engine.tiling import TilePlan, check_tile_count, plan_tiles, tiles_
 from texprod.errors import TexprodError
 from texprod.job import stop
 from texprod.press.colour import to_output
+from texprod.press.colour_lut import ColourLUT, ink_coverage
 from texprod.press.printfile import TILE, encode_band
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class StripeResult:
     tac_max: float | None  # highest total ink, % (CMYK)
     tiles: int
     render_s: float
+    colour_s: float  # conversion, ink check and preview (on the device with the LUT)
     encode_s: float
     worker: str = ""  # the Dask worker or host and process that made it
 
@@ -103,29 +105,39 @@ def single_threaded_torch() -> None:
 
 def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer,
                 on_tile: TileDone | None = None,
-                render_lock: threading.Lock | contextlib.nullcontext | None = None
-                ) -> StripeResult:
+                render_lock: threading.Lock | contextlib.nullcontext | None = None,
+                lut: ColourLUT | None = None) -> StripeResult:
     """Render, colour-convert, ink-check, preview and encode one stripe.
 
     `render_lock` keeps a shared device to one stripe at a time (a GPU), while other
     threads convert and encode theirs: the device renders stripe k+1 while k is encoded.
+    With the LUT colour engine (`lut`) the conversion, ink check and preview run on the
+    render device too, inside the lock, and only the print's pixels come back.
     """
     single_threaded_torch()
     started = time.perf_counter()
-    with render_lock or contextlib.nullcontext():
-        pixels = _render_rows(plan, stripe, field, renderer, on_tile)  # (h, W, 3) sRGB
-    rendered = time.perf_counter()
-    out = _to_output(pixels, plan)  # (h, W, bands) in the print's colour space and depth
-    tac = None
-    if plan.colour.color == "cmyk":
-        tac = ink_check(out, stripe.y, plan.spec.print.tac_limit)
+    if plan.colour_engine == "lut":
+        with render_lock or contextlib.nullcontext():
+            rows = _render_on_device(plan, stripe, field, renderer, on_tile)  # (h, W, 3)
+            rendered = time.perf_counter()
+            out_dev, preview_dev, tac = _colour_on_device(plan, stripe, rows, lut)
+        out, preview = to_host(out_dev), to_host(preview_dev)  # overlaps the next render
+    else:
+        with render_lock or contextlib.nullcontext():
+            pixels = _render_rows(plan, stripe, field, renderer, on_tile)  # (h, W, 3) sRGB
+        rendered = time.perf_counter()
+        out = _to_output(pixels, plan)  # (h, W, bands) in the print's colour space, depth
+        tac = None
+        if plan.colour.color == "cmyk":
+            tac = ink_check(out, stripe.y, plan.spec.print.tac_limit)
+        preview = shrink_preview(pixels, plan.preview_factor)
+    coloured = time.perf_counter()
     chunks = encode_band(out, plan.tiff)
-    preview = shrink_preview(pixels, plan.preview_factor)
     return StripeResult(
         index=stripe.index, chunk_sizes=[len(c) for c in chunks], data=b"".join(chunks),
         preview=preview.tobytes(), preview_shape=preview.shape[:2], tac_max=tac,
         tiles=len(stripe.tiles.tiles), render_s=rendered - started,
-        encode_s=time.perf_counter() - rendered)
+        colour_s=coloured - rendered, encode_s=time.perf_counter() - coloured)
 
 
 def _render_rows(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer,
@@ -138,6 +150,61 @@ def _render_rows(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Ren
             on_tile()
         stop.check()
     return rows
+
+
+def _render_on_device(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer,
+                      on_tile: TileDone | None) -> torch.Tensor:
+    """The stripe's sRGB rows left on the render device: (h, W, 3)."""
+    def tile_done() -> None:
+        if on_tile:
+            on_tile()
+        stop.check()
+
+    output = "uint8" if plan.render_bits == 8 else "uint16"
+    rows = renderer.rows(field, stripe.tiles, batch=plan.batch, output=output,
+                         on_tile=tile_done)
+    _synchronize(rows.device)  # so render_s is the device's time, not the queueing's
+    return rows
+
+
+def _colour_on_device(plan: JobPlan, stripe: Stripe, rows: torch.Tensor, lut: ColourLUT
+                      ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+    """(h, W, 3) sRGB on the device -> the print's pixels (h, W, bands), the preview
+    (h/f, W/f, 3) and the highest total ink, all computed there."""
+    out = lut.apply(rows)
+    tac = None
+    if plan.colour.color == "cmyk":
+        worst, row, col = ink_coverage(out)
+        check_ink(worst, col, stripe.y + row, plan.spec.print.tac_limit)
+        tac = worst
+    preview = shrink_preview_tensor(rows, plan.preview_factor)
+    _synchronize(rows.device)
+    return out, preview, tac
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+_copy_streams = threading.local()
+
+
+def to_host(tensor: torch.Tensor) -> np.ndarray:
+    """A finished device tensor as a numpy array. On CUDA it is copied into pinned memory
+    on this thread's own stream, outside the render lock, so the copy overlaps the next
+    stripe's rendering on the default stream."""
+    if tensor.device.type != "cuda":
+        return tensor.numpy()
+    stream = getattr(_copy_streams, "stream", None)
+    if stream is None or stream.device != tensor.device:
+        stream = _copy_streams.stream = torch.cuda.Stream(tensor.device)
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    with torch.cuda.stream(stream):
+        host.copy_(tensor, non_blocking=True)
+        tensor.record_stream(stream)  # its memory is not reused before the copy ends
+    stream.synchronize()
+    return host.numpy()  # the array keeps the pinned tensor alive
 
 
 def _to_output(pixels: np.ndarray, plan: JobPlan) -> np.ndarray:
@@ -159,13 +226,19 @@ def ink_check(band: np.ndarray, y: int, limit: float) -> float:
     top = 255 if band.dtype == np.uint8 else 65535
     total = band.sum(axis=2, dtype=np.uint32)  # (h, W)
     worst = float(total.max()) * 100.0 / top
+    row, col = np.unravel_index(int(total.argmax()), total.shape)
+    check_ink(worst, int(col), y + int(row), limit)
+    return worst
+
+
+def check_ink(worst: float, x: int, y: int, limit: float) -> None:
+    """Refuse a stripe whose highest total ink `worst` (%, first reached at canvas pixel
+    (x, y)) is over the limit."""
     if worst > limit + 1e-9:
-        row, col = np.unravel_index(int(total.argmax()), total.shape)
         raise TexprodError(
-            f"print.tac_limit: total ink {worst:.1f}% at pixel ({col}, {y + row}) exceeds "
+            f"print.tac_limit: total ink {worst:.1f}% at pixel ({x}, {y}) exceeds "
             f"the limit {limit:g}%; lower the texture's darkest tones, use a profile "
             "with a lower ink limit, or raise print.tac_limit if the press allows it")
-    return worst
 
 
 def shrink_preview(pixels: np.ndarray, factor: int) -> np.ndarray:
@@ -178,3 +251,18 @@ def shrink_preview(pixels: np.ndarray, factor: int) -> np.ndarray:
     blocks = pixels[: h * factor, : w * factor].reshape(h, factor, w, factor, 3)
     area = factor * factor
     return ((blocks.sum(axis=(1, 3), dtype=np.uint32) + area // 2) // area).astype(np.uint8)
+
+
+
+def shrink_preview_tensor(pixels: torch.Tensor, factor: int) -> torch.Tensor:
+    """`shrink_preview` where the pixels are, in the same integer arithmetic (so the same
+    bytes): (h, W, 3) uint8/uint16 -> (h / f, W / f, 3) uint8."""
+    x = pixels.to(torch.int32)
+    if pixels.dtype == torch.uint16:
+        x = (x + 128) // 257
+    if factor > 1:
+        h, w = pixels.shape[0] // factor, pixels.shape[1] // factor
+        blocks = x[: h * factor, : w * factor].reshape(h, factor, w, factor, 3)
+        area = factor * factor
+        x = (blocks.sum(dim=(1, 3)) + area // 2) // area
+    return x.to(torch.uint8).contiguous()

@@ -54,6 +54,7 @@ class Promise:
     icc_description: str | None = _promised(FILE, key="icc_profile")
     intent: str | None = _promised(NOTE)
     black_point_compensation: bool | None = _promised(NOTE)
+    colour_engine: str | None = _promised(NOTE)  # "lut" | "libvips" | "none" (sRGB out)
     embed_icc: bool | None = _promised(FILE, required=True)
     tac_limit: float | None = _promised(OWN)
     compression: str | None = _promised(FILE, required=True)  # "lzw" | "deflate" | "none"

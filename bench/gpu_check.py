@@ -1,0 +1,473 @@
+"""The GPU check: prove texprod's CUDA path and measure it, in one command (`make gpu-check`).
+
+Made to run unattended on a lent GPU machine (one H100/H200, no internet, about 8
+minutes): it installs the wheels `make gpu-wheels` put in .whl/ into a temporary site
+directory when texprod's dependencies are missing, then
+
+1. runs the CUDA tests (`pytest -m cuda` on the files that hold them); on CUDA a skipped
+   or failed test fails the check;
+2. measures rendering of the reference generator at fp32/tf32/bf16/fp16, one pass and
+   tiled (tile sizes, batches), on the device, with the GPU memory peak, and how far each
+   precision's tiled output is from the CPU fp32 reference;
+3. measures the colour conversion: libvips on all CPU cores against the LUT on the device;
+4. runs a 1 Gpx CMYK LZW print end to end through the library pipeline (in a process of
+   its own), with per-stage times, host peak RSS and GPU memory;
+
+and writes one markdown report to stdout and to $OUT/gpu-check.md (else
+./gpu-check-out/), with the raw figures beside it as gpu-check.json.
+
+`--device cpu` (make gpu-check DEVICE=cpu) runs the same steps at tiny sizes; a test runs
+it so that this script cannot rot between GPU sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WHEELS = REPO / ".whl"
+NEEDED = ("pyvips", "imagecodecs", "pydantic", "boto3", "yaml", "tifffile", "safetensors")
+CUDA_TEST_FILES = ["tests/test_render.py", "tests/test_noise.py", "tests/test_colour_lut.py",
+                   "tests/test_cuda.py"]
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+# (canvas side, tiled (tile px, batch) configurations, accuracy canvas, colour side,
+# job side) per device: the check's sizes
+SIZES = {
+    "cuda": {"render": 8192, "tiles": [(1024, 8), (2048, 2), (2048, 4), (4096, 1)],
+             "accuracy": 1024, "colour": 16384, "job": 32768},
+    "cpu": {"render": 256, "tiles": [(128, 1), (128, 4)], "accuracy": 128, "colour": 512,
+            "job": 1024},
+}
+JOB_TIMEOUT_S = 300
+
+
+# ------------------------------------------------------------------------- environment
+
+
+def ensure_packages() -> None:
+    """Re-run this script with the carried wheels when texprod's dependencies are missing
+    (the GPU machine has no internet: they travel in .whl/)."""
+    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    wheels = sorted(WHEELS.glob("*.whl"))
+    if not wheels or os.environ.get("TEXPROD_GPU_CHECK_SITE"):
+        sys.exit(f"gpu-check: missing {', '.join(missing)}; run `make gpu-wheels` where pip "
+                 "can download and carry .whl/ with the working tree")
+    site = tempfile.mkdtemp(prefix="texprod-site-")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                    "--no-compile", "--no-cache-dir", "--target", site, *map(str, wheels)],
+                   check=True)
+    path = os.pathsep.join(p for p in (site, str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "TEXPROD_GPU_CHECK_SITE": site}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def environment(device: str) -> dict:
+    import pyvips
+    import torch
+
+    info = {"python": sys.version.split()[0], "torch": torch.__version__,
+            "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}",
+            "cpu cores": len(os.sched_getaffinity(0))}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(device=props.name, cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(),
+                    gpu_memory_gb=round(props.total_memory / 2**30, 1))
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True)
+        if smi.returncode == 0:
+            info["driver"] = smi.stdout.strip()
+    else:
+        sys.path.insert(0, str(REPO / "bench"))
+        from common import cpu_name
+
+        info["device"] = cpu_name()
+    return info
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------- tests
+
+
+def cuda_tests(device: str, out: Path) -> dict:
+    """The CUDA tests in a pytest of their own; counts from its JUnit report."""
+    report = out / "cuda-tests.xml"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-rs",
+                           "-p", "no:cacheprovider", f"--junitxml={report}",
+                           *CUDA_TEST_FILES], cwd=REPO, capture_output=True, text=True)
+    (out / "cuda-tests.log").write_text(done.stdout + done.stderr)
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    if report.exists():
+        suite = ET.parse(report).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        counts = {k: int(suite.get(k, 0)) for k in counts}
+    counts["seconds"] = time.perf_counter() - started
+    bad = counts["failures"] + counts["errors"] + (counts["skipped"] if device == "cuda" else 0)
+    counts["ok"] = done.returncode in (0, 5) and bad == 0 and counts["tests"] > 0
+    counts["tail"] = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+    return counts
+
+
+# ------------------------------------------------------------------------------ render
+
+
+def _reference_generator():
+    from texprod.engine import make_config, random_generator
+
+    return random_generator(make_config(), seed=1)  # the papers' 5 layers, 512-256-128-64
+
+
+def render_rows(device: str, sizes: dict) -> list[dict]:
+    """Device render throughput per precision, one pass and tiled (rows left on the
+    device, as the LUT colour path uses them), and the GPU memory peak of each."""
+    import torch
+
+    from texprod.engine.noise import NoiseField
+    from texprod.engine.render import Renderer
+
+    gen = _reference_generator()
+    field = NoiseField(gen.config, 0, waves=gen.waves)
+    side = sizes["render"]
+    rows = []
+    for precision in PRECISIONS:
+        configs = [(0, 1, False)] + [(t, b, False) for t, b in sizes["tiles"]]
+        if precision == "bf16":
+            configs.append((*sizes["tiles"][-2], True))  # cuDNN autotuning, for its cost
+        for tile, batch, autotune in configs:
+            renderer = Renderer(gen, device, precision, autotune=autotune)
+            plan = renderer.plan(side, side, tile)
+            row = {"precision": precision, "tile": tile, "batch": batch, "autotune": autotune,
+                   "side": side}
+            try:
+                renderer.rows(field, plan, batch)  # warm-up (and autotuning)
+                _sync(device)
+                if device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                times = []
+                for _ in range(3):
+                    started = time.perf_counter()
+                    renderer.rows(field, plan, batch)
+                    _sync(device)
+                    times.append(time.perf_counter() - started)
+                seconds = statistics.median(times)
+                row.update(seconds=seconds, mpx_s=side * side / seconds / 1e6,
+                           gpu_mb=torch.cuda.max_memory_allocated() / 2**20
+                           if device == "cuda" else None)
+            except torch.OutOfMemoryError as e:
+                row["error"] = f"out of memory: {str(e).splitlines()[0]}"
+            finally:
+                del renderer
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            rows.append(row)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    return rows
+
+
+def render_accuracy(device: str, sizes: dict) -> list[dict]:
+    """Each precision's tiled output (uint8) on the device vs the CPU fp32 one-pass
+    reference, in 1/255 steps."""
+    import numpy as np
+
+    from texprod.engine.noise import NoiseField
+    from texprod.engine.render import Renderer, render_canvas, render_reference
+
+    gen = _reference_generator()
+    side = sizes["accuracy"]
+    field = NoiseField(gen.config, 3, waves=gen.waves)
+    reference = render_reference(gen, field, side, side, x0=-37, y0=11).astype(np.int16)
+    rows = []
+    for precision in PRECISIONS:
+        renderer = Renderer(gen, device, precision)
+        plan = renderer.plan(side, side, side // 4, x0=-37, y0=11)
+        tiled = render_canvas(renderer, field, plan, batch=4).astype(np.int16)
+        diff = np.abs(tiled - reference)
+        rows.append({"precision": precision, "side": side, "tiles": len(plan.tiles),
+                     "max_diff": int(diff.max()), "mean_diff": float(diff.mean()),
+                     "share_off": float((diff > 0).mean())})
+    return rows
+
+
+# ------------------------------------------------------------------------------ colour
+
+
+def colour_rows(device: str, sizes: dict) -> list[dict]:
+    """sRGB -> FOGRA39 CMYK of a texture: libvips on all CPU cores vs the LUT on `device`
+    (on the device alone, and with the copies there and back)."""
+    import numpy as np
+    import pyvips
+    import torch
+
+    from texprod.press.colour import DEFAULT_CMYK_PROFILE, ICC_DIR, OutputColour, to_output
+    from texprod.press.colour_lut import colour_lut
+
+    side = sizes["colour"]
+    profile = Path(str(ICC_DIR / DEFAULT_CMYK_PROFILE))
+    colour = OutputColour("cmyk", profile.read_bytes(), profile, "FOGRA39", "relative", True, 8)
+    rgb = _texture(side)  # (side, side, 3) uint8
+    rows = []
+
+    started = time.perf_counter()
+    image = pyvips.Image.new_from_memory(rgb.data, side, side, 3, "uchar")
+    reference = np.ndarray((side, side, 4), np.uint8,
+                           to_output(image.copy(interpretation="srgb"), colour).write_to_memory())
+    seconds = time.perf_counter() - started
+    rows.append({"path": "libvips icc_transform", "where": f"CPU x{os.cpu_count()}",
+                 "seconds": seconds, "max_diff": 0})
+
+    started = time.perf_counter()
+    lut = colour_lut(colour)
+    build = {"path": "LUT build (65^3 samples via libvips)", "where": "CPU",
+             "seconds": time.perf_counter() - started, "max_diff": None}
+    pixels = torch.from_numpy(rgb).to(device)
+    lut.apply(pixels[:64])  # warm-up: the table moves to the device once
+    _sync(device)
+    started = time.perf_counter()
+    converted = lut.apply(pixels)
+    _sync(device)
+    on_device = time.perf_counter() - started
+    started = time.perf_counter()
+    converted = lut.apply(torch.from_numpy(rgb).to(device)).cpu().numpy()
+    with_copies = time.perf_counter() - started
+    diff = int(np.abs(converted.astype(np.int16) - reference).max())
+    rows.append({"path": "LUT, tetrahedral", "where": f"{device} (on the device)",
+                 "seconds": on_device, "max_diff": diff})
+    rows.append({"path": "LUT, tetrahedral", "where": f"{device} (with copies)",
+                 "seconds": with_copies, "max_diff": diff})
+    for row in rows:
+        row["mpx_s"] = side * side / row["seconds"] / 1e6
+    return [*rows, {**build, "mpx_s": None}]
+
+
+def _texture(side: int):
+    """A texture-like sRGB image: a render of the reference generator, tiled."""
+    import numpy as np
+
+    from texprod.engine.noise import NoiseField
+    from texprod.engine.render import render_reference
+
+    gen = _reference_generator()
+    tile = render_reference(gen, NoiseField(gen.config, 5, waves=gen.waves), 512, 512)
+    reps = -(-side // 512)
+    return np.ascontiguousarray(np.tile(tile, (reps, reps, 1))[:side, :side])
+
+
+# --------------------------------------------------------------------------------- job
+
+
+def job_row(device: str, sizes: dict, work: Path) -> dict:
+    """A side x side CMYK LZW print through `run_job`, in a fresh process."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from common import spawn
+
+    return spawn(__file__, {"device": device, "side": sizes["job"], "work": str(work)},
+                 JOB_TIMEOUT_S)
+
+
+def run_job_here(args: dict) -> dict:
+    """The child of `job_row`: save the reference generator, run the job, report."""
+    import torch
+
+    from texprod.job.pipeline import run_job
+    from texprod.job.spec import parse_spec
+    from texprod.models import save_generator
+
+    work = Path(args["work"])
+    model = save_generator(_reference_generator(), work / "reference", overwrite=True)
+    side_mm = args["side"] / 300 * 25.4
+    spec = parse_spec({
+        "name": "gpu-check", "model": str(model), "seed": 7,
+        "print": {"width_mm": side_mm, "height_mm": side_mm, "dpi": 300, "bleed_mm": 0,
+                  "color": "cmyk"},
+        "tiff": {"compression": "lzw", "layout": "tiled"},
+        "render": {"device": args["device"], "colour_engine": "lut",
+                   "precision": "bf16" if args["device"] == "cuda" else "fp32"},
+        "output": {"dir": str(work / "out")},
+    })
+    result = run_job(spec)
+    summary = result.summary()
+    return {"side": args["side"], "megapixels": result.plan.geometry.megapixels,
+            "precision": spec.render.precision, "colour_engine": result.plan.colour_engine,
+            "tile_px": result.plan.tile_px, "batch": result.plan.batch,
+            "stripes": len(result.plan.stripes), "timings": result.timings,
+            "busy": result.stripe_seconds, "workers": result.workers,
+            "bytes": summary["bytes"], "sha256": summary["sha256"], "tac_max": result.tac_max,
+            "preflight_ok": result.report.ok,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "gpu_mb": torch.cuda.max_memory_allocated() / 2**20
+            if args["device"] == "cuda" else None}
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def report(env: dict, sizes: dict, tests: dict, render: list[dict], accuracy: list[dict],
+           colour: list[dict], job: dict) -> str:
+    def table(head: list[str], rows: list[list]) -> list[str]:
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                *("| " + " | ".join(str(v) for v in r) + " |" for r in rows)]
+
+    out = ["# texprod GPU check", "",
+           ", ".join(f"{k} {v}" for k, v in env.items()), "",
+           f"## CUDA tests: {'PASS' if tests['ok'] else 'FAIL'}", "",
+           f"{tests['tests']} tests, {tests['failures']} failed, {tests['errors']} errors, "
+           f"{tests['skipped']} skipped, {tests['seconds']:.0f} s", ""]
+    if not tests["ok"]:
+        out += ["```", tests["tail"], "```", ""]
+
+    out += ["## Render (reference generator, rows on the device)", ""]
+    one_pass = {r["precision"]: r.get("mpx_s") for r in render if r["tile"] == 0}
+    rows = []
+    for r in render:
+        if "error" in r:
+            rows.append([r["precision"], r["tile"] or "one pass", r["batch"],
+                         "yes" if r["autotune"] else "", r["error"], "", "", ""])
+            continue
+        ratio = r["mpx_s"] / one_pass[r["precision"]] if one_pass.get(r["precision"]) else None
+        rows.append([r["precision"], r["tile"] or "one pass", r["batch"],
+                     "yes" if r["autotune"] else "", f"{r['seconds']:.3f}",
+                     f"{r['mpx_s']:.0f}", f"{ratio:.2f}" if ratio else "-",
+                     f"{r['gpu_mb']:.0f}" if r["gpu_mb"] is not None else "-"])
+    out += table(["precision", "tile px", "batch", "autotune", "s", "Mpx/s",
+                  "tiled/one-pass", "GPU peak MB"], rows)
+    out += ["", f"Canvas {render[0]['side']}² px; median of 3 after a warm-up.", "",
+            "## Accuracy: tiled output on the device vs the CPU fp32 one-pass reference", ""]
+    out += table(["precision", "canvas", "tiles", "max diff (1/255)", "mean diff",
+                  "pixels off"],
+                 [[a["precision"], f"{a['side']}²", a["tiles"], a["max_diff"],
+                   f"{a['mean_diff']:.4f}", f"{a['share_off']:.2%}"] for a in accuracy])
+
+    out += ["", f"## Colour: sRGB -> FOGRA39 CMYK, {sizes['colour']}² px", ""]
+    base = colour[0]["seconds"]
+    out += table(["path", "where", "s", "Mpx/s", "vs libvips", "max diff (1/255)"],
+                 [[c["path"], c["where"], f"{c['seconds']:.3f}",
+                   f"{c['mpx_s']:.0f}" if c["mpx_s"] else "-",
+                   f"{base / c['seconds']:.1f}x" if c["max_diff"] is not None else "-",
+                   "-" if c["max_diff"] is None else c["max_diff"]] for c in colour])
+
+    out += ["", "## A print end to end (CMYK 8-bit, LZW, tiled, proof and preflight)", ""]
+    if "error" in job:
+        out += [f"FAILED: {job['error']}"]
+    else:
+        t, busy = job["timings"], job["busy"]
+        out += table(
+            ["stage", "seconds"],
+            [["plan (model, texture, stripes)", f"{t['plan']:.2f}"],
+             ["render + colour + encode (wall)", f"{t['render']:.2f}"],
+             ["  render, busy", f"{busy.get('render', 0):.2f}"],
+             ["  colour + ink + preview, busy", f"{busy.get('colour', 0):.2f}"],
+             ["  encode (LZW), busy", f"{busy.get('encode', 0):.2f}"],
+             ["write (assemble the TIFF)", f"{t['export']:.2f}"],
+             ["proof", f"{t['proof']:.2f}"],
+             ["preflight (read back, TAC)", f"{t['preflight']:.2f}"],
+             ["**total**", f"**{t['total']:.2f}**"]])
+        out += ["", f"{job['megapixels']:.0f} Mpx ({job['side']}² px), "
+                f"{job['precision']}, colour {job['colour_engine']}, tile {job['tile_px']} "
+                f"batch {job['batch']}, {job['stripes']} stripes on {job['workers']}; "
+                f"file {job['bytes'] / 2**30:.2f} GiB, TAC max {job['tac_max']:.1f}%, "
+                f"preflight {'ok' if job['preflight_ok'] else 'FAILED'}; host peak RSS "
+                f"{job['rss_mb']:.0f} MB"
+                + (f", GPU peak {job['gpu_mb']:.0f} MB" if job["gpu_mb"] else "") + "."]
+    out += ["", "## Goals (issue 17, on one H100/H200)", ""]
+    out += table(["goal", "measured", "met"], goals(render, accuracy, job))
+    return "\n".join(out) + "\n"
+
+
+def goals(render: list[dict], accuracy: list[dict], job: dict) -> list[list[str]]:
+    """The GPU goals against what was measured (meaningful on a GPU only)."""
+    timed = [r for r in render if "mpx_s" in r and not r["autotune"]]
+    best_bf16 = max((r["mpx_s"] for r in timed if r["precision"] == "bf16" and r["tile"]),
+                    default=0)
+    ratios = []
+    for precision in PRECISIONS:
+        one = next((r["mpx_s"] for r in timed if r["precision"] == precision
+                    and r["tile"] == 0), None)
+        tiled = max((r["mpx_s"] for r in timed if r["precision"] == precision
+                     and r["tile"]), default=None)
+        if one and tiled:
+            ratios.append(tiled / one)
+    diff = {a["precision"]: a["max_diff"] for a in accuracy}
+    total = job.get("timings", {}).get("total")
+    rows = [
+        ("bf16 render >= 3 Gpx/s", f"{best_bf16 / 1000:.2f} Gpx/s", best_bf16 >= 3000),
+        ("tiled / one-pass >= 0.95", f"{min(ratios):.2f} (worst precision)" if ratios
+         else "-", bool(ratios) and min(ratios) >= 0.95),
+        ("1 Gpx CMYK LZW print <= 15 s", f"{total:.1f} s for {job.get('megapixels', 0):.0f} "
+         "Mpx" if total else "-", bool(total) and total <= 15
+         and job.get("megapixels", 0) >= 1000),
+        ("fp32 tiled on the device = CPU reference within 1/255", f"{diff.get('fp32')}/255",
+         diff.get("fp32", 99) <= 1),
+        ("bf16 within 2/255 of the CPU reference", f"{diff.get('bf16')}/255",
+         diff.get("bf16", 99) <= 2),
+    ]
+    return [[goal, measured, "yes" if met else "NO"] for goal, measured, met in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="report directory (default: $OUT, else ./gpu-check-out)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_job_here(json.loads(args.one))))
+        return 0
+    ensure_packages()
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("gpu-check: no CUDA device here (use --device cpu for a dry run)")
+    out = args.out or Path(os.environ.get("OUT") or REPO / "gpu-check-out")
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = SIZES[args.device]
+    started = time.perf_counter()
+    figures: dict = {"environment": environment(args.device)}
+
+    def step(name: str, work) -> None:
+        t = time.perf_counter()
+        figures[name] = work()
+        print(f"gpu-check: {name} done in {time.perf_counter() - t:.0f} s", file=sys.stderr,
+              flush=True)
+        (out / "gpu-check.json").write_text(json.dumps(figures, indent=1, default=str))
+
+    step("tests", lambda: cuda_tests(args.device, out))
+    step("render", lambda: render_rows(args.device, sizes))
+    step("accuracy", lambda: render_accuracy(args.device, sizes))
+    step("colour", lambda: colour_rows(args.device, sizes))
+    with tempfile.TemporaryDirectory(prefix="texprod-gpu-check-") as work:
+        step("job", lambda: job_row(args.device, sizes, Path(work)))
+    text = report(figures["environment"], sizes, figures["tests"], figures["render"],
+                  figures["accuracy"], figures["colour"], figures["job"])
+    text += f"\nThe check took {time.perf_counter() - started:.0f} s.\n"
+    (out / "gpu-check.md").write_text(text)
+    print(text)
+    ok = figures["tests"]["ok"] and "error" not in figures["job"] \
+        and figures["job"]["preflight_ok"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The CUDA path of a whole job: same bytes from any process, the CPU's pixels within a
+step, 16-bit on the device, and the pinned copy back. Skipped without a GPU; the GPU check
+(`make gpu-check`) runs them on a lent one and fails if any is skipped there.
+
+Only numpy, torch, tifffile and texprod are imported: the GPU machine has no Prefect or
+moto."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from texprod.engine import GeneratorConfig, random_generator
+from texprod.job.stripes import to_host
+from texprod.models import save_generator
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+REPO = Path(__file__).resolve().parent.parent
+# run_job in a fresh interpreter: cuDNN picks its algorithms per process
+RUN = ("import json, sys; from texprod.job.pipeline import run_job; "
+       "from texprod.job.spec import parse_spec; "
+       "r = run_job(parse_spec(json.loads(sys.argv[1]))); print(r.tiff.path)")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    config = GeneratorConfig(nz_local=8, nz_global=4, nz_periodic=2, kernel=5,
+                             filters=(64, 32, 16))
+    return save_generator(random_generator(config, 3), tmp_path_factory.mktemp("m") / "g")
+
+
+def spec(model: Path, out: Path, device: str, **over) -> dict:
+    render = {"device": device, "precision": "fp32", "tile_px": 256, "batch": 3,
+              **over.pop("render", {})}
+    return {"name": "cuda", "model": str(model), "seed": 11,
+            "print": {"width_mm": 90, "height_mm": 60, "dpi": 300, "bleed_mm": 2,
+                      "color": "cmyk", **over.pop("print", {})},
+            "render": render, "output": {"dir": str(out), "proof": True}}
+
+
+def run_in_process_of_its_own(job: dict) -> Path:
+    done = subprocess.run([sys.executable, "-c", RUN, json.dumps(job)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_cuda_job_is_the_same_bytes_from_two_processes(model, tmp_path, precision):
+    """Same spec, same bytes, on the GPU too: what a resumed job or another GPU renders
+    must match (cuDNN's algorithm choice is fixed per shape, not timed per process)."""
+    paths = [run_in_process_of_its_own(spec(model, tmp_path / str(i), "cuda",
+                                            render={"precision": precision}))
+             for i in range(2)]
+    assert sha256(paths[0]) == sha256(paths[1])
+
+
+def test_a_cuda_job_matches_the_cpu_job(model, tmp_path):
+    """fp32 on the GPU (tiled, batched, the LUT colour engine) vs the CPU (libvips): the
+    sRGB render within 1/255, so the print within what 1/255 of sRGB moves the inks."""
+    rgb = {}
+    for device in ("cuda", "cpu"):
+        job = spec(model, tmp_path / f"rgb-{device}", device, print={"color": "rgb"})
+        rgb[device] = tifffile.imread(run_in_process_of_its_own(job)).astype(int)
+    assert np.abs(rgb["cuda"] - rgb["cpu"]).max() <= 1
+    cmyk = {}
+    for device in ("cuda", "cpu"):
+        path = run_in_process_of_its_own(spec(model, tmp_path / f"cmyk-{device}", device))
+        with tifffile.TiffFile(path) as tif:
+            prov = json.loads(tif.pages[0].description)["texprod"]
+            cmyk[device] = tif.asarray().astype(int)
+        assert prov["colour_engine"] == ("lut" if device == "cuda" else "libvips")
+    diff = np.abs(cmyk["cuda"] - cmyk["cpu"])
+    assert diff.mean() < 0.1 and diff.max() <= 4
+
+
+def test_16_bit_prints_render_on_cuda(model, tmp_path):
+    """uint16 through the device path (quantize, rows, the LUT, the preview)."""
+    sixteen = {}
+    for device in ("cuda", "cpu"):
+        job = spec(model, tmp_path / device, device, print={"bit_depth": 16})
+        sixteen[device] = tifffile.imread(run_in_process_of_its_own(job)).astype(int)
+    assert sixteen["cuda"].dtype == sixteen["cpu"].dtype
+    diff = np.abs(sixteen["cuda"] - sixteen["cpu"])
+    assert diff.mean() < 0.1 * 257 and diff.max() <= 4 * 257
+
+
+def test_the_pinned_copy_back_is_exact():
+    for dtype in (torch.uint8, torch.uint16):
+        on_gpu = torch.randint(0, 255, (1000, 777, 4), device="cuda").to(dtype)
+        host = to_host(on_gpu)
+        assert host.dtype == on_gpu.cpu().numpy().dtype
+        assert np.array_equal(host, on_gpu.cpu().numpy())
