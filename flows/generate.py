@@ -293,6 +293,9 @@ def _report(result: JobResult, summary: dict, akey: str, stripes: _PrefectStripe
             if result.tac_max is not None else "")),
         ("TIFF", f"{plan.tiff.compression} {plan.tiff.layout}, "
                  f"{'BigTIFF' if result.tiff.bigtiff else 'classic'} ({plan.bigtiff_reason})"),
+        *[("spot plate", line) for line in summary["plates"]],
+        *([("region map", summary["region_map"])] if summary["region_map"] else []),
+        *([("PDF/X-4", summary["pdf"])] if summary["pdf"] else []),
         ("file", f"{summary['file']}"),
         ("size", f"{summary['bytes'] / 1e6:.2f} MB ({summary['bytes']:,} bytes)"),
         ("sha256", f"`{summary['sha256']}`"),

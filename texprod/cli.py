@@ -382,6 +382,10 @@ def format_summary(summary: dict) -> str:
     ]
     if summary.get("repeat_preview"):
         rows.append(("repeat", summary["repeat_preview"]))
+    rows += [("plate", line) for line in summary.get("plates", [])]
+    for key, label in (("region_map", "regions"), ("pdf", "pdf")):
+        if summary.get(key):
+            rows.append((label, summary[key]))
     if summary.get("run_url"):
         rows.append(("flow run", summary["run_url"]))
     width = max(len(k) for k, _ in rows)
@@ -452,15 +456,16 @@ def _generate_as_flow(spec_path: Path, overrides: list[str], bar: _TileBar) -> d
 def _inspect(args: argparse.Namespace) -> int:
     from texprod.press.preflight import inspect_tiff
 
-    expect = None
     if args.spec:
-        from texprod.job.pipeline import promise
+        from texprod.job.pipeline import preflight_job
         from texprod.job.plan import plan_job
         from texprod.job.spec import load_spec, resolve_spec_path
 
         spec_path = resolve_spec_path(args.spec)
-        expect = promise(plan_job(load_spec(spec_path, args.overrides), spec_path.parent))
-    report = inspect_tiff(args.file, expect, measure_tac=not args.no_tac)
+        plan = plan_job(load_spec(spec_path, args.overrides), spec_path.parent)
+        report = preflight_job(plan, Path(args.file), measure_tac=not args.no_tac)
+    else:
+        report = inspect_tiff(args.file, None, measure_tac=not args.no_tac)
     print(report.to_json() if args.json else report.table())
     return 0 if report.ok else 1
 

@@ -17,6 +17,8 @@ paths, and S3 when the model lives there. Nothing else is shared: no disk, no sc
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import queue
 import socket
@@ -56,6 +58,14 @@ class StripeJob:
         spec["render"].update(tile_px=plan.tile_px, batch=plan.batch, cluster=None)
         return cls(spec, str(spec_dir) if spec_dir else None, plan.spec_digest)
 
+    @property
+    def key(self) -> str:
+        """What a prepared job is kept under: the digest (the image) and every setting that
+        changes a stripe's work but not the image (plates as channels or files, the colour
+        engine, the device): two jobs alike in the one but not the other are two jobs."""
+        text = json.dumps([self.spec, self.spec_digest], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 @dataclass
 class _Prepared:
@@ -69,7 +79,7 @@ class _Prepared:
     on_tile: Callable[[int], None] | None = None  # (stripe index): the driver's progress
 
 
-_prepared: dict[str, _Prepared] = {}  # by spec digest; the last few jobs of this process
+_prepared: dict[str, _Prepared] = {}  # by StripeJob.key; the last few jobs of this process
 _prepared_lock = threading.Lock()
 KEEP_PREPARED = 2
 
@@ -77,7 +87,8 @@ KEEP_PREPARED = 2
 def prepare(plan: JobPlan) -> _Prepared:
     """Make `plan` ready to work stripes in this process (once per job and process)."""
     with _prepared_lock:
-        ready = _prepared.get(plan.spec_digest)
+        key = StripeJob.of(plan, None).key
+        ready = _prepared.get(key)
         if ready is None:
             renderer = make_renderer(plan)
             # one stripe at a time on a GPU (memory); CPU stripes render side by side
@@ -85,7 +96,7 @@ def prepare(plan: JobPlan) -> _Prepared:
                 else contextlib.nullcontext()
             lut = colour_lut(plan.colour) if plan.colour_engine == "lut" else None
             ready = _Prepared(plan, noise_field(plan), renderer, lock, lut)
-            _prepared[plan.spec_digest] = ready
+            _prepared[key] = ready
             while len(_prepared) > KEEP_PREPARED:
                 _prepared.pop(next(iter(_prepared)))
         return ready
@@ -93,7 +104,7 @@ def prepare(plan: JobPlan) -> _Prepared:
 
 def _prepared_for(job: StripeJob) -> _Prepared:
     with _prepared_lock:
-        ready = _prepared.get(job.spec_digest)
+        ready = _prepared.get(job.key)
     if ready is not None:
         return ready
     where = _worker_name()

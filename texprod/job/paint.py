@@ -95,7 +95,7 @@ class Placement:
     height: float
 
 
-def place_mask(mask_w: int, mask_h: int, area: tuple[float, float, float, float],
+def fit_mask(mask_w: int, mask_h: int, area: tuple[float, float, float, float],
                fit: str | None, box: tuple[float, float, float, float] | None) -> Placement:
     """contain: whole mask inside the area, centred; cover: the area covered, centred and
     cropped; fill: stretched to the area; box: explicit (x, y, w, h) mm."""
@@ -195,4 +195,4 @@ def paint_weights(labels: np.ndarray, n_levels: int, background: int,
 
 
 __all__ = ["BACKGROUND", "FOREGROUND", "Placement", "effective_transition", "label_mask",
-           "level_value", "load_mask", "paint_weights", "place_mask", "tent_width"]
+           "level_value", "load_mask", "paint_weights", "fit_mask", "tent_width"]

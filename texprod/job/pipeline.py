@@ -36,6 +36,7 @@ from texprod import __version__
 from texprod.errors import JobFailure, SpecError, TexprodError
 from texprod.files import sha256_file
 from texprod.job import stop
+from texprod.job.deliverables import check_plates, write_plate_files, write_region_map
 from texprod.job.executors import (
     StripeJob,
     cluster_options,
@@ -45,6 +46,7 @@ from texprod.job.executors import (
 )
 from texprod.job.joblock import JobLock, sweep_dead_temporaries
 from texprod.job.plan import JobPlan, duration, make_renderer, noise_field, period_box, plan_job
+from texprod.job.plates import tint_preview
 from texprod.job.spec import JobSpec
 from texprod.job.spool import StripeSpool
 from texprod.job.stripes import StripeResult, single_threaded_torch
@@ -184,7 +186,7 @@ def _size(n: float) -> str:
 def open_spool(plan: JobPlan) -> StripeSpool:
     """The job's stripe spool; one left by a killed run of the same job resumes."""
     identity = {"spec_digest": plan.spec_digest, "device": plan.device.split(":")[0],
-                "colour_engine": plan.colour_engine,
+                "colour_engine": plan.colour_engine, "bands": plan.file_bands,
                 "stripes": [[s.y, s.h, *s.tiles.tile_cells] for s in plan.stripes],
                 "tiff": [plan.tiff.compression, plan.tiff.layout]}
     try:
@@ -280,6 +282,12 @@ def promise(plan: JobPlan) -> Promise:
         layout=plan.tiff.layout,
         bigtiff=plan.bigtiff,
         bigtiff_reason=plan.bigtiff_reason,
+        inks=plan.inks,
+        plates=[{**p.summary, **({"file": f.name} if f else {})} for p, f in
+                zip(plan.plates.plates, plan.outputs.plate_files or [None] * 99,
+                    strict=False)] or None,
+        region_map=plan.texture.regions.provenance(plan.outputs.region_map.name)
+        if plan.outputs.region_map else None,
     )
 
 
@@ -303,12 +311,25 @@ def assemble_job(plan: JobPlan, spool: StripeSpool) -> WrittenTiff:
         return assemble_tiff(
             spool.chunks(len(plan.stripes), consume=True, between=stop.check),
             plan.outputs.tiff,
-            width=g.width_px, height=g.height_px, bands=c.bands,
+            width=g.width_px, height=g.height_px, bands=plan.file_bands,
             dtype=np.uint8 if c.bits == 8 else np.uint16, options=plan.tiff, dpi=g.dpi,
             icc_profile=c.profile if plan.tiff.embed_icc else None,
-            description=json.dumps(promise(plan).to_provenance()))
+            description=json.dumps(promise(plan).to_provenance()), inks=plan.inks)
     except OSError as e:
         raise _disk_error(e, plan.outputs.tiff) from None
+
+
+def deliverables_job(plan: JobPlan, written: list[Path]) -> list[str]:
+    """The files beside the print TIFF (plate files, region map, PDF/X-4), each added to
+    `written` as it appears (so a failure removes it); returns the stage names made."""
+    made = []
+    if plan.outputs.plate_files:
+        written += [w.path for w in write_plate_files(plan)]
+        made.append("plate files")
+    if plan.outputs.region_map:
+        written.append(write_region_map(plan).path)
+        made.append("region map")
+    return made
 
 
 def proof_job(plan: JobPlan, preview) -> tuple[Path, ...] | None:
@@ -318,6 +339,7 @@ def proof_job(plan: JobPlan, preview) -> tuple[Path, ...] | None:
         return None
 
     factor = plan.preview_factor
+    preview = tint_preview(preview, plan.plates, factor)  # where the spot plates print
     small = pyvips.Image.new_from_array(preview, interpretation="srgb")
     trim = tuple(v / factor for v in plan.geometry.trim_box)
     paths = make_proof(small, trim, plan.colour, plan.outputs.proof, plan.outputs.thumbnail)
@@ -334,8 +356,13 @@ def proof_job(plan: JobPlan, preview) -> tuple[Path, ...] | None:
     return paths
 
 
-def preflight_job(plan: JobPlan, path: Path | None = None) -> InspectionReport:
-    return inspect_tiff(path or plan.outputs.tiff, promise(plan))
+def preflight_job(plan: JobPlan, path: Path | None = None, measure_tac: bool = True
+                  ) -> InspectionReport:
+    """The print read back against the job's promise, and its spot plates against the
+    mask they come from."""
+    report = inspect_tiff(path or plan.outputs.tiff, promise(plan), measure_tac=measure_tac)
+    report.checks += check_plates(plan, path)
+    return report
 
 
 def upload_job(plan: JobPlan, records: list[dict] | None = None) -> list[dict]:
@@ -348,7 +375,7 @@ def upload_job(plan: JobPlan, records: list[dict] | None = None) -> list[dict]:
     metadata = {"spec-digest": plan.spec_digest, "model-digest": plan.checkpoint.digest,
                 "seed": str(plan.spec.seed), "texprod-version": __version__,
                 "spec-name": plan.spec.name}
-    types = {".tif": "image/tiff", ".jpg": "image/jpeg"}
+    types = {".tif": "image/tiff", ".jpg": "image/jpeg", ".pdf": "application/pdf"}
     uploaded = []
     # the TIFF last: a consumer that sees it sees a complete set
     known = {r["name"]: r["sha256"] for r in records or []}  # hashed once, by output_records
@@ -409,6 +436,12 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         written_paths.append(written.path)
         timings["export"] = time.perf_counter() - t  # assembling the file
         stop.check()
+        if plan.outputs.plate_files or plan.outputs.region_map or plan.outputs.pdf:
+            t = time.perf_counter()
+            for made in stage("deliverables", lambda: deliverables_job(plan, written_paths)):
+                timings[made] = time.perf_counter() - t
+                t = time.perf_counter()
+            stop.check()
         t = time.perf_counter()
         written_paths += stage("proof", lambda: proof_job(plan, preview)) or []
         timings["proof"] = time.perf_counter() - t
@@ -471,6 +504,23 @@ def output_records(plan: JobPlan) -> list[dict]:
              "sha256": sha256_file(p)} for p in plan.outputs.local]
 
 
+def plates_summary(plan: JobPlan, uri: Callable[[Path | None], str | None]) -> list[str]:
+    """One line per spot plate: its ink, where it prints and where it went."""
+    lines = []
+    files = plan.outputs.plate_files or (None,) * len(plan.plates.plates)
+    for plate, path in zip(plan.plates.plates, files, strict=True):
+        source = plate.summary["from"]
+        where = (f"paint levels {', '.join(source['levels'])}" if "levels" in source
+                 else f"mask {source['mask']}")
+        extra = "".join(f", {k.removesuffix('_px')} {v} px" for k, v in plate.summary.items()
+                        if k in ("choke_px", "spread_px"))
+        went = uri(path) if path else f"channel {plan.inks.index(plate.name) + 1} of the TIFF"
+        lines.append(f"{plate.name}: {where}, {plate.summary['tint']:g} %"
+                     + (", knockout" if plate.knockout else ", overprint") + extra
+                     + f" -> {went}")
+    return lines
+
+
 def job_summary(plan: JobPlan, outputs: list[dict], timings: dict[str, float],
                 tac_max: float | None, report: InspectionReport) -> dict:
     """What a finished job made, as plain JSON: the CLI's closing screen and the flow's result."""
@@ -492,6 +542,8 @@ def job_summary(plan: JobPlan, outputs: list[dict], timings: dict[str, float],
                       "failed": [ch.name for ch in report.failed]},
         "proof": uri(plan.outputs.proof), "thumbnail": uri(plan.outputs.thumbnail),
         "repeat_preview": uri(plan.outputs.repeat_preview),
+        "plates": plates_summary(plan, uri),
+        "region_map": uri(plan.outputs.region_map), "pdf": uri(plan.outputs.pdf),
         "device": plan.device, "tiles": plan.tile_count, "stripes": len(plan.stripes),
         "timings": dict(timings), "outputs": outputs,
     }

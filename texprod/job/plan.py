@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -18,7 +19,8 @@ from pathlib import Path
 from texprod.engine import receptive_field
 from texprod.engine.noise import NoiseField
 from texprod.engine.render import Renderer, default_tiling, resolve_device
-from texprod.errors import TexprodError
+from texprod.errors import SpecError, TexprodError
+from texprod.job.plates import Plates, plan_plates
 from texprod.job.spec import JobSpec, RepeatSpec
 from texprod.job.stripes import Stripe, plan_stripes, preview_factor
 from texprod.job.texture import TextureField, frame_of, texture_field
@@ -41,11 +43,15 @@ class JobOutputs:
     thumbnail: Path | None
     remote_dir: str | None = None  # s3://bucket/prefix/ when output.dir is on S3
     repeat_preview: Path | None = None  # 2 x 2 periods of a repeat, to see that it repeats
+    plate_files: tuple[Path, ...] = ()  # one grey TIFF per spot plate (output.plates_as)
+    region_map: Path | None = None  # label TIFF: each pixel's paint level or quilt block
+    pdf: Path | None = None  # the PDF/X-4 of the print
 
     @property
     def local(self) -> list[Path]:
-        return [p for p in (self.tiff, self.proof, self.thumbnail, self.repeat_preview)
-                if p is not None]
+        """Every output, the print TIFF first (uploaded last: it marks the job done)."""
+        return [p for p in (self.tiff, *self.plate_files, self.region_map, self.pdf,
+                            self.proof, self.thumbnail, self.repeat_preview) if p is not None]
 
     def final(self, path: Path) -> str:
         """The output's final location: its S3 URI, or the local path."""
@@ -70,6 +76,7 @@ class JobPlan:
     batch: int
     period: tuple[int, int] | None  # repeat period in cells (rows, cols)
     texture: TextureField
+    plates: Plates  # spot plates (empty: none)
     outputs: JobOutputs
     spool_dir: Path  # finished stripes, encoded, until the file is assembled
     output_bytes: int  # upper bound on the file: worst-case compression plus headers
@@ -98,6 +105,21 @@ class JobPlan:
     def render_bits(self) -> int:
         return self.colour.bits
 
+    @property
+    def plates_in_tiff(self) -> bool:
+        """Spot plates travel as extra inks of the print TIFF."""
+        return bool(self.plates) and self.spec.output.plates_as == "channels"
+
+    @property
+    def file_bands(self) -> int:
+        """Channels of the print TIFF: the colour's, plus the spot inks."""
+        return self.colour.bands + (len(self.plates.plates) if self.plates_in_tiff else 0)
+
+    @property
+    def inks(self) -> list[str] | None:
+        """The print TIFF's InkNames, when it has spot inks."""
+        return self.plates.inks if self.plates_in_tiff else None
+
 
 def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | None = None
              ) -> JobPlan:
@@ -123,8 +145,6 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
     colour = resolve_colour(spec.print)
     tiff = TiffOptions(compression=spec.tiff.compression, layout=spec.tiff.layout,
                        bigtiff=spec.tiff.bigtiff, embed_icc=spec.tiff.embed_icc)
-    bigtiff, reason = bigtiff_decision(geometry.width_px, geometry.height_px, colour.bands,
-                                       colour.bits, tiff)
 
     renderer_device = resolve_device(spec.render.device)
     auto_tile, auto_batch = default_tiling(renderer_device)
@@ -144,10 +164,19 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         x0 = y0 = -geometry.bleed_px
     stripes = plan_stripes(geometry.width_px, geometry.height_px, config.cell_px, halo,
                            tile_px, x0=x0, y0=y0)
-    texture = texture_field(spec, checkpoint, geometry,
-                            frame_of(geometry, config.cell_px, x0, y0, halo), period, spec_dir)
+    frame = frame_of(geometry, config.cell_px, x0, y0, halo)
+    texture = texture_field(spec, checkpoint, geometry, frame, period, spec_dir)
+    plates = plan_plates(spec, texture, geometry, frame, period, spec_dir)
+    if spec.output.region_map and texture.regions.count > 2**16:
+        raise SpecError(f"output.region_map: the texture has {texture.regions.count:,} "
+                        "regions (quilt blocks), a 16-bit map holds 65,536; use larger "
+                        "texture.quilt.block_mm or no region map")
+    file_bands = colour.bands + (len(plates.plates) if spec.output.plates_as == "channels"
+                                 else 0)
+    bigtiff, reason = bigtiff_decision(geometry.width_px, geometry.height_px, file_bands,
+                                       colour.bits, tiff)
 
-    digest = spec.digest(checkpoint.digest, texture.inputs)
+    digest = spec.digest(checkpoint.digest, {**texture.inputs, **plates.inputs})
     remote_dir = None
     if is_s3(spec.output.dir):
         split_s3(spec.output.dir)  # validates the URI
@@ -166,6 +195,10 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         remote_dir=remote_dir,
         repeat_preview=out_dir / f"{stem}.repeat.jpg"
         if spec.output.proof and period_box(geometry, period, config.cell_px) else None,
+        plate_files=tuple(out_dir / f"{stem}.{_file_name(p.name)}.tif" for p in plates.plates)
+        if spec.output.plates_as == "files" else (),
+        region_map=out_dir / f"{stem}.regions.tif" if spec.output.region_map else None,
+        pdf=out_dir / f"{stem}.pdf" if "pdf" in spec.output.formats else None,
     )
     scratch_dir = Path(spec.render.scratch_dir).expanduser() if spec.render.scratch_dir \
         else out_dir
@@ -175,9 +208,9 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         stripes=stripes, device=str(renderer_device),
         colour_engine=colour_engine(spec.render.colour_engine, renderer_device, colour),
         tile_px=tile_px, batch=batch,
-        period=period, texture=texture, repeat=repeat, outputs=outputs,
+        period=period, texture=texture, plates=plates, repeat=repeat, outputs=outputs,
         spool_dir=scratch_dir / f".{stem}.stripes",
-        output_bytes=worst_case_size(geometry.width_px, geometry.height_px, colour.bands,
+        output_bytes=worst_case_size(geometry.width_px, geometry.height_px, file_bands,
                                      colour.bits, tiff),
     )
     plan.estimate = estimate(plan)
@@ -194,6 +227,11 @@ def period_box(geometry: PrintGeometry, period: tuple[int, int] | None, cell_px:
     if b + w > geometry.width_px or b + h > geometry.height_px:
         return None
     return b, b, w, h
+
+
+def _file_name(ink: str) -> str:
+    """An ink name as part of a file name: "Spot UV" -> "spot-uv"."""
+    return re.sub(r"[^a-z0-9]+", "-", ink.lower()).strip("-") or "plate"
 
 
 def colour_engine(requested: str, device, colour: OutputColour) -> str:

@@ -27,6 +27,7 @@ from pydantic import (
 
 from texprod.errors import SpecError, shorten
 from texprod.job.paint import BACKGROUND, level_value
+from texprod.press.tiff_tags import PROCESS_INKS
 
 SPECS_DIR = Path(__file__).resolve().parents[2] / "specs"  # the repository's specs/
 
@@ -112,7 +113,6 @@ class PlacementSpec(_Strict):
 
 
 def _check_levels(value: dict) -> dict:
-
     seen: dict[tuple, str] = {}
     for key in value:
         level = level_value(key)  # raises with the allowed forms
@@ -258,9 +258,92 @@ class RenderSpec(_Strict):
                             "1 per local worker, 4 per GPU worker")
 
 
+MAX_PLATES = 6  # spot plates beside CMYK: ten printing units is a large press
+_INK_NAME = re.compile(r"^[!-~]([ -~]{0,61}[!-~])?$")
+_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def _check_ink_name(value: str) -> str:
+    if not _INK_NAME.match(value):
+        raise ValueError("must be 1-63 printable ASCII characters (letters, digits, spaces "
+                         "inside, punctuation): it is written as a TIFF InkName and a PDF "
+                         "separation name")
+    if value.lower() in (*(p.lower() for p in PROCESS_INKS), "all", "none"):
+        raise ValueError("is reserved: Cyan, Magenta, Yellow and Black are the process inks, "
+                         "All and None are PDF's; name the spot ink (e.g. Spot UV, White)")
+    return value
+
+
+def _check_hex_colour(value: str) -> str:
+    if not _HEX_COLOUR.match(value):
+        raise ValueError("must be an sRGB colour #rrggbb")
+    return value.lower()
+
+
+class PlateSourceSpec(_Strict):
+    levels: list[str | int] | None = Field(
+        None, description="where the plate prints: levels of texture.paint.latents "
+                          "(background, foreground, grey levels, #rrggbb)")
+    mask: str | None = Field(None, description="or a mask of its own (white = ink), a path "
+                                               "relative to the spec or s3://bucket/key")
+    placement: PlacementSpec | None = Field(
+        None, description="where the plate's own mask lands (default: contain in the trim)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PlateSourceSpec:
+        if (self.levels is None) == (self.mask is None):
+            raise ValueError("give exactly one of levels (paint levels, registered with the "
+                             "texture) or mask (a mask of the plate's own)")
+        if self.levels is not None and self.placement is not None:
+            raise ValueError("placement goes with mask; levels use the paint's placement")
+        if self.levels is not None and not self.levels:
+            raise ValueError("levels is empty: name at least one paint level")
+        return self
+
+
+class PlateSpec(_Strict):
+    name: Annotated[str, AfterValidator(_check_ink_name)] = Field(
+        description="the spot ink, e.g. Spot UV, White, Pantone 871 C")
+    source: PlateSourceSpec = Field(alias="from", description="where the plate prints")
+    tint: Annotated[float, _between(1, 100)] = Field(100, description="ink in %, inside")
+    preview: Annotated[str, AfterValidator(_check_hex_colour)] = Field(
+        "#d8e8ff", description="the sRGB colour the proof tints the plate's area with")
+    knockout: bool = Field(False, description="remove the process inks under the plate "
+                                              "(opaque spot inks); false: overprint")
+    choke_mm: Annotated[float, _between(0, 50)] = Field(0, description="shrink the plate's "
+                                                                      "edges by this much")
+    spread_mm: Annotated[float, _between(0, 50)] = Field(0, description="grow the plate's "
+                                                                        "edges by this much")
+
+    @model_validator(mode="after")
+    def _choke_or_spread(self) -> PlateSpec:
+        if self.choke_mm and self.spread_mm:
+            raise ValueError("give choke_mm or spread_mm, not both")
+        return self
+
+
+def _check_plates(value: list) -> list:
+    if len(value) > MAX_PLATES:
+        raise ValueError(f"{len(value)} plates, at most {MAX_PLATES} spot plates beside CMYK")
+    seen: set[str] = set()
+    for plate in value:
+        if plate.name.lower() in seen:
+            raise ValueError(f"two plates are named {plate.name!r}; ink names must differ")
+        seen.add(plate.name.lower())
+    return value
+
+
 class OutputSpec(_Strict):
     dir: str = Field("out/", description="output directory, or s3://bucket/prefix/")
     proof: bool = Field(True, description="write an sRGB proof JPEG and a thumbnail")
+    formats: list[Literal["tiff", "pdf"]] = Field(
+        ["tiff"], description="tiff: the print TIFF; pdf: also a PDF/X-4 of it (the TIFF is "
+                              "always written: the PDF is made from it)")
+    plates_as: Literal["channels", "files"] = Field(
+        "channels", description="channels: spot plates as extra inks of the print TIFF; "
+                                "files: one grey TIFF per plate beside it")
+    region_map: bool = Field(False, description="write a label TIFF: each pixel's paint "
+                                                "level or quilt block (legend in provenance)")
 
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -294,20 +377,30 @@ class JobSpec(_Strict):
     tiff: TiffSpec = TiffSpec()
     render: RenderSpec = RenderSpec()
     output: OutputSpec = OutputSpec()
+    plates: Annotated[list[PlateSpec], AfterValidator(_check_plates)] = Field(
+        [], description="spot plates (varnish, white ink, a spot colour) registered with the "
+                        "texture")
 
     def digest(self, model_digest: str, inputs: dict[str, str] | None = None) -> str:
         """What determines the output's pixels and file: everything but where and how fast.
 
-        The model and input files (a paint mask: `inputs` {"mask": sha256}) enter by
+        The model and input files (a paint mask: `inputs` {"mask": sha256}, plate masks
+        {"plate_mask_I": sha256}) enter by
         content digest, not by path; rendering device, tiling, batch and directories do
         not change the image (tiles are exact) and are left out.
         """
         content = self.model_dump(mode="json", exclude={"name", "model", "description",
                                                         "output", "registry"})
         content["render"] = {"precision": self.render.precision}
+        if not content["plates"]:  # specs without plates keep the digests they had
+            del content["plates"]
         content["model_digest"] = model_digest
-        if inputs and "mask" in inputs and content["texture"].get("paint"):
+        inputs = inputs or {}
+        if "mask" in inputs and content["texture"].get("paint"):
             content["texture"]["paint"]["mask"] = inputs["mask"]
+        for i, plate in enumerate(content.get("plates", [])):  # a plate's own mask
+            if f"plate_mask_{i}" in inputs:
+                plate["source"]["mask"] = inputs[f"plate_mask_{i}"]
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -319,6 +412,12 @@ def _yaml_node_at(root: yaml.Node | None, loc: tuple) -> yaml.Node | None:
     """The YAML node a pydantic error location points to (or its nearest parent)."""
     node, key = root, None
     for part in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            key = node if isinstance(node, yaml.ScalarNode) else key
+            continue
         if not isinstance(node, yaml.MappingNode):
             break
         pair = next(((k, v) for k, v in node.value if k.value == part), None)
@@ -333,20 +432,25 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     """The spec section a field holds (unwrapping `Section | None` and similar)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    return next((a for a in get_args(annotation)
-                 if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    for arg in get_args(annotation):  # Section | None, list[Section], Annotated[...]
+        model = _section_model(arg)
+        if model is not None:
+            return model
+    return None
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
     model: Any = JobSpec
     for part in loc[:-1]:
-        field = model.model_fields.get(part)
+        if isinstance(part, int):  # an item of a list section (plates)
+            continue
+        field = _field_named(model, part)
         if field is None:
             return []
         model = _section_model(field.annotation)
         if model is None:
             return []
-    return list(model.model_fields)
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def _field_path(error: dict) -> tuple:
@@ -382,12 +486,18 @@ def _describe(loc: tuple, errors: list[dict]) -> str:
     return f"{field}: got {shorten(first['input'])}, {' or '.join(rules)}"
 
 
+def _field_named(model: type[BaseModel], key: str):
+    """A model's field by its YAML key (its alias, e.g. a plate's `from`, or its name)."""
+    return next((f for name, f in model.model_fields.items() if (f.alias or name) == key),
+                None)
+
+
 def _all_field_names() -> set[str]:
     names: set[str] = set()
     todo: list[type[BaseModel]] = [JobSpec]
     while todo:
         model = todo.pop()
-        names.update(model.model_fields)
+        names.update(f.alias or name for name, f in model.model_fields.items())
         todo += [m for f in model.model_fields.values()
                  if (m := _section_model(f.annotation)) is not None]
     return names
@@ -416,7 +526,7 @@ def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None,
         raise SpecError(f"{source}: more than {MAX_SPEC_VALUES:,} values once its YAML "
                         "aliases (*name) are expanded; a job spec needs a few dozen")
     try:
-        return JobSpec.model_validate(data)
+        spec = JobSpec.model_validate(data)
     except ValidationError as e:
         by_field: dict[tuple, list[dict]] = {}
         errors = e.errors()
@@ -434,9 +544,65 @@ def parse_spec(data: Any, source: str = "spec", root: yaml.Node | None = None,
             elif node is not None:
                 line = f" (line {node.start_mark.line + 1})"
             problems.append(_describe(loc, errors) + line)
-        if len(problems) == 1:  # one line for one problem
-            raise SpecError(f"{source}: invalid job spec: {problems[0]}") from None
-        raise SpecError(f"{source}: invalid job spec:\n  " + "\n  ".join(problems)) from None
+        _raise_problems(source, problems)
+    problems = []
+    for loc, message in _cross_field_problems(spec):
+        node = _yaml_node_at(root, loc) if root is not None else None
+        override = _override_of(loc, overrides)
+        line = (f" (from --set {override})" if override is not None
+                else f" (line {node.start_mark.line + 1})" if node is not None else "")
+        problems.append(f"{'.'.join(map(str, loc))}: {message}{line}")
+    if problems:
+        _raise_problems(source, problems)
+    return spec
+
+
+def _raise_problems(source: str, problems: list[str]) -> None:
+    if len(problems) == 1:  # one line for one problem
+        raise SpecError(f"{source}: invalid job spec: {problems[0]}") from None
+    raise SpecError(f"{source}: invalid job spec:\n  " + "\n  ".join(problems)) from None
+
+
+def _cross_field_problems(spec: JobSpec) -> list[tuple[tuple, str]]:
+    """Rules between sections, as (field, message): what plates and formats need."""
+    problems: list[tuple[tuple, str]] = []
+    if "tiff" not in spec.output.formats:
+        problems.append((("output", "formats"), f"got {spec.output.formats}, must include "
+                         "tiff: the PDF is made from the print TIFF, which is always "
+                         "delivered"))
+    if "pdf" in spec.output.formats and spec.print.color != "cmyk":
+        problems.append((("output", "formats"), "pdf needs print.color cmyk: the PDF/X-4 "
+                         f"carries the CMYK print (got {spec.print.color})"))
+    if spec.plates and spec.print.color != "cmyk":
+        problems.append((("plates",), "spot plates need print.color cmyk (got "
+                         f"{spec.print.color}): they are inks beside the process inks"))
+    paint = spec.texture.paint
+    for i, plate in enumerate(spec.plates):
+        levels = plate.source.levels
+        if levels is None:
+            continue
+        where = ("plates", i, "from", "levels")
+        if paint is None:
+            problems.append((where, f"got {levels}, but the spec has no texture.paint to take "
+                             "levels from; paint the texture with a mask, or give the plate "
+                             "a mask of its own (from: {mask: PATH})"))
+            continue
+        known = {_level_of(k): str(k) for k in paint.latents}
+        for level in levels:
+            value = _level_of(level)
+            if value is None or value not in known:
+                problems.append((where, f"got {level!r}, not a level of "
+                                 f"texture.paint.latents ({', '.join(known.values())})"))
+    return problems
+
+
+def _level_of(key: str | int) -> tuple[int, ...] | None:
+    """A paint level as its mask value (grey levels as colours), or None if it is none."""
+    try:
+        level = level_value(key)
+    except ValueError:
+        return None
+    return level * 3 if len(level) == 1 else level
 
 
 def _override_of(loc: tuple, overrides: list[str] | tuple[str, ...]) -> str | None:

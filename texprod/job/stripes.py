@@ -30,6 +30,7 @@ from texprod.engine.render import Renderer
 from texprod.engine.tiling import TilePlan, check_tile_count, plan_tiles, tiles_across
 from texprod.errors import TexprodError
 from texprod.job import stop
+from texprod.job.plates import knock_out
 from texprod.press.colour import to_output
 from texprod.press.colour_lut import ColourLUT, ink_coverage
 from texprod.press.printfile import TILE, encode_band
@@ -116,11 +117,14 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
     """
     single_threaded_torch()
     started = time.perf_counter()
+    # knockout plates change the process inks after conversion: then ink is measured last
+    ink_at_the_end = any(p.knockout for p in plan.plates.plates)
     if plan.colour_engine == "lut":
         with render_lock or contextlib.nullcontext():
             rows = _render_on_device(plan, stripe, field, renderer, on_tile)  # (h, W, 3)
             rendered = time.perf_counter()
-            out_dev, preview_dev, tac = _colour_on_device(plan, stripe, rows, lut)
+            out_dev, preview_dev, tac = _colour_on_device(plan, stripe, rows, lut,
+                                                          measure_ink=not ink_at_the_end)
         out, preview = to_host(out_dev), to_host(preview_dev)  # overlaps the next render
     else:
         with render_lock or contextlib.nullcontext():
@@ -128,9 +132,11 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
         rendered = time.perf_counter()
         out = _to_output(pixels, plan)  # (h, W, bands) in the print's colour space, depth
         tac = None
-        if plan.colour.color == "cmyk":
-            tac = ink_check(out, stripe.y, plan.spec.print.tac_limit)
         preview = shrink_preview(pixels, plan.preview_factor)
+    if plan.plates:
+        out = _with_plates(plan, stripe, out)  # (h, W, 4 [+ plates])
+    if plan.colour.color == "cmyk" and tac is None:
+        tac = ink_check(out[:, :, :4], stripe.y, plan.spec.print.tac_limit)
     coloured = time.perf_counter()
     chunks = encode_band(out, plan.tiff)
     return StripeResult(
@@ -167,13 +173,26 @@ def _render_on_device(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer
     return rows
 
 
-def _colour_on_device(plan: JobPlan, stripe: Stripe, rows: torch.Tensor, lut: ColourLUT
+def _with_plates(plan: JobPlan, stripe: Stripe, out: np.ndarray) -> np.ndarray:
+    """The stripe's process inks with its spot plates: knocked out under opaque plates, and
+    the plates appended as channels when the TIFF carries them."""
+    plates = plan.plates.rows(stripe.y, stripe.h, out.dtype)  # (h, W, P)
+    if any(p.knockout for p in plan.plates.plates):
+        out = np.array(out)  # writable (a converted band may be a read-only buffer)
+        knock_out(out, plates, [p.knockout for p in plan.plates.plates])
+    if plan.plates_in_tiff:
+        out = np.concatenate([out, plates], axis=2)
+    return out
+
+
+def _colour_on_device(plan: JobPlan, stripe: Stripe, rows: torch.Tensor, lut: ColourLUT,
+                      measure_ink: bool = True
                       ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
     """(h, W, 3) sRGB on the device -> the print's pixels (h, W, bands), the preview
     (h/f, W/f, 3) and the highest total ink, all computed there."""
     out = lut.apply(rows)
     tac = None
-    if plan.colour.color == "cmyk":
+    if plan.colour.color == "cmyk" and measure_ink:
         worst, row, col = ink_coverage(out)
         check_ink(worst, col, stripe.y + row, plan.spec.print.tac_limit)
         tac = worst

@@ -25,15 +25,17 @@ from texprod.errors import SpecError
 from texprod.files import sha256_file
 from texprod.job.paint import (
     BACKGROUND,
+    Placement,
     effective_transition,
+    fit_mask,
     is_colour_key,
     label_mask,
     level_value,
     load_mask,
     paint_weights,
-    place_mask,
 )
-from texprod.job.spec import JobSpec, LatentSpec, PaintSpec, QuiltSpec
+from texprod.job.regions import PlacedMask, Regions, quilt_regions
+from texprod.job.spec import JobSpec, LatentSpec, PaintSpec, PlacementSpec, QuiltSpec
 from texprod.models import Checkpoint
 from texprod.models.checkpoint import UnknownLatent
 from texprod.press.geometry import MM_PER_INCH, PrintGeometry
@@ -44,6 +46,7 @@ from texprod.storage import NoSuchObject, cache_root, download_file, is_s3
 class TextureField:
     field: GlobalField | None  # None: the job seed's latent everywhere (NoiseField default)
     summary: str  # one line for the dry run
+    regions: Regions  # which paint level or quilt block each pixel belongs to
     inputs: dict[str, str] = field(default_factory=dict)  # files -> sha256, for the digest
 
 
@@ -79,7 +82,8 @@ def texture_field(spec: JobSpec, checkpoint: Checkpoint, geometry: PrintGeometry
     kind = next((k for k in ("paint", "quilt", "latent") if getattr(texture, k) is not None),
                 None)
     if kind is None:
-        return TextureField(None, f"one texture: the latent of seed {spec.seed}")
+        summary = f"one texture: the latent of seed {spec.seed}"
+        return TextureField(None, summary, _one_region(frame, summary))
     if config.nz_global == 0:
         raise SpecError(f"texture.{kind}: model {spec.model} is an SGAN without global "
                         "channels (nz_global = 0), so its texture cannot be chosen, quilted or "
@@ -87,10 +91,16 @@ def texture_field(spec: JobSpec, checkpoint: Checkpoint, geometry: PrintGeometry
                         f"{kind}")
     if kind == "latent":
         latent = resolve_latent(texture.latent, checkpoint, spec.model, "texture.latent")
-        return TextureField(ConstantField(latent), f"one texture: {_latent_name(texture.latent)}")
+        summary = f"one texture: {_latent_name(texture.latent)}"
+        return TextureField(ConstantField(latent), summary, _one_region(frame, summary))
     if kind == "quilt":
         return _quilt(texture.quilt, spec.seed, config.nz_global, frame, period)
     return _paint(texture.paint, checkpoint, spec.model, geometry, frame, period, spec_dir)
+
+
+def _one_region(frame: CellFrame, what: str) -> Regions:
+    x0, y0, width, _ = frame.canvas_px
+    return Regions((x0, y0), width, {"0": what}, 1)
 
 
 def resolve_latent(ref: LatentSpec, checkpoint: Checkpoint, model: str, where: str
@@ -131,56 +141,84 @@ def _quilt(quilt: QuiltSpec, job_seed: int, nz_global: int, frame: CellFrame,
                f"transitions, seed {seed}")
     if counts:
         summary += f", {counts[1]} x {counts[0]} blocks per period"
-    return TextureField(field, summary)
+    x0, y0, width, height = frame.canvas_px
+    regions = quilt_regions((x0, y0), width, height, blocks, counts, frame.cell_px, seed)
+    return TextureField(field, summary, regions)
 
 
 def _paint(paint: PaintSpec, checkpoint: Checkpoint, model: str, geometry: PrintGeometry,
            frame: CellFrame, period: tuple[int, int] | None, spec_dir: Path | None
            ) -> TextureField:
-    mask_path = _mask_file(paint.mask, spec_dir)
     keys = list(paint.latents)  # validated: background is among them
+    latents = torch.stack([resolve_latent(paint.latents[k], checkpoint, model,
+                                          f"texture.paint.latents.{k}") for k in keys])
+    placed = place_mask(paint.mask, paint.placement, keys, geometry, frame, period, spec_dir,
+                        "texture.paint")
+    mask_h, mask_w = placed.mask.labels.shape
+    transition = frame.cells(paint.transition_mm)
+    weights, origin = paint_weights(placed.mask.labels, len(keys), keys.index(BACKGROUND),
+                                    placed.mask.box_cells, transition, period=period,
+                                    bounds=None if period else frame.bounds())
+    field = TableField(torch.from_numpy(weights), latents, origin, keys.index(BACKGROUND))
+    named = ", ".join(f"{k} -> {_latent_name(paint.latents[k])}" for k in keys)
+    place = placed.placement
+    summary = (f"paint {paint.mask} ({mask_w} x {mask_h} px) at {place.x:.1f}, {place.y:.1f} "
+               f"mm, {place.width:.1f} x {place.height:.1f} mm; {named}; transition "
+               f"{frame.mm(effective_transition(transition)):.1f} mm")
+    x0, y0, width, _ = frame.canvas_px
+    legend = {str(i): f"{k}: {_latent_name(paint.latents[k])}" for i, k in enumerate(keys)}
+    regions = Regions((x0, y0), width, legend, len(keys), mask=placed.mask)
+    return TextureField(field, summary, regions, {"mask": placed.sha256})
+
+
+@dataclass(frozen=True)
+class MaskOnPrint:
+    """A mask read, labelled and placed: what painting and mask plates share."""
+
+    mask: PlacedMask
+    placement: Placement  # in mm from the trim's top-left corner
+    sha256: str  # of the mask file, for the spec digest
+
+
+def place_mask(ref: str, placement: PlacementSpec, keys: list[str | int],
+               geometry: PrintGeometry, frame: CellFrame, period: tuple[int, int] | None,
+               spec_dir: Path | None, where: str) -> MaskOnPrint:
+    """Read the mask `ref`, label each pixel with the nearest of the levels `keys` names
+    (background first if absent from the mask), and place it in the trim (or the period):
+    `where` names the spec section in errors."""
+    mask_path = _mask_file(ref, spec_dir, f"{where}.mask")
     colour = any(is_colour_key(k) for k in keys)
     levels = np.array([_as_colour(level_value(k)) if colour else level_value(k) for k in keys],
                       dtype=np.uint8)  # (K, 3 or 1)
-    latents = torch.stack([resolve_latent(paint.latents[k], checkpoint, model,
-                                          f"texture.paint.latents.{k}") for k in keys])
-    pixels = load_mask(str(mask_path), colour)  # (H, W, C)
+    pixels = load_mask(str(mask_path), colour, f"{where}.mask")  # (H, W, C)
     labels = label_mask(pixels, levels)  # (H, W)
     mask_h, mask_w = labels.shape
 
     # placement in mm from the trim's top-left; repeat mode places it within the period
-    margin = paint.placement.margin_mm
+    margin = placement.margin_mm
     if period is not None:
         area_w, area_h = frame.mm(period[1]), frame.mm(period[0])
     else:
         area_w, area_h = geometry.trim_mm
     area = (margin, margin, area_w - 2 * margin, area_h - 2 * margin)
-    if paint.placement.box_mm is None and (area[2] <= 0 or area[3] <= 0):
-        raise SpecError(f"texture.paint.placement.margin_mm: got {margin:g}, which leaves no "
+    if placement.box_mm is None and (area[2] <= 0 or area[3] <= 0):
+        raise SpecError(f"{where}.placement.margin_mm: got {margin:g}, which leaves no "
                         f"room on a {area_w:.1f} x {area_h:.1f} mm "
                         + ("period" if period else "trim"))
-    place = place_mask(mask_w, mask_h, area, paint.placement.fit or "contain",
-                       paint.placement.box_mm)
+    place = fit_mask(mask_w, mask_h, area, placement.fit or "contain", placement.box_mm)
     ox, oy = (o / frame.cell_px for o in frame.trim_origin_px)
     box_cells = (ox + frame.cells(place.x), oy + frame.cells(place.y),
                  frame.cells(place.width), frame.cells(place.height))
-    transition = frame.cells(paint.transition_mm)
-    weights, origin = paint_weights(labels, len(keys), keys.index(BACKGROUND), box_cells,
-                                    transition, period=period,
-                                    bounds=None if period else frame.bounds())
-    field = TableField(torch.from_numpy(weights), latents, origin, keys.index(BACKGROUND))
-    named = ", ".join(f"{k} -> {_latent_name(paint.latents[k])}" for k in keys)
-    summary = (f"paint {paint.mask} ({mask_w} x {mask_h} px) at {place.x:.1f}, {place.y:.1f} "
-               f"mm, {place.width:.1f} x {place.height:.1f} mm; {named}; transition "
-               f"{frame.mm(effective_transition(transition)):.1f} mm")
-    return TextureField(field, summary, {"mask": sha256_file(mask_path)})
+    outside = keys.index(BACKGROUND) if BACKGROUND in keys else 0
+    placed = PlacedMask(labels, box_cells, frame.cell_px, period, outside)
+    return MaskOnPrint(placed, place, sha256_file(mask_path))
 
 
 def _as_colour(level: tuple[int, ...]) -> tuple[int, ...]:
     return level * 3 if len(level) == 1 else level
 
 
-def _mask_file(ref: str, spec_dir: Path | None) -> Path:
+def _mask_file(ref: str, spec_dir: Path | None, field_name: str) -> Path:
     """The mask as a local file: s3://bucket/key is downloaded; a relative path is looked
     up from the working directory, then from the spec's directory."""
     if is_s3(ref):
@@ -190,7 +228,7 @@ def _mask_file(ref: str, spec_dir: Path | None) -> Path:
         try:
             download_file(ref, local)
         except NoSuchObject as e:
-            raise SpecError(f"texture.paint.mask: got {ref!r}, no such object ({e})") from None
+            raise SpecError(f"{field_name}: got {ref!r}, no such object ({e})") from None
         return local
     path = Path(ref).expanduser()
     candidates = [path] if path.is_absolute() or spec_dir is None else [path, spec_dir / path]
@@ -198,7 +236,7 @@ def _mask_file(ref: str, spec_dir: Path | None) -> Path:
         if candidate.is_file():
             return candidate
     where = " or ".join(str(c.absolute()) for c in candidates)
-    raise SpecError(f"texture.paint.mask: got {ref!r}, no such file ({where})")
+    raise SpecError(f"{field_name}: got {ref!r}, no such file ({where})")
 
 
 def frame_of(geometry: PrintGeometry, cell_px: int, x0: int, y0: int, halo: int) -> CellFrame:
@@ -208,4 +246,5 @@ def frame_of(geometry: PrintGeometry, cell_px: int, x0: int, y0: int, halo: int)
                      canvas_px=(x0, y0, geometry.width_px, geometry.height_px), halo=halo)
 
 
-__all__ = ["CellFrame", "TextureField", "frame_of", "resolve_latent", "texture_field"]
+__all__ = ["CellFrame", "MaskOnPrint", "TextureField", "frame_of", "place_mask",
+           "resolve_latent", "texture_field"]

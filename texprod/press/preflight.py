@@ -26,13 +26,18 @@ from texprod.press.colour import parse_icc
 from texprod.press.promise import FILE, RECORD, Promise
 from texprod.press.tiff_tags import (
     COMPRESSION_NAMES,
+    EXTRASAMPLE_UNSPECIFIED,
     INKSET_CMYK,
+    INKSET_MULTI,
     PHOTOMETRIC_RGB,
     PHOTOMETRIC_SEPARATED,
+    PROCESS_INKS,
     TAG_DESCRIPTION,
     TAG_EXTRASAMPLES,
     TAG_ICC,
+    TAG_INK_NAMES,
     TAG_INKSET,
+    TAG_NUMBER_OF_INKS,
     TAG_PHOTOSHOP_LAYERS,
     TAG_SUBIFDS,
 )
@@ -211,6 +216,10 @@ def _page_facts(tif: tifffile.TiffFile, page) -> dict[str, Any]:
                                               else [sample_format])})
     photometric = int(_tag(page, 262, -1))
     inkset = _tag(page, TAG_INKSET)
+    ink_names = _tag(page, TAG_INK_NAMES)
+    inks = [n for n in (ink_names.split("\0") if isinstance(ink_names, str) else
+                        list(ink_names) if ink_names else []) if n] or None
+    number_of_inks = _tag(page, TAG_NUMBER_OF_INKS)
     extrasamples = _tag(page, TAG_EXTRASAMPLES)
     if extrasamples is not None and not isinstance(extrasamples, tuple | list):
         extrasamples = (extrasamples,)
@@ -229,7 +238,9 @@ def _page_facts(tif: tifffile.TiffFile, page) -> dict[str, Any]:
 
     if photometric == PHOTOMETRIC_RGB:
         color = "rgb"
-    elif photometric == PHOTOMETRIC_SEPARATED and int(inkset or INKSET_CMYK) == INKSET_CMYK:
+    elif photometric == PHOTOMETRIC_SEPARATED and (
+            int(inkset or INKSET_CMYK) == INKSET_CMYK
+            or (inks is not None and inks[:4] == list(PROCESS_INKS))):
         color = "cmyk"
     else:
         color = _photometric_name(photometric)
@@ -270,6 +281,8 @@ def _page_facts(tif: tifffile.TiffFile, page) -> dict[str, Any]:
         "photometric": _photometric_name(photometric),
         "photometric_code": photometric,
         "inkset": None if inkset is None else int(inkset),
+        "inks": inks,
+        "number_of_inks": None if number_of_inks is None else int(number_of_inks),
         "extra_samples": None if extrasamples is None else [int(e) for e in extrasamples],
         "color": color,
         "compression": COMPRESSION_NAMES.get(comp_code, f"code {comp_code}"),
@@ -346,17 +359,18 @@ def _read_provenance(page) -> tuple[dict | None, str | None, str | None]:
 
 def _measure_tac(path: Path, facts: dict[str, Any]) -> None:
     """Maximum C+M+Y+K in percent, streamed by libvips; fills tac_max / tac_at / tac_error."""
-    bits = facts["bits"]
-    if facts["samples"] != 4 or bits not in (8, 16):
-        facts["tac_error"] = f"cannot measure TAC of {facts['samples']} x {bits}-bit samples"
+    bits, samples = facts["bits"], facts["samples"]
+    if samples < 4 or bits not in (8, 16):
+        facts["tac_error"] = f"cannot measure TAC of {samples} x {bits}-bit samples"
         return
     try:
         image = pyvips.Image.new_from_file(str(path), access="sequential",
                                           fail_on="error", revalidate=True)
-        if image.bands != 4:
-            facts["tac_error"] = f"libvips reads {image.bands} bands, not 4"
+        if image.bands != samples:
+            facts["tac_error"] = f"libvips reads {image.bands} bands, not {samples}"
             return
-        total = image.recomb([[1, 1, 1, 1]])  # float: exact for 4 x 65535
+        # the process inks only: spot inks (varnish, white) are not part of the TAC
+        total = image.recomb([[1, 1, 1, 1] + [0] * (samples - 4)])  # float: exact
         peak, where = total.max(x=True, y=True)
     except pyvips.Error as exc:
         facts["tac_error"] = f"libvips could not decode the pixels: {str(exc).strip()}"
@@ -401,13 +415,35 @@ def _check_single_page(f: dict) -> Check:
     return Check("single_page", not problems, f["pages"], 1, "; ".join(problems))
 
 
+def _spot_inks(f: dict) -> list[str] | None:
+    """The spot inks of a CMYK + spots file, the way prepress tools write one: SEPARATED,
+    InkSet 2, NumberOfInks and InkNames for every channel, the process inks first, and the
+    extra channels marked unspecified (data, not alpha). None when the file is not one."""
+    samples, extra = f["samples"], f["extra_samples"] or []
+    if (samples <= 4 or f["photometric_code"] != PHOTOMETRIC_SEPARATED
+            or f["inkset"] != INKSET_MULTI or f["number_of_inks"] != samples
+            or f["inks"] is None or len(f["inks"]) != samples
+            or f["inks"][:4] != list(PROCESS_INKS)
+            or extra != [EXTRASAMPLE_UNSPECIFIED] * (samples - 4)):
+        return None
+    return f["inks"][4:]
+
+
 def _check_no_alpha(f: dict) -> Check:
     extra = f["extra_samples"]
+    spots = _spot_inks(f)
+    if spots:
+        return Check("no_alpha", True, f"{len(spots)} spot ink(s): {', '.join(spots)}",
+                     "none (spot inks are data)")
     if extra:
         names = {0: "unspecified", 1: "associated alpha", 2: "unassociated alpha"}
         kinds = ", ".join(names.get(e, str(e)) for e in extra)
+        detail = f"ExtraSamples tag present ({kinds}); print files are flattened, no alpha"
+        if all(e == EXTRASAMPLE_UNSPECIFIED for e in extra):
+            detail += (" (spot inks need SEPARATED, InkSet 2, NumberOfInks and InkNames for "
+                       "every channel, process inks first)")
         return Check("no_alpha", False, f"{len(extra)} extra sample(s): {kinds}", "none",
-                     f"ExtraSamples tag present ({kinds}); print files are flattened, no alpha")
+                     detail)
     if f["samples"] not in (3, 4):
         return Check("no_alpha", False, f"{f['samples']} samples", "3 (RGB) or 4 (CMYK)",
                      "unexpected number of samples per pixel")
@@ -434,8 +470,10 @@ def _check_photometric(f: dict) -> Check:
             detail = f"InkSet {inkset} is not 1 (CMYK)"
         else:
             detail = "InkSet absent: TIFF default 1 (CMYK)" if inkset is None else ""
+    elif _spot_inks(f):
+        expected, ok, detail = "SEPARATED, InkSet 2, CMYK + named spot inks", True, ""
     else:
-        expected, ok = "3 (RGB) or 4 (CMYK) samples", False
+        expected, ok = "3 (RGB) or 4 (CMYK) samples, or CMYK + named spot inks", False
         detail = f"{samples} samples per pixel"
     return Check("photometric", ok, found, expected, detail)
 
@@ -695,6 +733,7 @@ def _fact_rows(f: dict) -> list[tuple[str, str]]:
         ("dpi", f"{f['dpi']}" if f["dpi"] else f"{f['x_dpi']} x {f['y_dpi']} "
                                                f"({f['resolution_unit']})"),
         ("colour", f"{f['color']} ({f['photometric']})"),
+        *([("inks", ", ".join(f["inks"]))] if f.get("inks") else []),
         ("bits", str(f["bits"])),
         ("compression", f"{f['compression']}, predictor {f['predictor']}"),
         ("layout", f"{f['layout']}" + (f" {f['tile_px'][0]}x{f['tile_px'][1]}"

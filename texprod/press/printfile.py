@@ -33,7 +33,15 @@ import tifffile
 from texprod import __version__
 from texprod.errors import ConfigError
 from texprod.files import atomic_output
-from texprod.press.tiff_tags import COMPRESSION_CODES, INKSET_CMYK, TAG_INKSET
+from texprod.press.tiff_tags import (
+    COMPRESSION_CODES,
+    EXTRASAMPLE_UNSPECIFIED,
+    INKSET_CMYK,
+    INKSET_MULTI,
+    TAG_INK_NAMES,
+    TAG_INKSET,
+    TAG_NUMBER_OF_INKS,
+)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -52,6 +60,7 @@ COMPRESSIONS = ("lzw", "deflate", "none")
 LAYOUTS = ("tiled", "strips")
 BIGTIFF_MODES = ("auto", "always", "never")
 _FORMATS = {"uchar": np.uint8, "ushort": np.uint16}
+MAX_BANDS = 16  # CMYK and a dozen spot inks
 
 
 def check_tiff_path(path: str | os.PathLike) -> Path:
@@ -142,8 +151,9 @@ def bigtiff_decision(width: int, height: int, bands: int, bits: int,
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    if bands not in (3, 4) or bits not in (8, 16):
-        raise ValueError(f"print TIFFs have 3 or 4 bands of 8 or 16 bits, got {bands} x {bits}")
+    if not 1 <= bands <= MAX_BANDS or bits not in (8, 16):
+        raise ValueError(f"TIFFs here have 1 to {MAX_BANDS} bands of 8 or 16 bits, got "
+                         f"{bands} x {bits}")
     raw = width * height * bands * bits // 8
     worst = worst_case_size(width, height, bands, bits, options)
     fits = worst <= CLASSIC_TIFF_LIMIT
@@ -315,25 +325,45 @@ def write_print_tiff(image: pyvips.Image, path: str | os.PathLike, *, options: T
 
 def assemble_tiff(chunks: Iterable[bytes], path: str | os.PathLike, *, width: int,
                   height: int, bands: int, dtype: np.dtype, options: TiffOptions, dpi: float,
-                  icc_profile: bytes | None, description: str) -> WrittenTiff:
+                  icc_profile: bytes | None, description: str,
+                  inks: list[str] | None = None, ink_plate: bool = False) -> WrittenTiff:
     """Write a print TIFF from its chunks, already predicted and compressed, in file order
     (tiles row-major, or strips): the tags of `write_print_tiff`, the same bytes. The file
-    appears only when complete."""
+    appears only when complete.
+
+    3 bands are RGB, 4 CMYK. More are CMYK plus spot inks, the way prepress tools read
+    them: SEPARATED, InkSet 2 (not CMYK only), NumberOfInks, InkNames `inks` and the spot
+    channels as ExtraSamples marked unspecified (inks, not alpha). One band is a grey
+    image: an ink plate (`ink_plate`: MinIsWhite, so full ink shows black) or a label map
+    (MinIsBlack)."""
     out = check_tiff_path(path)
     dtype = np.dtype(dtype).newbyteorder("=")
     bits = dtype.itemsize * 8
     bigtiff, reason = bigtiff_decision(width, height, bands, bits, options)
 
-    cmyk = bands == 4
+    separated = bands >= 4
+    photometric = ("separated" if separated else "rgb" if bands == 3
+                   else "miniswhite" if ink_plate else "minisblack")
+    extratags = []
+    if bands == 4:
+        extratags.append((TAG_INKSET, "H", 1, INKSET_CMYK, True))
+    elif separated:
+        if inks is None or len(inks) != bands:
+            raise ValueError(f"{bands} bands need {bands} ink names, got {inks!r}")
+        names = "".join(f"{name}\0" for name in inks).encode("ascii")
+        extratags += [(TAG_INKSET, "H", 1, INKSET_MULTI, True),
+                      (TAG_NUMBER_OF_INKS, "H", 1, bands, True),
+                      (TAG_INK_NAMES, "s", len(names), names, True)]
     write_args = dict(
-        shape=(height, width, bands), dtype=dtype,
-        photometric="separated" if cmyk else "rgb", planarconfig="contig",
+        shape=(height, width, bands) if bands > 1 else (height, width), dtype=dtype,
+        photometric=photometric, planarconfig="contig" if bands > 1 else None,
+        extrasamples=[EXTRASAMPLE_UNSPECIFIED] * (bands - 4) if bands > 4 else None,
         compression=COMPRESSION_CODES[options.compression],
         predictor=2 if options.compression != "none" else None,
         iccprofile=icc_profile if (icc_profile and options.embed_icc) else None,
         description=_ascii_json(description), metadata=None,  # verbatim: no tifffile shaped-JSON
         resolution=(dpi, dpi), resolutionunit="INCH", software=f"texprod {__version__}",
-        extratags=[(TAG_INKSET, "H", 1, INKSET_CMYK, True)] if cmyk else [],
+        extratags=extratags,
     )
     if options.layout == "tiled":
         write_args["tile"] = (TILE, TILE)

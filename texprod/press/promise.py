@@ -61,6 +61,9 @@ class Promise:
     layout: str | None = _promised(FILE, required=True)  # "tiled" | "strips"
     bigtiff: bool | None = _promised(FILE, required=True)
     bigtiff_reason: str | None = _promised(NOTE)
+    inks: list[str] | None = _promised(FILE)  # InkNames, when spot plates are channels
+    plates: list[dict] | None = _promised(NOTE)  # the spot plates and where they are
+    region_map: dict | None = _promised(NOTE)  # the label TIFF and its legend
 
     def to_provenance(self) -> dict[str, Any]:
         """The provenance written into the file: {"texprod": {key: value, ...}}."""

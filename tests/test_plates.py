@@ -1,0 +1,226 @@
+"""Spot plates, the region map and their files: registered with the texture's mask, written
+the way prepress tools read them, read back by tifffile, libtiff's tiffinfo and preflight."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+import tifffile
+
+from texprod.engine import GeneratorConfig, random_generator
+from texprod.errors import SpecError
+from texprod.job.pipeline import run_job
+from texprod.job.spec import parse_spec
+from texprod.models import save_generator
+from texprod.press.preflight import inspect_tiff
+
+DPI = 254  # 10 px per mm
+BLEED_PX = 20  # 2 mm
+BOX_MM = (10.37, 8.03, 30.02, 20.57)  # the mask's place in the trim: off the pixel grid
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    config = GeneratorConfig(nz_local=6, nz_global=4, nz_periodic=2, kernel=5, filters=(16, 8))
+    return save_generator(random_generator(config, 5), tmp_path_factory.mktemp("m") / "duo")
+
+
+@pytest.fixture(scope="module")
+def mask(tmp_path_factory) -> Path:
+    """White (foreground) everywhere: the plate is then exactly the placement box."""
+    path = tmp_path_factory.mktemp("mask") / "logo.png"
+    pyvips.Image.new_from_array(np.full((40, 60), 255, np.uint8)).pngsave(str(path))
+    return path
+
+
+def spec(model: Path, mask: Path, out: Path, plates: list[dict], **output) -> dict:
+    return {
+        "name": "spot", "model": str(model), "seed": 3,
+        "texture": {"paint": {"mask": str(mask), "placement": {"box_mm": list(BOX_MM)},
+                              "latents": {"background": {"seed": 1},
+                                          "foreground": {"seed": 2}},
+                              "transition_mm": 3}},
+        "print": {"width_mm": 60, "height_mm": 40, "dpi": DPI, "bleed_mm": 2,
+                  "color": "cmyk"},
+        "render": {"device": "cpu", "tile_px": 64},
+        "output": {"dir": str(out), **output},
+        "plates": plates,
+    }
+
+
+UV = {"name": "Spot UV", "from": {"levels": ["foreground"]}}
+
+
+def box_pixels(width: int, height: int, grow: int = 0) -> np.ndarray:
+    """Where the box lands: the pixels whose centres lie inside it, computed from the mm
+    (an independent statement of the placement), grown or shrunk by `grow` px."""
+    x, y, w, h = (v * DPI / 25.4 for v in BOX_MM)
+    cols = (np.arange(width) + 0.5 >= BLEED_PX + x) & (np.arange(width) + 0.5 < BLEED_PX + x + w)
+    rows = (np.arange(height) + 0.5 >= BLEED_PX + y) & (np.arange(height) + 0.5 < BLEED_PX + y + h)
+    inside = rows[:, None] & cols[None, :]
+    if grow:
+        ys, xs = np.nonzero(inside)
+        top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+        yy, xx = np.mgrid[:height, :width]
+        dy = np.maximum(np.maximum(top - yy, yy - bottom), 0)
+        dx = np.maximum(np.maximum(left - xx, xx - right), 0)
+        if grow > 0:  # within grow px (Euclidean) of the box
+            return dy * dy + dx * dx <= grow * grow
+        return (yy >= top - grow) & (yy <= bottom + grow) & (xx >= left - grow) \
+            & (xx <= right + grow)
+    return inside
+
+
+def test_a_spot_plate_is_an_ink_of_the_print_registered_with_the_mask(model, mask, tmp_path):
+    result = run_job(parse_spec(spec(model, mask, tmp_path, [UV])))
+    path = result.tiff.path
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        pixels = page.asarray()
+        assert page.photometric == tifffile.PHOTOMETRIC.SEPARATED
+        assert page.tags[332].value == 2  # InkSet: not CMYK only
+        assert page.tags[334].value == 5  # NumberOfInks
+        assert page.tags[333].value.split("\0")[:5] == \
+            ["Cyan", "Magenta", "Yellow", "Black", "Spot UV"]
+        assert [int(e) for e in page.extrasamples] == [0]  # unspecified: an ink, not alpha
+    h, w, _ = pixels.shape
+    assert np.array_equal(pixels[:, :, 4] == 255, box_pixels(w, h))
+    assert set(np.unique(pixels[:, :, 4])) == {0, 255}
+    info = subprocess.run(["tiffinfo", str(path)], capture_output=True, text=True).stdout
+    assert "Ink Names: Cyan, Magenta, Yellow, Black, Spot UV" in info
+    assert "Extra Samples: 1<unspecified>" in info
+
+    report = inspect_tiff(path)  # read back: the inks and the ink limit over C+M+Y+K only
+    assert report.ok, report.table()
+    assert report.check("no_alpha").found == "1 spot ink(s): Spot UV"
+    assert report.check("provenance.inks").ok and result.report.check("expect.inks").ok
+    cmyk_total = pixels[:, :, :4].astype(int).sum(axis=2).max() * 100 / 255
+    assert report.facts["tac_max"] == round(cmyk_total, 2) == round(result.tac_max, 2)
+    prov = json.loads(page_description(path))["texprod"]
+    assert prov["plates"] == [{"name": "Spot UV", "from": {"levels": ["foreground"]},
+                               "tint": 100, "knockout": False, "preview": "#d8e8ff"}]
+
+
+def page_description(path: Path) -> str:
+    with tifffile.TiffFile(path) as tif:
+        return tif.pages[0].description
+
+
+def test_tint_knockout_choke_and_spread(model, mask, tmp_path):
+    plates = [{**UV, "tint": 40, "knockout": True, "choke_mm": 0.5},
+              {"name": "White", "from": {"levels": ["foreground"]}, "spread_mm": 0.4}]
+    result = run_job(parse_spec(spec(model, mask, tmp_path, plates)))
+    pixels = tifffile.imread(result.tiff.path)
+    h, w, _ = pixels.shape
+    uv, white = pixels[:, :, 4], pixels[:, :, 5]
+    assert np.array_equal(uv > 0, box_pixels(w, h, grow=-5))  # 0.5 mm choke = 5 px
+    assert set(np.unique(uv)) == {0, round(0.4 * 255)}
+    assert np.array_equal(white > 0, box_pixels(w, h, grow=4))  # 0.4 mm spread, round
+    assert not pixels[uv > 0][:, :4].any()  # knocked out: no process ink under the UV
+    assert pixels[(white > 0) & (uv == 0)][:, :4].any()  # overprinted under the white
+    assert inspect_tiff(result.tiff.path).ok
+
+
+def test_plates_as_files_and_a_region_map(model, mask, tmp_path):
+    channels = run_job(parse_spec(spec(model, mask, tmp_path / "a", [UV])))
+    files = run_job(parse_spec(spec(model, mask, tmp_path / "b", [UV], plates_as="files",
+                                    region_map=True)))
+    main = tifffile.imread(files.tiff.path)
+    assert main.shape[2] == 4
+    assert np.array_equal(main, tifffile.imread(channels.tiff.path)[:, :, :4])
+    (plate_file,) = files.plan.outputs.plate_files
+    assert plate_file.name.endswith(".spot-uv.tif")
+    with tifffile.TiffFile(plate_file) as tif:
+        page = tif.pages[0]
+        assert page.photometric == tifffile.PHOTOMETRIC.MINISWHITE  # full ink shows black
+        assert page.shape == main.shape[:2]
+        assert page.tags[282].value == tifffile.TiffFile(files.tiff.path).pages[0] \
+            .tags[282].value  # same resolution
+        plate = page.asarray()
+    assert np.array_equal(plate, tifffile.imread(channels.tiff.path)[:, :, 4])
+
+    regions = tifffile.imread(files.plan.outputs.region_map)
+    assert regions.dtype == np.uint8 and regions.shape == main.shape[:2]
+    h, w = regions.shape
+    assert np.array_equal(regions == 1, box_pixels(w, h))  # 1: foreground, 0: background
+    prov = json.loads(page_description(files.tiff.path))["texprod"]
+    assert prov["region_map"]["legend"] == {"0": "background: seed 1",
+                                            "1": "foreground: seed 2"}
+    assert prov["plates"][0]["file"] == plate_file.name
+    assert inspect_tiff(files.tiff.path).ok
+
+
+def test_a_quilt_region_map_labels_its_blocks(model, tmp_path):
+    quilt = {"name": "quilt", "model": str(model), "seed": 3,
+             "texture": {"quilt": {"block_mm": 12.7, "transition_mm": 2}},
+             "print": {"width_mm": 50, "height_mm": 30, "dpi": DPI, "bleed_mm": 2,
+                       "color": "rgb"},
+             "render": {"device": "cpu", "tile_px": 64},
+             "output": {"dir": str(tmp_path), "region_map": True}}
+    result = run_job(parse_spec(quilt))
+    regions = tifffile.imread(result.plan.outputs.region_map)
+    cell = 8
+    block_px = 12.7 * DPI / 25.4  # 127 px: 15.875 cells
+    blocks_x = np.floor((np.floor(np.arange(regions.shape[1]) / cell) + 0.5) * cell
+                        / block_px).astype(int)
+    blocks_y = np.floor((np.floor(np.arange(regions.shape[0]) / cell) + 0.5) * cell
+                        / block_px).astype(int)
+    across = blocks_x.max() + 1
+    assert np.array_equal(regions, blocks_y[:, None] * across + blocks_x[None, :])
+
+
+def test_plate_errors_name_the_field(model, mask, tmp_path):
+    with pytest.raises(SpecError, match="plates.0.from.levels: got 'logo', not a level"):
+        parse_spec(spec(model, mask, tmp_path, [{"name": "UV", "from": {"levels": ["logo"]}}]))
+    rgb = spec(model, mask, tmp_path, [UV])
+    rgb["print"]["color"] = "rgb"
+    with pytest.raises(SpecError, match="spot plates need print.color cmyk"):
+        parse_spec(rgb)
+    with pytest.raises(SpecError, match="plates.0.name: got 'Black', is reserved"):
+        parse_spec(spec(model, mask, tmp_path, [{**UV, "name": "Black"}]))
+    with pytest.raises(SpecError, match="7 plates, at most 6"):
+        parse_spec(spec(model, mask, tmp_path,
+                        [{**UV, "name": f"S{i}"} for i in range(7)]))
+    plain = spec(model, mask, tmp_path, [UV])
+    del plain["texture"]
+    with pytest.raises(SpecError, match="no texture.paint to take levels from"):
+        parse_spec(plain)
+
+
+def test_preflight_checks_each_plate_against_the_mask(model, mask, tmp_path, capsys):
+    """`texprod inspect --spec` re-makes each plate from the mask and compares it with the
+    file's channel: a plate moved by one pixel is caught, with where."""
+    from texprod.cli import main
+    from texprod.job.pipeline import preflight_job
+
+    data = spec(model, mask, tmp_path, [UV])
+    result = run_job(parse_spec(data))
+    assert result.report.check("plate.Spot UV").ok
+    assert any("Spot UV: paint levels foreground, 100 %, overprint -> channel 5" in line
+               for line in result.summary()["plates"])
+
+    spec_file = tmp_path / "spot.yaml"
+    spec_file.write_text(json.dumps(data))  # JSON is YAML
+    assert main(["inspect", str(result.tiff.path), "--spec", str(spec_file)]) == 0
+    shown = capsys.readouterr().out
+    assert "inks" in shown and "Cyan, Magenta, Yellow, Black, Spot UV" in shown
+    assert "plate.Spot UV" in shown
+
+    pixels = tifffile.imread(result.tiff.path)
+    moved = pixels.copy()
+    moved[:, :, 4] = np.roll(pixels[:, :, 4], 1, axis=1)  # one pixel to the right
+    bad = tmp_path / "moved.tif"
+    with tifffile.TiffFile(result.tiff.path) as tif:
+        tags = tif.pages[0].tags
+        tifffile.imwrite(bad, moved, photometric="separated", extrasamples=[0],
+                         description=tags[270].value, resolution=(DPI, DPI),
+                         extratags=[(332, "H", 1, 2, True), (334, "H", 1, 5, True),
+                                    (333, "s", 0, tags[333].value, True)])
+    check = preflight_job(result.plan, bad).check("plate.Spot UV")
+    assert not check.ok and "differ from the plate the mask makes" in check.detail
+    assert main(["inspect", str(bad), "--spec", str(spec_file)]) == 1
