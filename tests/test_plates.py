@@ -224,3 +224,42 @@ def test_preflight_checks_each_plate_against_the_mask(model, mask, tmp_path, cap
     check = preflight_job(result.plan, bad).check("plate.Spot UV")
     assert not check.ok and "differ from the plate the mask makes" in check.detail
     assert main(["inspect", str(bad), "--spec", str(spec_file)]) == 1
+
+
+def test_the_shipped_spot_uv_box_wrap(tmp_path):
+    """specs/box_spot_uv.yaml at a small size: a Spot UV ink over the logo, and a proof
+    that tints where the varnish goes, half-way to the plate's preview colour."""
+    import yaml
+
+    from texprod.job.spec import SPECS_DIR
+
+    data = yaml.safe_load((SPECS_DIR / "box_spot_uv.yaml").read_text())
+    data["print"].update(width_mm=120, height_mm=80, dpi=150)
+    data["plates"][0]["from"]["placement"] = {"box_mm": [40, 24, 40, 32]}
+    data["output"]["dir"] = str(tmp_path)
+    result = run_job(parse_spec(data), SPECS_DIR)
+    assert result.report.ok and result.report.check("plate.Spot UV").ok
+    pixels = tifffile.imread(result.tiff.path)
+    assert pixels.shape[2] == 5
+    plate = pixels[:, :, 4] > 0
+    b = result.plan.geometry.bleed_px
+    box = np.zeros_like(plate)
+    box[b + 24 * 150 * 10 // 254: b + 56 * 150 * 10 // 254 + 1,
+        b + 40 * 150 * 10 // 254: b + 80 * 150 * 10 // 254 + 1] = True
+    assert plate.any() and not (plate & ~box).any()  # the logo's varnish, inside its box
+
+    proof = pyvips.Image.new_from_file(str(result.plan.outputs.proof)).numpy()[:, :, :3]
+    scale = proof.shape[1] / pixels.shape[1]  # proof pixels per print pixel
+
+    def seen(where: np.ndarray) -> np.ndarray:
+        """The proof's pixels at print pixels `where` (bool (h, w)): (n, 3)."""
+        ys, xs = np.nonzero(where)
+        return proof[(ys * scale).astype(int), (xs * scale).astype(int)].astype(float)
+
+    core = plate & np.roll(plate, 3, 0) & np.roll(plate, -3, 0) & np.roll(plate, 3, 1) \
+        & np.roll(plate, -3, 1)  # away from the logo's edges (JPEG, resampling)
+    assert core.sum() > 1000
+    away = np.zeros_like(plate)
+    away[b + 10: b + 60, b + 10:] = True  # a band of the trim above the logo's box
+    tinted = 0.5 * seen(away).mean(axis=0) + 0.5 * np.array([0xd8, 0xe8, 0xff])
+    assert np.abs(seen(core).mean(axis=0) - tinted).max() < 12

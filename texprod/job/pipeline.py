@@ -623,6 +623,8 @@ def describe_plan(plan: JobPlan) -> str:
                    f"trim {tw} x {th} px at ({g.bleed_px}, {g.bleed_px})"),
         ("texture", plan.texture.summary),
         *([("repeat", _describe_repeat(plan))] if plan.period else []),
+        *[("plate", line) for line in plates_summary(plan, lambda p: plan.outputs.final(p)
+                                                     if p else None)],
         ("colour", f"{c.color.upper()} {c.bits}-bit, {c.description}, {c.intent}"
                    f"{' + BPC' if c.black_point_compensation and c.profile_path else ''}"
                    + (f", TAC limit {plan.spec.print.tac_limit:g}%" if c.color == "cmyk"
