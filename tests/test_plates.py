@@ -263,3 +263,56 @@ def test_the_shipped_spot_uv_box_wrap(tmp_path):
     away[b + 10: b + 60, b + 10:] = True  # a band of the trim above the logo's box
     tinted = 0.5 * seen(away).mean(axis=0) + 0.5 * np.array([0xd8, 0xe8, 0xff])
     assert np.abs(seen(core).mean(axis=0) - tinted).max() < 12
+
+
+def test_a_pdf_x4_of_the_print_with_its_spot_plate(model, mask, tmp_path):
+    """output.formats [tiff, pdf]: Ghostscript's separations of the PDF at the file's
+    resolution are the TIFF's inks (C, M, Y, K and the Spot UV plate) within 1/255, and
+    pikepdf reads back the boxes from the spec's millimetres, the output intent's profile
+    and the provenance."""
+    import urllib.parse
+
+    import pikepdf
+
+    data = spec(model, mask, tmp_path / "out", [UV], formats=["tiff", "pdf"])
+    data["print"].update(width_mm=60.13, height_mm=40.07)  # not on whole pixels
+    result = run_job(parse_spec(data))
+    pdf = result.plan.outputs.pdf
+    assert pdf.is_file() and result.summary()["pdf"] == str(pdf)
+    pixels = tifffile.imread(result.tiff.path).astype(int)
+
+    seps = tmp_path / "seps"
+    seps.mkdir()
+    subprocess.run(["gs", "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-sDEVICE=tiffsep",
+                    f"-r{DPI}", "-dGraphicsAlphaBits=1", "-dTextAlphaBits=1",
+                    f"-sOutputFile={seps}/page.tif", str(pdf)], check=True, timeout=120)
+    plates = {urllib.parse.unquote(f.name[len("page("):-len(").tif")]):
+              255 - tifffile.imread(f).astype(int) for f in seps.glob("page(*).tif")}
+    assert sorted(plates) == sorted(["Cyan", "Magenta", "Yellow", "Black", "Spot UV"])
+    for i, name in enumerate(["Cyan", "Magenta", "Yellow", "Black", "Spot UV"]):
+        assert plates[name].shape == pixels.shape[:2]
+        assert np.abs(plates[name] - pixels[:, :, i]).max() <= 1, name
+
+    points = 72 / 25.4
+    with pikepdf.open(pdf) as doc:
+        page = doc.pages[0]
+        media = [float(v) for v in page.MediaBox]
+        trim = [float(v) for v in page.TrimBox]
+        bleed = [float(v) for v in page.BleedBox]
+        (intent,) = doc.Root.OutputIntents
+        profile = intent.DestOutputProfile.read_bytes()
+        xmp = doc.open_metadata()
+        assert xmp["pdfxid:GTS_PDFXVersion"] == "PDF/X-4"
+        provenance = json.loads(next(v for k, v in xmp.items() if k.endswith("provenance")))
+    assert media[2:] == pytest.approx([pixels.shape[1] / DPI * 72,
+                                       pixels.shape[0] / DPI * 72], abs=0.01)
+    assert trim[2] - trim[0] == pytest.approx(60.13 * points, abs=0.01)
+    assert trim[3] - trim[1] == pytest.approx(40.07 * points, abs=0.01)
+    # the bleed, clamped to the canvas (rounded to whole pixels, it may be a hair smaller)
+    assert bleed[0] == pytest.approx(max(trim[0] - 2 * points, 0), abs=0.01)
+    assert bleed[3] == pytest.approx(min(trim[3] + 2 * points, media[3]), abs=0.01)
+    assert bleed[2] - bleed[0] > trim[2] - trim[0] + 3.9 * points
+    assert profile == result.plan.colour.profile
+    assert str(intent.OutputConditionIdentifier) == "FOGRA39"
+    assert provenance["spec_digest"] == result.plan.spec_digest
+    assert provenance["inks"][-1] == "Spot UV"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ import pyvips
 
 from texprod import __version__
 from texprod.job.plan import JobPlan
+from texprod.press.colour import DEFAULT_CMYK_PROFILE, OutputColour, to_output
+from texprod.press.pdf import SpotInk, write_pdfx4
 from texprod.press.preflight import Check
 from texprod.press.printfile import TILE, WrittenTiff, assemble_tiff, encode_band
 
@@ -127,3 +130,34 @@ def check_plates(plan: JobPlan, tiff: Path | None = None) -> list[Check]:
                             "registered" if not wrong[i] else f"{wrong[i]:,} px off",
                             "registered with the mask", detail))
     return checks
+
+
+def write_pdf(plan: JobPlan, provenance: dict) -> Path:
+    """The PDF/X-4 of the finished print: the raster as DeviceCMYK under the output intent
+    of the print's profile, each spot plate a Separation overprinting it; TrimBox and
+    BleedBox from the spec's millimetres."""
+    g, c = plan.geometry, plan.colour
+    path = plan.outputs.pdf
+    assert path is not None and c.color == "cmyk"
+    trim = g.trim_mm if g.snapped else plan.geometry.requested_trim_mm  # snapped: a period
+    spots = [SpotInk(p.name, alternate_cmyk(p.preview, c)) for p in plan.plates.plates]
+    return write_pdfx4(
+        path, print_bands(plan), width_px=g.width_px, height_px=g.height_px, bits=c.bits,
+        dpi=g.dpi, trim_mm=trim, bleed_mm=plan.spec.print.bleed_mm,
+        output_profile=c.profile, output_condition=output_condition(c),
+        title=plan.spec.description or plan.spec.name, provenance=provenance, spots=spots)
+
+
+def output_condition(colour: OutputColour) -> str:
+    """The OutputIntent's condition: FOGRA39 for texprod's profile, else its description."""
+    return "FOGRA39" if colour.profile_path is not None and \
+        colour.profile_path.name == DEFAULT_CMYK_PROFILE else colour.description
+
+
+def alternate_cmyk(preview: tuple[int, int, int], colour: OutputColour
+                   ) -> tuple[float, float, float, float]:
+    """How PDF viewers show 100 % of a spot ink: its sRGB preview colour through the print's
+    own transform, as CMYK 0..1."""
+    pixel = pyvips.Image.new_from_array(np.array([[preview]], np.uint8))  # (1, 1, 3)
+    cmyk = to_output(pixel.copy(interpretation="srgb"), replace(colour, bits=8))
+    return tuple(v / 255 for v in cmyk.getpoint(0, 0))  # type: ignore[return-value]

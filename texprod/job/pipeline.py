@@ -36,7 +36,12 @@ from texprod import __version__
 from texprod.errors import JobFailure, SpecError, TexprodError
 from texprod.files import sha256_file
 from texprod.job import stop
-from texprod.job.deliverables import check_plates, write_plate_files, write_region_map
+from texprod.job.deliverables import (
+    check_plates,
+    write_pdf,
+    write_plate_files,
+    write_region_map,
+)
 from texprod.job.executors import (
     StripeJob,
     cluster_options,
@@ -328,6 +333,8 @@ def deliverables_job(plan: JobPlan, written: list[Path]) -> list[str]:
         made.append("plate files")
     if plan.outputs.region_map:
         written.append(write_region_map(plan).path)
+    if plan.outputs.pdf:
+        written.append(write_pdf(plan, promise(plan).to_provenance()["texprod"]))
         made.append("region map")
     return made
 
