@@ -32,6 +32,7 @@ bench: $(PY)
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_export.py
 	$(PY) bench/bench_colour.py
+	$(PY) bench/bench_pdf.py
 	$(PY) bench/bench_job.py
 	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_train.py

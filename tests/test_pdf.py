@@ -5,7 +5,6 @@ depend on bands or threads, bad input and failures mid-write. Small pages, no mo
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.parse
 import zlib
@@ -34,7 +33,6 @@ MAX_IMAGE_BYTES = WIDTH * 4 * 290  # three images of 231 rows, their joins insid
 PROVENANCE = {"texprod": {"job": "test-pdf", "seed": 7, "trim_mm": list(TRIM_MM)}}
 POINTS = 72 / 25.4
 
-needs_gs = pytest.mark.skipif(shutil.which("gs") is None, reason="needs Ghostscript (gs)")
 
 
 def raster(bits: int, spots: int = 2, seed: int = 0) -> np.ndarray:
@@ -98,7 +96,6 @@ def written(tmp_path_factory) -> tuple[Path, np.ndarray]:
 # ----------------------------------------------------------------------------- Ghostscript
 
 
-@needs_gs
 def test_separations_equal_the_raster_row_by_row(written, tmp_path):
     path, array = written
     plates = separations(path, tmp_path / "seps")
@@ -116,7 +113,6 @@ def test_separations_equal_the_raster_row_by_row(written, tmp_path):
     assert np.array_equal(plates["Cyan"][under], array[..., 0][under].astype(np.int32))
 
 
-@needs_gs
 def test_a_viewer_without_overprint_still_shows_the_print_beside_the_plates(written,
                                                                             tmp_path):
     """A spot plate paints only where it has ink (a colour key mask on tint 0): with
@@ -131,7 +127,6 @@ def test_a_viewer_without_overprint_still_shows_the_print_beside_the_plates(writ
     assert not plates["Cyan"][~outside].any()  # inside a plate, knocked out as expected
 
 
-@needs_gs
 def test_16_bit_separations(tmp_path):
     array = raster(16, spots=1, seed=3)
     path = write(tmp_path / "deep.pdf", array, bits=16, spots=SPOTS[:1],
