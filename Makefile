@@ -68,7 +68,7 @@ PORT ?= 4200
 NEED_API = @$(PY) -c "import sys; from prefect.settings import get_current_settings as s; \
   sys.exit(0 if s().api.url else 'PREFECT_API_URL is not set: run make server, then export PREFECT_API_URL=http://$(HOST):$(PORT)/api')"
 
-.PHONY: server server-objects worker deploy buckets up down system-packages
+.PHONY: server server-objects worker deploy buckets up down system-packages install-ci
 
 # The address the UI (in the operator's browser) calls the API at: the server's own, unless
 # it listens on all interfaces (then the host name; set UI_API_URL for a proxy or other name)
@@ -116,6 +116,9 @@ system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+# what CI does before the tests (as root): the system packages, then the Python install
+install-ci: system-packages install
 
 # Start the self-hosted stack (Postgres, Prefect server, MinIO + buckets, GPU worker) from infra/.env
 up:
