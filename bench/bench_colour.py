@@ -15,8 +15,6 @@ downloaded with a synchronisation at each step; the on-device time is the conver
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
 import shutil
@@ -26,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_section, cpu_name, device_name, spawn  # noqa: E402
+from common import append_section, cpu_name, device_name, parser, run_as_child, spawn  # noqa: E402
 
 CHILD_TIMEOUT_S = 1800
 BAND_ROWS = 2048
@@ -188,18 +186,15 @@ def table(rows: list[dict], size: int, repeat: int, idle: dict, gen_s: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--size", type=int, default=16384, help="image side in pixels")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="where the LUT runs (auto: the CPU, and CUDA when available)")
     ap.add_argument("--repeat", type=int, default=2, help="runs per path; the best is kept")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    if args.one:
-        print(json.dumps(run_one(json.loads(args.one))))
+    if run_as_child(args, run_one):
         return 0
 
     import torch

@@ -13,8 +13,6 @@ the horizontal predictor; the outputs are compared pixel by pixel once per colou
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
 import shutil
@@ -24,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_section, cpu_name, spawn, update_record  # noqa: E402
+from common import append_section, cpu_name, parser, run_as_child, spawn, update_record  # noqa: E402
 
 CHILD_TIMEOUT_S = 1800
 WRITERS = ("tiffsave", "write_print_tiff")
@@ -121,7 +119,7 @@ def cached_texture(cache: Path, size: int, bands: int, seed: int) -> tuple[Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--size", type=int, default=16384, help="image side in pixels")
     ap.add_argument("--repeat", type=int, default=2, help="runs per writer; the best is kept")
     ap.add_argument("--workers", type=int, default=None, help="write_print_tiff threads")
@@ -129,12 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=None,
                     help="directory for the cached test images (default: a fresh temp dir)")
-    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    if args.one:
-        print(json.dumps(run_one(json.loads(args.one))))
+    if run_as_child(args, run_one):
         return 0
 
     workers = args.workers or os.cpu_count() or 1

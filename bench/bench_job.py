@@ -18,8 +18,6 @@ tiled), each step a process of its own; its time is the sum, its RSS the larger 
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import shutil
 import subprocess
@@ -29,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section, cpu_name, spawn  # noqa: E402
+from common import REPO, append_section, cpu_name, parser, run_as_child, spawn  # noqa: E402
 
 CHILD_TIMEOUT_S = 3600
 
@@ -149,19 +147,16 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--sizes", default="4096,8192,16384",
                     help="comma-separated square CMYK print sizes in pixels")
     ap.add_argument("--huge", action="store_true", help="also 32768x32768 (1 Gpx)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
     ap.add_argument("--peer-max", type=int, default=8192,
                     help="largest size the naive peer is run at (it holds the whole image)")
     ap.add_argument("--no-box", action="store_true", help="skip the box wrap job")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(json.loads(args.one))))
+    if run_as_child(args, run_one):
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s] + ([32768] if args.huge else [])

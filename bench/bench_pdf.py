@@ -15,8 +15,6 @@ own; the time of making the bands is measured on its own and reported beside.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
 import shutil
@@ -26,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section, cpu_name, spawn  # noqa: E402
+from common import REPO, append_section, cpu_name, parser, run_as_child, spawn  # noqa: E402
 
 CHILD_TIMEOUT_S = 3600
 BAND_ROWS = 2048
@@ -114,19 +112,16 @@ def measure(job: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--size", type=int, default=16384, help="largest page side in pixels")
     ap.add_argument("--naive-max", type=int, default=8192,
                     help="largest side for the naive way (it holds the raster in RAM)")
     ap.add_argument("--workers", type=int, default=None,
                     help="write_pdfx4 compression threads (default: the usable cores)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    if args.one:
-        print(json.dumps(run_one(json.loads(args.one))))
+    if run_as_child(args, run_one):
         return 0
 
     workers = args.workers or len(os.sched_getaffinity(0))

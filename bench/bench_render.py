@@ -11,8 +11,6 @@ prints one JSON line. The parent collects the rows and prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import resource
@@ -22,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_section, device_name, spawn, update_record  # noqa: E402
+from common import append_section, device_name, parser, run_as_child, spawn, update_record  # noqa: E402
 
 CPU_WARMUP_PX = 512  # warm-up canvas side on the CPU
 CHILD_TIMEOUT_S = 1800
@@ -210,17 +208,14 @@ def summary(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small canvas, fewer rows")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="auto = the CPU, plus CUDA when available")
-    parser.add_argument("--size", type=int, help="canvas side in pixels (all devices)")
-    parser.add_argument("--no-append", action="store_true", help="do not write BENCHMARKS.md")
-    parser.add_argument("--one", metavar="JSON", help=argparse.SUPPRESS)  # child mode
-    args = parser.parse_args(argv)
+    ap = parser(__doc__)
+    ap.add_argument("--quick", action="store_true", help="small canvas, fewer rows")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="auto = the CPU, plus CUDA when available")
+    ap.add_argument("--size", type=int, help="canvas side in pixels (all devices)")
+    args = ap.parse_args(argv)
 
-    if args.one:
-        print(json.dumps(run_one(Config(**json.loads(args.one)))))
+    if run_as_child(args, lambda job: run_one(Config(**job))):
         return 0
 
     import torch

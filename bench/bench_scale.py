@@ -15,8 +15,6 @@ per-stripe figures that BENCHMARKS.md's model of a 10 Gpx job on 8 GPUs is built
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import shutil
 import subprocess
@@ -26,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_section, cpu_name, spawn  # noqa: E402
+from common import append_section, cpu_name, parser, run_as_child, spawn  # noqa: E402
 
 CHILD_TIMEOUT_S = 3600
 MODES = {  # label: (Dask workers or None, in-process threads)
@@ -125,13 +123,10 @@ def tables(rows: dict, stripe: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--sizes", default="4096,8192", help="comma-separated square CMYK sizes")
-    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(json.loads(args.one))))
+    if run_as_child(args, run_one):
         return 0
 
     sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -7,11 +7,13 @@ estimate how long a job will take.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +70,23 @@ def update_record(section: str, key: str, values: dict) -> None:
     values = {**values, "date": datetime.now(UTC).strftime("%Y-%m-%d")}
     records.setdefault(section, {})[key] = values
     RECORDS.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's command line, with the options they all have: --no-append, and the
+    hidden --one JSON that makes it the child that runs one measurement (`spawn`)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    ap.add_argument("--one", metavar="JSON", help=argparse.SUPPRESS)
+    return ap
+
+
+def run_as_child(args: argparse.Namespace, run_one: Callable[[dict], dict]) -> bool:
+    """With --one: run that measurement, print its JSON line for the parent, say so."""
+    if not args.one:
+        return False
+    print(json.dumps(run_one(json.loads(args.one))))
+    return True
 
 
 def spawn(script: str, job: dict, timeout: float, cwd: Path = REPO) -> dict:
