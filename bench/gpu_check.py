@@ -37,7 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 WHEELS = REPO / ".whl"
-NEEDED = ("pyvips", "imagecodecs", "pydantic", "boto3", "yaml", "tifffile", "safetensors")
+NEEDED = ("pyvips", "imagecodecs", "pydantic", "boto3", "pikepdf", "yaml", "tifffile",
+          "safetensors")
 CUDA_TEST_FILES = ["tests/test_render.py", "tests/test_noise.py", "tests/test_colour_lut.py",
                    "tests/test_cuda.py"]
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")

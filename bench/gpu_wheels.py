@@ -35,6 +35,7 @@ PACKAGES = [
     "imagecodecs",
     "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions",
     "boto3", "botocore", "s3transfer", "jmespath",
+    "pikepdf",  # needs lxml, Pillow and packaging, which the device has
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64"]
