@@ -43,7 +43,7 @@ def write_plate_files(plan: JobPlan) -> list[WrittenTiff]:
     for i, (plate, path) in enumerate(zip(plan.plates.plates, plan.outputs.plate_files,
                                           strict=True)):
         def rows(y: int, h: int, i: int = i) -> np.ndarray:
-            return plan.plates.rows(y, h, dtype)[:, :, i: i + 1]
+            return plan.plates.rows(y, h, dtype, which=[i])
 
         description = json.dumps({"texprod": {
             "version": __version__, "plate": plate.summary, "spec_digest": plan.spec_digest,

@@ -64,14 +64,16 @@ class Plates:
         """Every ink of a print with these plates as channels, process inks first."""
         return [*PROCESS_INKS, *self.names]
 
-    def rows(self, y: int, h: int, dtype: np.dtype) -> np.ndarray:
-        """The plates over canvas rows y .. y + h: (h, width, plates) of `dtype`, full ink =
-        the dtype's maximum times the plate's tint."""
+    def rows(self, y: int, h: int, dtype: np.dtype, which: list[int] | None = None
+             ) -> np.ndarray:
+        """The plates (all, or those `which` numbers) over canvas rows y .. y + h:
+        (h, width, plates) of `dtype`, full ink = the dtype's maximum times the tint."""
         top = np.iinfo(dtype).max
-        out = np.empty((h, self.width, len(self.plates)), dtype)
-        for i, plate in enumerate(self.plates):
-            inside = self._rows_of(plate, y, h)
-            out[:, :, i] = np.where(inside, round(plate.ink * top), 0)
+        which = range(len(self.plates)) if which is None else which
+        out = np.empty((h, self.width, len(which)), dtype)
+        for k, i in enumerate(which):
+            plate = self.plates[i]
+            out[:, :, k] = np.where(self._rows_of(plate, y, h), round(plate.ink * top), 0)
         return out
 
     def _rows_of(self, plate: Plate, y: int, h: int) -> np.ndarray:
