@@ -279,6 +279,7 @@ def test_a_pdf_x4_of_the_print_with_its_spot_plate(model, mask, tmp_path):
     result = run_job(parse_spec(data))
     pdf = result.plan.outputs.pdf
     assert pdf.is_file() and result.summary()["pdf"] == str(pdf)
+    assert result.timings["deliverables"] > 0
     pixels = tifffile.imread(result.tiff.path).astype(int)
 
     seps = tmp_path / "seps"
@@ -316,3 +317,18 @@ def test_a_pdf_x4_of_the_print_with_its_spot_plate(model, mask, tmp_path):
     assert str(intent.OutputConditionIdentifier) == "FOGRA39"
     assert provenance["spec_digest"] == result.plan.spec_digest
     assert provenance["inks"][-1] == "Spot UV"
+
+
+def test_a_failing_deliverable_leaves_no_output(model, mask, tmp_path, monkeypatch):
+    """The print and the plate files are removed when a later file (here the region map,
+    made to fail as a full disk would) cannot be written."""
+    import texprod.job.pipeline as pipeline
+
+    def full_disk(plan):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "write_region_map", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(OSError):
+        run_job(parse_spec(spec(model, mask, out, [UV], plates_as="files", region_map=True)))
+    assert not [p for p in out.iterdir() if not p.name.startswith(".")]

@@ -324,19 +324,15 @@ def assemble_job(plan: JobPlan, spool: StripeSpool) -> WrittenTiff:
         raise _disk_error(e, plan.outputs.tiff) from None
 
 
-def deliverables_job(plan: JobPlan, written: list[Path]) -> list[str]:
+def deliverables_job(plan: JobPlan, written: list[Path]) -> None:
     """The files beside the print TIFF (plate files, region map, PDF/X-4), each added to
-    `written` as it appears (so a failure removes it); returns the stage names made."""
-    made = []
+    `written` as it appears, so that a failure removes it."""
     if plan.outputs.plate_files:
         written += [w.path for w in write_plate_files(plan)]
-        made.append("plate files")
     if plan.outputs.region_map:
         written.append(write_region_map(plan).path)
     if plan.outputs.pdf:
         written.append(write_pdf(plan, promise(plan).to_provenance()["texprod"]))
-        made.append("region map")
-    return made
 
 
 def proof_job(plan: JobPlan, preview) -> tuple[Path, ...] | None:
@@ -445,9 +441,8 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         stop.check()
         if plan.outputs.plate_files or plan.outputs.region_map or plan.outputs.pdf:
             t = time.perf_counter()
-            for made in stage("deliverables", lambda: deliverables_job(plan, written_paths)):
-                timings[made] = time.perf_counter() - t
-                t = time.perf_counter()
+            stage("deliverables", lambda: deliverables_job(plan, written_paths))
+            timings["deliverables"] = time.perf_counter() - t  # plate files, map, PDF
             stop.check()
         t = time.perf_counter()
         written_paths += stage("proof", lambda: proof_job(plan, preview)) or []
