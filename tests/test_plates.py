@@ -111,10 +111,15 @@ def page_description(path: Path) -> str:
         return tif.pages[0].description
 
 
-def test_tint_knockout_choke_and_spread(model, mask, tmp_path):
+@pytest.mark.parametrize("engine", ["libvips", "lut"])
+def test_tint_knockout_choke_and_spread(model, mask, tmp_path, engine):
+    """(With the LUT colour engine too: the GPU's path, whose ink check then moves after
+    the knockout.)"""
     plates = [{**UV, "tint": 40, "knockout": True, "choke_mm": 0.5},
               {"name": "White", "from": {"levels": ["foreground"]}, "spread_mm": 0.4}]
-    result = run_job(parse_spec(spec(model, mask, tmp_path, plates)))
+    data = spec(model, mask, tmp_path, plates)
+    data["render"]["colour_engine"] = engine
+    result = run_job(parse_spec(data))
     pixels = tifffile.imread(result.tiff.path)
     h, w, _ = pixels.shape
     uv, white = pixels[:, :, 4], pixels[:, :, 5]
@@ -123,7 +128,8 @@ def test_tint_knockout_choke_and_spread(model, mask, tmp_path):
     assert np.array_equal(white > 0, box_pixels(w, h, grow=4))  # 0.4 mm spread, round
     assert not pixels[uv > 0][:, :4].any()  # knocked out: no process ink under the UV
     assert pixels[(white > 0) & (uv == 0)][:, :4].any()  # overprinted under the white
-    assert inspect_tiff(result.tiff.path).ok
+    report = inspect_tiff(result.tiff.path)
+    assert report.ok and report.facts["tac_max"] == round(result.tac_max, 2)
 
 
 def test_plates_as_files_and_a_region_map(model, mask, tmp_path):
