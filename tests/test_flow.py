@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
+import pyvips
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -464,3 +466,32 @@ def test_the_flow_renders_on_a_dask_local_cluster(prefect_api, tiny_model, tmp_p
     assert len(stripes) == summary["stripes"] and all(r.state.is_completed() for r in stripes)
     report_md = {a.key: a for a in artifacts(run_id)}["flow-job-report"].data
     assert "Dask: 2 worker(s), 2 thread(s)" in report_md and "[Dask dashboard](http" in report_md
+
+
+def test_press_deliverables_through_the_flow_to_s3(prefect_api, s3_bucket, tiny_model,
+                                                   tmp_path):
+    """Spot plate files, a region map and the PDF/X-4 made by the flow's `deliverables`
+    task, uploaded beside the print with their content types, and listed in the report."""
+    mask = tmp_path / "logo.png"
+    pyvips.Image.new_from_array(np.full((20, 30), 255, np.uint8)).pngsave(str(mask))
+    path = spec_file(tmp_path, model=str(tiny_model),
+                     output={"dir": f"{s3_bucket}/press/", "plates_as": "files",
+                             "region_map": True, "formats": ["tiff", "pdf"]},
+                     plates=[{"name": "Spot UV", "from": {"mask": str(mask),
+                                                         "placement": {"box_mm": [5, 5, 15, 8]}},
+                              "knockout": True}])
+    state, run_id = run_flow(path)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    names = {o["name"] for o in summary["outputs"]}
+    for suffix in (".spot-uv.tif", ".regions.tif", ".pdf", ".proof.jpg"):
+        assert any(n.endswith(suffix) for n in names), (suffix, names)
+    pdf = next(o for o in summary["outputs"] if o["name"].endswith(".pdf"))
+    bucket, key = split_s3(pdf["uri"])
+    assert boto3.client("s3").head_object(Bucket=bucket, Key=key)["ContentType"] \
+        == "application/pdf"
+    assert {k for k in s3_keys(s3_bucket) if k.startswith("press/")} == \
+        {f"press/{name}" for name in names}
+    assert "deliverables" in task_runs(run_id)
+    report_md = {a.key: a for a in artifacts(run_id)}["flow-job-report"].data
+    assert "spot plate" in report_md and "Spot UV" in report_md and pdf["uri"] in report_md
