@@ -409,12 +409,16 @@ class Trainer:
     def write_samples(self, size: int = 256, count: int = 4) -> Path:
         """A 2 x 2 grid of renders from fixed seeds (one pass of the network)."""
         model = self.model()
-        renderer = Renderer(model, device=str(self.device))
-        plan = renderer.plan(size, size, 0)  # one pass of the unmodified network
+        cudnn = torch.backends.cudnn
         tiles = []
-        for seed in range(count):
-            field = NoiseField(model.config, 1000 + seed, waves=model.waves)
-            tiles.append(render_canvas(renderer, field, plan))
+        # a Renderer fixes cuDNN's algorithms for rendering; training keeps its own choice
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                         deterministic=cudnn.deterministic, allow_tf32=cudnn.allow_tf32):
+            renderer = Renderer(model, device=str(self.device))
+            plan = renderer.plan(size, size, 0)  # one pass of the unmodified network
+            for seed in range(count):
+                field = NoiseField(model.config, 1000 + seed, waves=model.waves)
+                tiles.append(render_canvas(renderer, field, plan))
         row1 = np.concatenate(tiles[:2], axis=1)
         row2 = np.concatenate(tiles[2:4], axis=1)
         grid = np.concatenate([row1, row2], axis=0)
