@@ -45,7 +45,8 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # (canvas side, tiled (tile px, batch) configurations, accuracy canvas, colour side,
 # job side) per device: the check's sizes
 SIZES = {
-    "cuda": {"render": 8192, "tiles": [(1024, 8), (2048, 2), (2048, 4), (4096, 1)],
+    # bench_render's CUDA grid: tiles 1024-4096 px, batches 1-8
+    "cuda": {"render": 8192, "tiles": [(t, b) for t in (1024, 2048, 4096) for b in (1, 4, 8)],
              "accuracy": 1024, "colour": 16384, "job": 32768},
     "cpu": {"render": 256, "tiles": [(128, 1), (128, 4)], "accuracy": 128, "colour": 512,
             "job": 1024},
@@ -152,8 +153,8 @@ def render_rows(device: str, sizes: dict) -> list[dict]:
     rows = []
     for precision in PRECISIONS:
         configs = [(0, 1, False)] + [(t, b, False) for t, b in sizes["tiles"]]
-        if precision == "bf16":
-            configs.append((*sizes["tiles"][-2], True))  # cuDNN autotuning, for its cost
+        if precision == "bf16":  # cuDNN autotuning, for what fixed algorithms cost
+            configs.append((*sizes["tiles"][len(sizes["tiles"]) // 2], True))
         for tile, batch, autotune in configs:
             renderer = Renderer(gen, device, precision, autotune=autotune)
             plan = renderer.plan(side, side, tile)
