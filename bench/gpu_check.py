@@ -349,12 +349,18 @@ def report(env: dict, sizes: dict, tests: dict, render: list[dict], accuracy: li
         ratio = r["mpx_s"] / one_pass[r["precision"]] if one_pass.get(r["precision"]) else None
         rows.append([r["precision"], r["tile"] or "one pass", r["batch"],
                      "yes" if r["autotune"] else "", f"{r['seconds']:.3f}",
-                     f"{r['mpx_s']:.0f}", f"{ratio:.2f}" if ratio else "-",
+                     f"{r['mpx_s']:.1f}", f"{ratio:.2f}" if ratio else "-",
                      f"{r['gpu_mb']:.0f}" if r["gpu_mb"] is not None else "-"])
     out += table(["precision", "tile px", "batch", "autotune", "s", "Mpx/s",
                   "tiled/one-pass", "GPU peak MB"], rows)
     out += ["", f"Canvas {render[0]['side']}² px; median of 3 after a warm-up.", "",
-            "## Accuracy: tiled output on the device vs the CPU fp32 one-pass reference", ""]
+            "Fastest tiling per precision (the candidates for `default_tiling`):", ""]
+    out += table(["precision", "tile px", "batch", "Mpx/s", "GPU peak MB"],
+                 [[b["precision"], b["tile"], b["batch"], f"{b['mpx_s']:.1f}",
+                   f"{b['gpu_mb']:.0f}" if b["gpu_mb"] is not None else "-"]
+                  for b in best_tiling(render)])
+    out += ["", "## Accuracy: tiled output on the device vs the CPU fp32 one-pass reference",
+            ""]
     out += table(["precision", "canvas", "tiles", "max diff (1/255)", "mean diff",
                   "pixels off"],
                  [[a["precision"], f"{a['side']}²", a["tiles"], a["max_diff"],
@@ -394,6 +400,16 @@ def report(env: dict, sizes: dict, tests: dict, render: list[dict], accuracy: li
     out += ["", "## Goals (issue 17, on one H100/H200)", ""]
     out += table(["goal", "measured", "met"], goals(render, accuracy, job))
     return "\n".join(out) + "\n"
+
+
+def best_tiling(render: list[dict]) -> list[dict]:
+    """Per precision, the fastest tiled configuration with fixed cuDNN algorithms."""
+    best = {}
+    for r in render:
+        if r["tile"] and not r["autotune"] and "mpx_s" in r and \
+                r["mpx_s"] > best.get(r["precision"], {}).get("mpx_s", 0):
+            best[r["precision"]] = r
+    return [best[p] for p in PRECISIONS if p in best]
 
 
 def goals(render: list[dict], accuracy: list[dict], job: dict) -> list[list[str]]:
