@@ -18,7 +18,7 @@ import torch
 from tests.conftest import tiny_generator
 from texprod.engine.noise import NoiseField
 from texprod.engine.render import Renderer, render_canvas
-from texprod.job.stripes import ink_check
+from texprod.job.stripes import ink_check, shrink_preview, shrink_preview_tensor
 from texprod.press.colour import DEFAULT_CMYK_PROFILE, ICC_DIR, OutputColour, to_output
 from texprod.press.colour_lut import ColourLUT, colour_lut, ink_coverage
 
@@ -199,3 +199,14 @@ def test_cuda_equals_cpu(bits):
     assert int(diff) <= 1
     assert ink_coverage(on_gpu) == ink_coverage(on_gpu.cpu())
     assert ink_coverage(on_gpu)[0] == ink_check(on_gpu.cpu().numpy(), 0, 1000)
+
+
+@pytest.mark.parametrize("dtype, top", [(np.uint8, 255), (np.uint16, 65535)])
+def test_the_preview_shrinks_to_the_same_bytes_where_the_pixels_are(dtype, top):
+    """The stripe preview made on the render device (the LUT path) equals the CPU one,
+    byte for byte, partial blocks at the edges dropped alike."""
+    rows = np.random.default_rng(3).integers(0, top + 1, (70, 131, 3)).astype(dtype)
+    for factor in (1, 2, 8):
+        cpu = shrink_preview(rows, factor)
+        device = shrink_preview_tensor(torch.from_numpy(rows), factor).numpy()
+        assert device.dtype == np.uint8 and np.array_equal(device, cpu)
