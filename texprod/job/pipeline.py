@@ -506,6 +506,9 @@ def output_records(plan: JobPlan) -> list[dict]:
              "sha256": sha256_file(p)} for p in plan.outputs.local]
 
 
+_ENGINES = {"lut": "a 3D table on the render device", "libvips": "libvips (LittleCMS)"}
+
+
 def plates_summary(plan: JobPlan, uri: Callable[[Path | None], str | None]) -> list[str]:
     """One line per spot plate: its ink, where it prints and where it went."""
     lines = []
@@ -538,7 +541,9 @@ def job_summary(plan: JobPlan, outputs: list[dict], timings: dict[str, float],
         "file": tiff["uri"], "bytes": tiff["bytes"], "sha256": tiff["sha256"],
         "width_px": g.width_px, "height_px": g.height_px, "megapixels": g.megapixels,
         "dpi": g.dpi, "bleed_mm": round(g.bleed_mm, 3), "bleed_px": g.bleed_px,
-        "colour": f"{c.color.upper()} {c.bits}-bit, {c.description}, {c.intent}",
+        "colour": f"{c.color.upper()} {c.bits}-bit, {c.description}, {c.intent}"
+                  + (f", converted by {_ENGINES[plan.colour_engine]}"
+                     if plan.colour_engine in _ENGINES else ""),
         "tac_max": tac_max, "tac_limit": plan.spec.print.tac_limit if c.color == "cmyk" else None,
         "preflight": {"ok": report.ok, "checks": len(report.checks),
                       "failed": [ch.name for ch in report.failed]},
@@ -630,7 +635,9 @@ def describe_plan(plan: JobPlan) -> str:
         ("colour", f"{c.color.upper()} {c.bits}-bit, {c.description}, {c.intent}"
                    f"{' + BPC' if c.black_point_compensation and c.profile_path else ''}"
                    + (f", TAC limit {plan.spec.print.tac_limit:g}%" if c.color == "cmyk"
-                      else "")),
+                      else "")
+                   + (f"; converted by {_ENGINES[plan.colour_engine]}"
+                      if plan.colour_engine in _ENGINES else "")),
         ("tiff", f"{plan.tiff.compression} {plan.tiff.layout}, {bigtiff} "
                  f"({plan.bigtiff_reason}), ICC {'embedded' if plan.tiff.embed_icc else 'not embedded'}"),
         ("render", f"{plan.device} {plan.spec.render.precision}, "
