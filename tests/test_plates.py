@@ -338,3 +338,16 @@ def test_a_failing_deliverable_leaves_no_output(model, mask, tmp_path, monkeypat
     with pytest.raises(OSError):
         run_job(parse_spec(spec(model, mask, out, [UV], plates_as="files", region_map=True)))
     assert not [p for p in out.iterdir() if not p.name.startswith(".")]
+
+
+def test_plates_as_channels_or_files_are_two_prints(model, mask, tmp_path):
+    """The print TIFF differs (5 inks or 4), so its name does: one never replaces the other
+    in an output directory. Without plates the setting changes nothing."""
+    from texprod.job.plan import plan_job
+
+    names = {how: plan_job(parse_spec(spec(model, mask, tmp_path, [UV], plates_as=how)))
+             .outputs.tiff.name for how in ("channels", "files")}
+    assert names["channels"] != names["files"]
+    plain = {how: plan_job(parse_spec(spec(model, mask, tmp_path, [], plates_as=how)))
+             .spec_digest for how in ("channels", "files")}
+    assert plain["channels"] == plain["files"]

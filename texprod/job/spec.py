@@ -394,6 +394,8 @@ class JobSpec(_Strict):
         content["render"] = {"precision": self.render.precision}
         if not content["plates"]:  # specs without plates keep the digests they had
             del content["plates"]
+        else:  # as channels or as files, the print TIFF differs
+            content["plates_as"] = self.output.plates_as
         content["model_digest"] = model_digest
         inputs = inputs or {}
         if "mask" in inputs and content["texture"].get("paint"):
