@@ -271,22 +271,28 @@ def test_the_shipped_spot_uv_box_wrap(tmp_path):
     assert np.abs(seen(core).mean(axis=0) - tinted).max() < 12
 
 
-def test_a_pdf_x4_of_the_print_with_its_spot_plate(model, mask, tmp_path):
+@pytest.mark.parametrize("plates_as, bits", [("channels", 8), ("files", 16)])
+def test_a_pdf_x4_of_the_print_with_its_spot_plate(model, mask, tmp_path, plates_as, bits):
     """output.formats [tiff, pdf]: Ghostscript's separations of the PDF at the file's
-    resolution are the TIFF's inks (C, M, Y, K and the Spot UV plate) within 1/255, and
-    pikepdf reads back the boxes from the spec's millimetres, the output intent's profile
-    and the provenance."""
+    resolution are the print's inks (C, M, Y, K and the Spot UV plate, from its channel or
+    its file) within 1/255, and pikepdf reads back the boxes from the spec's millimetres,
+    the output intent's profile and the provenance."""
     import urllib.parse
 
     import pikepdf
 
-    data = spec(model, mask, tmp_path / "out", [UV], formats=["tiff", "pdf"])
-    data["print"].update(width_mm=60.13, height_mm=40.07)  # not on whole pixels
+    data = spec(model, mask, tmp_path / "out", [{**UV, "tint": 60}], formats=["tiff", "pdf"],
+                plates_as=plates_as)
+    data["print"].update(width_mm=60.13, height_mm=40.07, bit_depth=bits)  # off the grid
     result = run_job(parse_spec(data))
     pdf = result.plan.outputs.pdf
     assert pdf.is_file() and result.summary()["pdf"] == str(pdf)
     assert result.timings["deliverables"] > 0
     pixels = tifffile.imread(result.tiff.path).astype(int)
+    if plates_as == "files":
+        plate = tifffile.imread(result.plan.outputs.plate_files[0]).astype(int)
+        pixels = np.concatenate([pixels, plate[:, :, None]], axis=2)
+    pixels = np.round(pixels / (1 if bits == 8 else 257))  # Ghostscript separates 8-bit
 
     seps = tmp_path / "seps"
     seps.mkdir()
@@ -322,7 +328,7 @@ def test_a_pdf_x4_of_the_print_with_its_spot_plate(model, mask, tmp_path):
     assert profile == result.plan.colour.profile
     assert str(intent.OutputConditionIdentifier) == "FOGRA39"
     assert provenance["spec_digest"] == result.plan.spec_digest
-    assert provenance["inks"][-1] == "Spot UV"
+    assert provenance["plates"][0]["name"] == "Spot UV"
 
 
 def test_a_failing_deliverable_leaves_no_output(model, mask, tmp_path, monkeypatch):
