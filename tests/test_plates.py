@@ -196,6 +196,26 @@ def test_plate_errors_name_the_field(model, mask, tmp_path):
     del plain["texture"]
     with pytest.raises(SpecError, match="no texture.paint to take levels from"):
         parse_spec(plain)
+    with pytest.raises(SpecError, match=r"output.formats: got \['pdf'\], must include tiff"):
+        parse_spec(spec(model, mask, tmp_path, [], formats=["pdf"]))
+    rgb_pdf = spec(model, mask, tmp_path, [], formats=["tiff", "pdf"])
+    rgb_pdf["print"]["color"] = "rgb"
+    with pytest.raises(SpecError, match="output.formats: pdf needs print.color cmyk"):
+        parse_spec(rgb_pdf)
+
+
+def test_a_region_map_of_too_many_quilt_blocks_is_refused_before_rendering(model, tmp_path):
+    from texprod.job.plan import plan_job
+
+    quilt = {"name": "quilt", "model": str(model), "seed": 3,
+             "texture": {"quilt": {"block_mm": 1, "transition_mm": 0.2}},
+             "print": {"width_mm": 400, "height_mm": 300, "dpi": DPI, "color": "rgb"},
+             "render": {"device": "cpu"},
+             "output": {"dir": str(tmp_path / "out"), "region_map": True}}
+    with pytest.raises(SpecError, match=r"output.region_map: the texture has 12\d,\d{3} "
+                                        r"regions .* a 16-bit map holds 65,536"):
+        plan_job(parse_spec(quilt))
+    assert not (tmp_path / "out").exists()
 
 
 def test_preflight_checks_each_plate_against_the_mask(model, mask, tmp_path, capsys):
@@ -341,7 +361,9 @@ def test_a_failing_deliverable_leaves_no_output(model, mask, tmp_path, monkeypat
 
     monkeypatch.setattr(pipeline, "write_region_map", full_disk)
     out = tmp_path / "out"
-    with pytest.raises(OSError):
+    from texprod.errors import JobFailure
+
+    with pytest.raises(JobFailure, match=r"disk full while writing .*\.regions\.tif"):
         run_job(parse_spec(spec(model, mask, out, [UV], plates_as="files", region_map=True)))
     assert not [p for p in out.iterdir() if not p.name.startswith(".")]
 
@@ -357,3 +379,33 @@ def test_plates_as_channels_or_files_are_two_prints(model, mask, tmp_path):
     plain = {how: plan_job(parse_spec(spec(model, mask, tmp_path, [], plates_as=how)))
              .spec_digest for how in ("channels", "files")}
     assert plain["channels"] == plain["files"]
+
+
+def test_the_disk_check_counts_the_files_beside_the_print(model, mask, tmp_path):
+    """Room for the print alone is not enough for a job that also writes its PDF, plate
+    files and region map: refused before rendering, naming what it needs."""
+    import os
+
+    from texprod.errors import TexprodError
+    from texprod.job.pipeline import DISK_MARGIN, check_disk_space
+    from texprod.job.plan import plan_job
+
+    disk = tmp_path / "disk"
+    plain = plan_job(parse_spec(spec(model, mask, disk, [UV])))
+    full = plan_job(parse_spec(spec(model, mask, disk, [UV], plates_as="files",
+                                    region_map=True, formats=["tiff", "pdf"])))
+    w, h = full.geometry.width_px, full.geometry.height_px
+    assert plain.deliverable_bytes == 0
+    assert full.deliverable_bytes >= w * h * (5 + 1 + 1)  # PDF inks, plate file, map
+    room = plain.output_bytes + DISK_MARGIN + full.deliverable_bytes // 2
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={room}", "tmpfs", str(disk)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a tmpfs of a given size")
+    try:
+        check_disk_space(plain)  # the print alone fits
+        with pytest.raises(TexprodError, match=rf"disk: {disk} has .* free, the job needs"):
+            check_disk_space(full)
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

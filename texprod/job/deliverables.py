@@ -34,26 +34,24 @@ def _chunks(rows: Callable[[int, int], np.ndarray], height: int, plan: JobPlan
         yield from encode_band(rows(y, min(BAND_ROWS, height - y)), plan.tiff)
 
 
-def write_plate_files(plan: JobPlan) -> list[WrittenTiff]:
-    """One grey TIFF per spot plate, the print's geometry and dpi, full ink = black
+def write_plate_file(plan: JobPlan, i: int) -> WrittenTiff:
+    """Spot plate `i` as a grey TIFF of the print's geometry and dpi, full ink = black
     (MinIsWhite), named after the ink."""
     g, c = plan.geometry, plan.colour
     dtype = np.dtype(np.uint8 if c.bits == 8 else np.uint16)
-    written = []
-    for i, (plate, path) in enumerate(zip(plan.plates.plates, plan.outputs.plate_files,
-                                          strict=True)):
-        def rows(y: int, h: int, i: int = i) -> np.ndarray:
-            return plan.plates.rows(y, h, dtype, which=[i])
+    plate, path = plan.plates.plates[i], plan.outputs.plate_files[i]
 
-        description = json.dumps({"texprod": {
-            "version": __version__, "plate": plate.summary, "spec_digest": plan.spec_digest,
-            "print": plan.outputs.tiff.name, "width_px": g.width_px, "height_px": g.height_px,
-            "dpi": g.dpi}})
-        written.append(assemble_tiff(
-            _chunks(rows, g.height_px, plan), path, width=g.width_px, height=g.height_px,
-            bands=1, dtype=dtype, options=plan.tiff, dpi=g.dpi, icc_profile=None,
-            description=description, ink_plate=True))
-    return written
+    def rows(y: int, h: int) -> np.ndarray:
+        return plan.plates.rows(y, h, dtype, which=[i])
+
+    description = json.dumps({"texprod": {
+        "version": __version__, "plate": plate.summary, "spec_digest": plan.spec_digest,
+        "print": plan.outputs.tiff.name, "width_px": g.width_px, "height_px": g.height_px,
+        "dpi": g.dpi}})
+    return assemble_tiff(_chunks(rows, g.height_px, plan), path, width=g.width_px,
+                         height=g.height_px, bands=1, dtype=dtype, options=plan.tiff,
+                         dpi=g.dpi, icc_profile=None, description=description,
+                         ink_plate=True)
 
 
 def write_region_map(plan: JobPlan) -> WrittenTiff:

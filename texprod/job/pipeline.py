@@ -39,7 +39,7 @@ from texprod.job import stop
 from texprod.job.deliverables import (
     check_plates,
     write_pdf,
-    write_plate_files,
+    write_plate_file,
     write_region_map,
 )
 from texprod.job.executors import (
@@ -156,7 +156,7 @@ def check_disk_space(plan: JobPlan) -> None:
     shared = spool_dir.stat().st_dev == out_dir.stat().st_dev
     for label, directory, size in (
         ("stripe spool", plan.spool_dir.parent, stripe if shared else plan.output_bytes),
-        ("output", plan.outputs.tiff.parent, plan.output_bytes),
+        ("output", plan.outputs.tiff.parent, plan.output_bytes + plan.deliverable_bytes),
     ):
         directory = _existing_ancestor(directory)  # a dry run creates no directories
         key = next((d for d in needs if d.stat().st_dev == directory.stat().st_dev), directory)
@@ -288,9 +288,8 @@ def promise(plan: JobPlan) -> Promise:
         bigtiff=plan.bigtiff,
         bigtiff_reason=plan.bigtiff_reason,
         inks=plan.inks,
-        plates=[{**p.summary, **({"file": f.name} if f else {})} for p, f in
-                zip(plan.plates.plates, plan.outputs.plate_files or [None] * 99,
-                    strict=False)] or None,
+        plates=[{**p.summary, **({"file": f.name} if f else {})}
+                for p, f in zip(plan.plates.plates, _plate_files(plan), strict=True)] or None,
         region_map=plan.texture.regions.provenance(plan.outputs.region_map.name)
         if plan.outputs.region_map else None,
     )
@@ -324,15 +323,28 @@ def assemble_job(plan: JobPlan, spool: StripeSpool) -> WrittenTiff:
         raise _disk_error(e, plan.outputs.tiff) from None
 
 
+def _plate_files(plan: JobPlan) -> tuple[Path | None, ...]:
+    """Each plate's file, or None for plates that are channels of the print TIFF."""
+    return plan.outputs.plate_files or (None,) * len(plan.plates.plates)
+
+
 def deliverables_job(plan: JobPlan, written: list[Path]) -> None:
     """The files beside the print TIFF (plate files, region map, PDF/X-4), each added to
     `written` as it appears, so that a failure removes it."""
-    if plan.outputs.plate_files:
-        written += [w.path for w in write_plate_files(plan)]
+    makers: list[tuple[Path, Callable[[], Any]]] = [
+        (path, lambda i=i: write_plate_file(plan, i))
+        for i, path in enumerate(plan.outputs.plate_files)]
     if plan.outputs.region_map:
-        written.append(write_region_map(plan).path)
+        makers.append((plan.outputs.region_map, lambda: write_region_map(plan)))
     if plan.outputs.pdf:
-        written.append(write_pdf(plan, promise(plan).to_provenance()["texprod"]))
+        makers.append((plan.outputs.pdf,
+                       lambda: write_pdf(plan, promise(plan).to_provenance()["texprod"])))
+    for path, make in makers:
+        try:
+            make()
+        except OSError as e:
+            raise _disk_error(e, path) from None
+        written.append(path)
 
 
 def proof_job(plan: JobPlan, preview) -> tuple[Path, ...] | None:
@@ -512,8 +524,7 @@ _ENGINES = {"lut": "a 3D table on the render device", "libvips": "libvips (Littl
 def plates_summary(plan: JobPlan, uri: Callable[[Path | None], str | None]) -> list[str]:
     """One line per spot plate: its ink, where it prints and where it went."""
     lines = []
-    files = plan.outputs.plate_files or (None,) * len(plan.plates.plates)
-    for plate, path in zip(plan.plates.plates, files, strict=True):
+    for plate, path in zip(plan.plates.plates, _plate_files(plan), strict=True):
         source = plate.summary["from"]
         where = (f"paint levels {', '.join(source['levels'])}" if "levels" in source
                  else f"mask {source['mask']}")
@@ -649,7 +660,8 @@ def describe_plan(plan: JobPlan) -> str:
                    + (f", repeat period {plan.period[1]} x {plan.period[0]} cells"
                       if plan.period else "")),
         ("disk", f"stripe spool in {plan.spool_dir.parent} (moved into the file as it is "
-                 f"assembled), output at most {_size(plan.output_bytes)} in "
+                 f"assembled), output at most "
+                 f"{_size(plan.output_bytes + plan.deliverable_bytes)} in "
                  f"{plan.outputs.tiff.parent}"),
         ("estimate", plan.estimate),
         ("outputs", ", ".join(plan.outputs.final(p) for p in plan.outputs.local)

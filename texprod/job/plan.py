@@ -80,6 +80,7 @@ class JobPlan:
     outputs: JobOutputs
     spool_dir: Path  # finished stripes, encoded, until the file is assembled
     output_bytes: int  # upper bound on the file: worst-case compression plus headers
+    deliverable_bytes: int  # likewise for the files beside it (plate files, map, PDF)
     repeat: RepeatPeriod | None = None  # texture.repeat given as a period in mm
     estimate: str = ""
 
@@ -212,6 +213,7 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         spool_dir=scratch_dir / f".{stem}.stripes",
         output_bytes=worst_case_size(geometry.width_px, geometry.height_px, file_bands,
                                      colour.bits, tiff),
+        deliverable_bytes=_deliverable_bytes(spec, geometry, colour, tiff, plates, texture),
     )
     plan.estimate = estimate(plan)
     return plan
@@ -227,6 +229,21 @@ def period_box(geometry: PrintGeometry, period: tuple[int, int] | None, cell_px:
     if b + w > geometry.width_px or b + h > geometry.height_px:
         return None
     return b, b, w, h
+
+
+def _deliverable_bytes(spec: JobSpec, geometry: PrintGeometry, colour: OutputColour,
+                       tiff: TiffOptions, plates: Plates, texture: TextureField) -> int:
+    """The worst-case size of the files beside the print: each plate file and the region
+    map (one band), and the PDF (every ink, Flate: at worst stored blocks)."""
+    w, h, inks = geometry.width_px, geometry.height_px, colour.bands + len(plates.plates)
+    total = 0
+    if spec.output.plates_as == "files":
+        total += len(plates.plates) * worst_case_size(w, h, 1, colour.bits, tiff)
+    if spec.output.region_map:
+        total += worst_case_size(w, h, 1, texture.regions.bits, tiff)
+    if "pdf" in spec.output.formats:
+        total += worst_case_size(w, h, inks, colour.bits, TiffOptions(compression="deflate"))
+    return total
 
 
 def _file_name(ink: str) -> str:

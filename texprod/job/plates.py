@@ -118,7 +118,7 @@ def plan_plates(spec: JobSpec, texture: TextureField, geometry: PrintGeometry,
             assert mask is not None  # the spec checks that levels come with texture.paint
             keys = [str(k) for k in spec.texture.paint.latents]
             wanted = {_colour(level_value(k)) for k in plate.source.levels}
-            levels = tuple(i for i, k in enumerate(keys) if _colour(level_value(k)) in wanted)
+            levels = tuple(j for j, k in enumerate(keys) if _colour(level_value(k)) in wanted)
         else:
             placed = place_mask(plate.source.mask, plate.source.placement or PlacementSpec(),
                                 ["background", FOREGROUND], geometry, frame, period,

@@ -48,6 +48,25 @@ class PlacedMask:
 
 
 @dataclass(frozen=True)
+class QuiltBlocks:
+    """A quilt's blocks as labels: block row * `columns` + block column, counted from
+    `first` (the top-left block of the canvas, or of the period in repeat mode)."""
+
+    blocks: tuple[float, float]  # block rows, cols in cells
+    period: tuple[int, int] | None  # in blocks: the labels wrap with it
+    cell_px: int
+    first: tuple[int, int]  # (row, col) of label 0
+    columns: int
+
+    def at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Labels at global pixel rows `ys` (n,) x columns `xs` (m,): (n, m) int64."""
+        rows, cols = self.period or (None, None)
+        by = _block(ys, self.blocks[0], self.cell_px, rows) - self.first[0]
+        bx = _block(xs, self.blocks[1], self.cell_px, cols) - self.first[1]
+        return by[:, None] * self.columns + bx[None, :]
+
+
+@dataclass(frozen=True)
 class Regions:
     """The region map's source: per canvas pixel, a label, and what each label means."""
 
@@ -55,9 +74,12 @@ class Regions:
     width: int
     legend: dict[str, str]  # label -> what it is ("0": "background: kraft-fibre")
     count: int  # labels in use: 0 .. count - 1
-    mask: PlacedMask | None = None  # paint: the mask's level per pixel
-    quilt: tuple[tuple[float, float], tuple[int, int] | None, int, tuple[int, int]] | None \
-        = None  # (block rows/cols in cells, period in blocks, cell px, first block (y, x))
+    labels: PlacedMask | QuiltBlocks | None = None  # None: one region, 0 everywhere
+
+    @property
+    def mask(self) -> PlacedMask | None:
+        """The placed paint mask, when the regions are its levels."""
+        return self.labels if isinstance(self.labels, PlacedMask) else None
 
     @property
     def bits(self) -> int:
@@ -66,24 +88,11 @@ class Regions:
     def rows(self, y: int, h: int) -> np.ndarray:
         """Labels of canvas rows y .. y + h: (h, width) uint8 or uint16."""
         x0, y0 = self.origin
-        ys, xs = np.arange(y0 + y, y0 + y + h), np.arange(x0, x0 + self.width)
         dtype = np.uint8 if self.bits == 8 else np.uint16
-        if self.mask is not None:
-            return self.mask.at(ys, xs).astype(dtype)
-        if self.quilt is None:
+        if self.labels is None:
             return np.zeros((h, self.width), dtype)
-        (block_y, block_x), period, cell_px, (first_y, first_x) = self.quilt
-        by = _block(ys, block_y, cell_px, period[0] if period else None) - first_y
-        bx = _block(xs, block_x, cell_px, period[1] if period else None) - first_x
-        across = self.quilt_columns
-        return (by[:, None] * across + bx[None, :]).astype(dtype)
-
-    @property
-    def quilt_columns(self) -> int:
-        """Blocks across the canvas (a label is block row * this + block column)."""
-        assert self.quilt is not None
-        (_, block_x), period, cell_px, (_, first_x) = self.quilt
-        return _columns(self.origin[0], self.width, block_x, cell_px, period, first_x)
+        ys, xs = np.arange(y0 + y, y0 + y + h), np.arange(x0, x0 + self.width)
+        return self.labels.at(ys, xs).astype(dtype)
 
     def provenance(self, file_name: str) -> dict[str, Any]:
         return {"file": file_name, "bits": self.bits, "legend": self.legend}
@@ -96,13 +105,6 @@ def _block(pixels: np.ndarray, block: float, cell_px: int, period: int | None) -
     return np.mod(index, period) if period else index
 
 
-def _columns(x0: int, width: int, block_x: float, cell_px: int, period: tuple[int, int] | None,
-             first_x: int) -> int:
-    if period:
-        return period[1]
-    return int(_block(np.array([x0 + width - 1]), block_x, cell_px, None)[0]) - first_x + 1
-
-
 def quilt_regions(origin: tuple[int, int], width: int, height: int,
                   blocks: tuple[float, float], period: tuple[int, int] | None, cell_px: int,
                   seed: int) -> Regions:
@@ -110,17 +112,17 @@ def quilt_regions(origin: tuple[int, int], width: int, height: int,
     from the canvas' top-left block (in repeat mode: from the period's first block)."""
     x0, y0 = origin
     if period:
-        first = (0, 0)
-        count = period[0] * period[1]
+        first, count = (0, 0), period[0] * period[1]
+        columns = period[1]
     else:
-        first = (int(_block(np.array([y0]), blocks[0], cell_px, None)[0]),
-                 int(_block(np.array([x0]), blocks[1], cell_px, None)[0]))
-        last = (int(_block(np.array([y0 + height - 1]), blocks[0], cell_px, None)[0]),
-                int(_block(np.array([x0 + width - 1]), blocks[1], cell_px, None)[0]))
-        count = (last[0] - first[0] + 1) * (last[1] - first[1] + 1)
-    across = _columns(x0, width, blocks[1], cell_px, period, first[1])
-    legend = {"value": f"block row * {across} + block column, from the "
+        corners = [_block(np.array([y0, y0 + height - 1]), blocks[0], cell_px, None),
+                   _block(np.array([x0, x0 + width - 1]), blocks[1], cell_px, None)]
+        first = (int(corners[0][0]), int(corners[1][0]))
+        rows, columns = (int(c[1] - c[0]) + 1 for c in corners)
+        count = rows * columns
+    legend = {"value": f"block row * {columns} + block column, from the "
                        + ("period's" if period else "canvas'") + " top-left block",
               "latent": f"each block's latent is hashed from the quilt seed {seed} and its "
                         "block indices"}
-    return Regions(origin, width, legend, count, quilt=(blocks, period, cell_px, first))
+    return Regions(origin, width, legend, count,
+                   QuiltBlocks(blocks, period, cell_px, first, columns))

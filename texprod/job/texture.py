@@ -167,7 +167,7 @@ def _paint(paint: PaintSpec, checkpoint: Checkpoint, model: str, geometry: Print
                f"{frame.mm(effective_transition(transition)):.1f} mm")
     x0, y0, width, _ = frame.canvas_px
     legend = {str(i): f"{k}: {_latent_name(paint.latents[k])}" for i, k in enumerate(keys)}
-    regions = Regions((x0, y0), width, legend, len(keys), mask=placed.mask)
+    regions = Regions((x0, y0), width, legend, len(keys), placed.mask)
     return TextureField(field, summary, regions, {"mask": placed.sha256})
 
 
