@@ -11,7 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import pyvips
 import yaml
 
 import flows.generate as generate_flow
@@ -30,12 +32,17 @@ pytestmark = pytest.mark.skipif(
 
 
 def _spec(tmp_path: Path, name: str, model: str) -> Path:
+    """A CMYK print with a Spot UV plate over a rectangle, and its PDF/X-4."""
+    mask = tmp_path / "varnish.png"
+    pyvips.Image.new_from_array(np.full((10, 20), 255, np.uint8)).pngsave(str(mask))
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
         "name": name, "seed": 2, "model": model,
         "print": {"width_mm": 40, "height_mm": 30, "dpi": 150, "bleed_mm": 2, "color": "cmyk"},
         "render": {"device": "cpu", "tile_px": 64, "scratch_dir": str(tmp_path / "scratch")},
-        "output": {"dir": str(tmp_path / "out")},
+        "output": {"dir": str(tmp_path / "out"), "formats": ["tiff", "pdf"]},
+        "plates": [{"name": "Spot UV", "from": {"mask": str(mask),
+                                                "placement": {"box_mm": [10, 8, 20, 10]}}}],
     }))
     return path
 
@@ -124,9 +131,12 @@ def test_the_proof_and_the_thumbnail_load_inline(prefect_api, runs, page, tmp_pa
     text = page.inner_text("body")
     # the timings row shows every stage (a bare | used to cut it at the first one)
     timings = next(line for line in text.splitlines() if line.startswith("timings"))
-    for stage in ("plan", "render", "export", "proof", "preflight", "total"):
+    for stage in ("plan", "render", "export", "deliverables", "proof", "preflight", "total"):
         assert f"{stage} " in timings, timings
     assert "sha256" in text and "size" in text
+    plate = next(line for line in text.splitlines() if line.startswith("spot plate"))
+    assert "Spot UV" in plate and "channel 5 of the TIFF" in plate, plate
+    assert any(line.startswith("PDF/X-4") and ".pdf" in line for line in text.splitlines())
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
 
 
