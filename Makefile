@@ -33,6 +33,7 @@ bench: $(PY)
 	$(PY) bench/bench_export.py
 	$(PY) bench/bench_colour.py
 	$(PY) bench/bench_pdf.py
+	$(PY) bench/bench_finish.py
 	$(PY) bench/bench_job.py
 	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_train.py

@@ -89,15 +89,17 @@ def test_a_second_identical_job_is_refused_while_the_first_runs(model, reference
     _wait_for(lambda: any(out.glob(STRIPE_DONE)), first)
     first.send_signal(signal.SIGSTOP)  # frozen mid-render, holding its lock
     try:
-        (stripe,) = sorted(out.glob(".race-*.stripes/stripe-*.bin"))[:1]
-        before = (stripe.stat().st_ino, stripe.stat().st_size, _sha(stripe))
+        # its stripes: in the growing print file, or waiting in the spool
+        (growing,) = out.glob(".race-*.tif.growing")
+        parts = [growing, *sorted(out.glob(".race-*.stripes/stripe-*"))]
+        before = [(p.stat().st_ino, p.stat().st_size, _sha(p)) for p in parts]
         second = subprocess.run([TEXPROD, "generate", str(spec)], env=_env(tmp_path),
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 1
         (line,) = second.stderr.strip().splitlines()
         assert "another texprod job is making race-" in line and f"pid {first.pid}" in line
-        # the first job's spool is untouched: same file, same bytes
-        assert (stripe.stat().st_ino, stripe.stat().st_size, _sha(stripe)) == before
+        # the first job's file and spool are untouched: same files, same bytes
+        assert [(p.stat().st_ino, p.stat().st_size, _sha(p)) for p in parts] == before
     finally:
         first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=300)

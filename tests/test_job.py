@@ -20,7 +20,13 @@ from texprod.cli import main
 from texprod.engine import GeneratorConfig, random_generator
 from texprod.errors import ConfigError, SpecError, TexprodError
 from texprod.job.executors import StripeJob, ThreadStripes
-from texprod.job.pipeline import open_spool, promise, render_stripes, run_job
+from texprod.job.pipeline import (
+    open_spool,
+    prepare_directories,
+    promise,
+    render_stripes,
+    run_job,
+)
 from texprod.job.plan import plan_job
 from texprod.job.spec import parse_spec
 from texprod.models import save_generator
@@ -245,6 +251,34 @@ def test_a_resumed_job_equals_an_uninterrupted_one(model, tmp_path):
     assert not plan.spool_dir.exists()
 
 
+@pytest.mark.parametrize("damage", ["torn", "lost"])
+def test_a_resumed_job_survives_a_torn_or_lost_file(model, tmp_path, damage):
+    """Killed mid-append, the growing file holds bytes past its last record: the rerun
+    cuts them off. A file that is gone takes the stripes it held with it: they are
+    rendered again, the early ones waiting in the spool are kept."""
+    tall = {"height_mm": 120}
+    spec = parse_spec(make_spec(model, tmp_path / "out", render={"tile_px": 16},
+                                print=tall))
+    plan = plan_job(spec)
+    prepare_directories(plan)
+    spool = render_some(plan, [0, 2])  # 0 goes into the file, 2 waits for 1
+    assert spool.assembled == 1 and (plan.spool_dir / "stripe-000002.bin").exists()
+    growing = spool.growing
+    spool.close()
+    if damage == "torn":
+        with open(growing, "ab") as fh:
+            fh.write(b"half a stripe")
+    else:
+        growing.unlink()
+    rendered = []
+    result = run_job(spec, progress=lambda done, total: rendered.append(done))
+    kept = (0, 2) if damage == "torn" else (2,)
+    assert rendered[0] == sum(len(plan.stripes[i].tiles.tiles) for i in kept)
+    fresh = run(model, tmp_path / "fresh", render={"tile_px": 16}, print=tall)
+    assert result.tiff.path.read_bytes() == fresh.tiff.path.read_bytes()
+    assert not growing.exists() and not plan.spool_dir.exists()
+
+
 def test_a_spool_of_another_job_is_not_resumed(model, tmp_path):
     tall = {"height_mm": 120}
     plan = plan_job(parse_spec(make_spec(model, tmp_path, render={"tile_px": 16},
@@ -281,13 +315,17 @@ def test_too_little_disk_fails_before_rendering(model, tmp_path, tiny_disk):
 
 
 def test_disk_filling_up_while_rendering_fails_cleanly(model, tmp_path, tiny_disk):
-    spec = parse_spec(make_spec(model, tmp_path / "out", render={"scratch_dir": str(tiny_disk)},
+    """The print file grows on the output's disk while the stripes render (and early
+    stripes wait in the spool): a full disk there fails the render and leaves nothing."""
+    out = tiny_disk / "out"
+    spec = parse_spec(make_spec(model, out, render={"scratch_dir": str(tiny_disk)},
                                 print={"width_mm": 200, "height_mm": 200, "dpi": 72}))
     plan = plan_job(spec)  # the disk check would refuse; render as if it had passed
-    with pytest.raises(TexprodError, match="disk full while writing"):
+    prepare_directories(plan)
+    with pytest.raises(TexprodError, match=rf"disk full while writing {tiny_disk}"):
         render_some(plan).remove()
     open_spool(plan).remove()
-    assert list(tiny_disk.iterdir()) == []
+    assert [p.name for p in tiny_disk.iterdir()] == ["out"] and not any(out.iterdir())
 
 
 def test_file_size_limit_mid_job_fails_cleanly(model, tmp_path):

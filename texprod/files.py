@@ -74,3 +74,17 @@ def normal_modes(directory: str | os.PathLike) -> None:
     for path in directory.rglob("*"):
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
     os.chmod(directory, 0o777 & ~mask)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

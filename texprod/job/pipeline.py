@@ -25,6 +25,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import pyvips
 
 from texprod import __version__
 from texprod.errors import JobFailure, SpecError, TexprodError
-from texprod.files import sha256_file
+from texprod.files import fsync_directory, sha256_file
 from texprod.job import stop
 from texprod.job.deliverables import (
     check_plates,
@@ -57,10 +58,7 @@ from texprod.job.spool import StripeSpool
 from texprod.job.stripes import StripeResult, single_threaded_torch
 from texprod.models.references import resolve_model
 from texprod.press.preflight import InspectionReport, inspect_tiff
-from texprod.press.printfile import (
-    WrittenTiff,
-    assemble_tiff,
-)
+from texprod.press.printfile import WrittenTiff, print_tags
 from texprod.press.promise import Promise
 from texprod.press.proof import make_proof, make_repeat_preview
 from texprod.storage import upload_file
@@ -195,7 +193,7 @@ def open_spool(plan: JobPlan) -> StripeSpool:
                 "stripes": [[s.y, s.h, *s.tiles.tile_cells] for s in plan.stripes],
                 "tiff": [plan.tiff.compression, plan.tiff.layout]}
     try:
-        return StripeSpool(plan.spool_dir, identity)
+        return StripeSpool(plan.spool_dir, identity, plan.outputs.tiff, plan.bigtiff)
     except OSError as e:
         raise _disk_error(e, plan.spool_dir) from None
 
@@ -203,7 +201,8 @@ def open_spool(plan: JobPlan) -> StripeSpool:
 def render_stripes(plan: JobPlan, spool: StripeSpool, executor, job,
                    progress: Progress | None = None,
                    busy: dict[str, float] | None = None) -> list[int]:
-    """Work every stripe the spool lacks on `executor`, spooling each as it arrives.
+    """Work every stripe the spool lacks on `executor`, each into the print file (or the
+    spool, until its turn) as it arrives.
     Returns the stripes worked. `progress(done, total)` counts the whole job's tiles: per
     tile for stripes worked in this process, per stripe for those of other processes.
     `busy` sums the stripes' seconds per stage (render, colour, encode)."""
@@ -228,7 +227,8 @@ def render_stripes(plan: JobPlan, spool: StripeSpool, executor, job,
         try:
             spool.put(result)
         except OSError as e:
-            raise _disk_error(e, plan.spool_dir) from None
+            raise _disk_error(e, plan.spool_dir if result.index > spool.assembled
+                              else spool.growing) from None
         with lock:  # the tiles nobody reported (another process's)
             unseen = result.tiles - seen.pop(result.index, 0)
             if unseen:
@@ -308,19 +308,22 @@ def _repeat_record(plan: JobPlan) -> dict | bool:
 
 
 def assemble_job(plan: JobPlan, spool: StripeSpool) -> WrittenTiff:
-    """The print TIFF from the spooled stripes' chunks, in file order (the spool empties
-    as the file fills)."""
+    """The print TIFF: the stripes' chunks are in the file already (they went in as they
+    arrived); its tags go last, and it takes its name."""
     g, c = plan.geometry, plan.colour
+    tags = print_tags(width=g.width_px, height=g.height_px, bands=plan.file_bands,
+                      dtype=np.uint8 if c.bits == 8 else np.uint16, options=plan.tiff,
+                      dpi=g.dpi, icc_profile=c.profile,
+                      description=json.dumps(promise(plan).to_provenance()), inks=plan.inks)
+    started = time.perf_counter()
     try:
-        return assemble_tiff(
-            spool.chunks(len(plan.stripes), consume=True, between=stop.check),
-            plan.outputs.tiff,
-            width=g.width_px, height=g.height_px, bands=plan.file_bands,
-            dtype=np.uint8 if c.bits == 8 else np.uint16, options=plan.tiff, dpi=g.dpi,
-            icc_profile=c.profile if plan.tiff.embed_icc else None,
-            description=json.dumps(promise(plan).to_provenance()), inks=plan.inks)
+        size = spool.finish(tags, len(plan.stripes), plan.outputs.tiff)
     except OSError as e:
         raise _disk_error(e, plan.outputs.tiff) from None
+    fsync_directory(plan.outputs.tiff.parent)
+    return WrittenTiff(path=plan.outputs.tiff, bytes=size, bigtiff=plan.bigtiff,
+                       bigtiff_reason=plan.bigtiff_reason,
+                       seconds=time.perf_counter() - started)
 
 
 def _plate_files(plan: JobPlan) -> tuple[Path | None, ...]:
@@ -438,18 +441,21 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         raise
     timings["plan"] = time.perf_counter() - started
     written_paths: list[Path] = []
+    # the print's SHA-256 is read while the proof and preflight run (a 1 Gpx file: ~4 s)
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
     try:
         t = time.perf_counter()
         busy: dict[str, float] = {}
         workers = stage("render", lambda: _render_on(plan, spool, executor, spec_dir,
                                                      progress, busy))
         timings["render"] = time.perf_counter() - t  # rendering, colour and encoding
-        preview = spool.preview(len(plan.stripes))  # before the spool is consumed
+        preview = spool.preview(len(plan.stripes))
         tac = spool.tac_max()
         t = time.perf_counter()
         written = stage("export", lambda: assemble_job(plan, spool))
         written_paths.append(written.path)
         timings["export"] = time.perf_counter() - t  # assembling the file
+        tiff_sha256 = hashing.submit(sha256_file, written.path)
         stop.check()
         if plan.outputs.plate_files or plan.outputs.region_map or plan.outputs.pdf:
             t = time.perf_counter()
@@ -463,7 +469,7 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         t = time.perf_counter()
         report = stage("preflight", lambda: _preflight_or_fail(plan))
         timings["preflight"] = time.perf_counter() - t
-        outputs = output_records(plan)
+        outputs = output_records(plan, {written.path: tiff_sha256.result()})
         stop.check()  # the last safe point: after the upload the job is done
         t = time.perf_counter()
         uploaded = {u["uri"]: u for u in stage("upload", lambda: upload_job(plan, outputs))}
@@ -476,6 +482,7 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
             path.unlink(missing_ok=True)
         raise
     finally:
+        hashing.shutdown(wait=False, cancel_futures=True)
         spool.remove()
         lock.release()
         remove_staging(plan)
@@ -512,10 +519,12 @@ def _preflight_or_fail(plan: JobPlan) -> InspectionReport:
     return report
 
 
-def output_records(plan: JobPlan) -> list[dict]:
-    """Each finished local output: name, final location, size and sha256 (before upload)."""
+def output_records(plan: JobPlan, hashed: dict[Path, str] | None = None) -> list[dict]:
+    """Each finished local output: name, final location, size and sha256 (before upload;
+    `hashed` holds the hashes already known)."""
+    hashed = hashed or {}
     return [{"name": p.name, "uri": plan.outputs.final(p), "bytes": p.stat().st_size,
-             "sha256": sha256_file(p)} for p in plan.outputs.local]
+             "sha256": hashed.get(p) or sha256_file(p)} for p in plan.outputs.local]
 
 
 _ENGINES = {"lut": "a 3D table on the render device", "libvips": "libvips (LittleCMS)"}

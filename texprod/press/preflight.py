@@ -1,9 +1,9 @@
 """Preflight: read a finished print TIFF back and check every promise the job made.
 
 Tags are read with tifffile without decoding pixels; the only pixel pass is the optional
-total-area-coverage (TAC) measurement for CMYK files, streamed through libvips so memory
-does not grow with the image. The ICC header and description tag are parsed here in plain
-Python. A file that is not a TIFF at all raises :class:`TexprodError`; everything else
+total-area-coverage (TAC) measurement for CMYK files, streamed through libvips in bands
+on all cores (`press.tac`), so memory does not grow with the image. The ICC header and
+description tag are parsed here in plain Python. A file that is not a TIFF at all raises :class:`TexprodError`; everything else
 (missing provenance, wrong dpi, alpha, ...) becomes a failed :class:`Check` in the report.
 """
 
@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyvips
 import tifffile
 
 from texprod.errors import TexprodError
 from texprod.press.colour import parse_icc
 from texprod.press.promise import FILE, RECORD, Promise
+from texprod.press.tac import TacError, measure_tac
 from texprod.press.tiff_tags import (
     COMPRESSION_NAMES,
     EXTRASAMPLE_UNSPECIFIED,
@@ -358,26 +358,21 @@ def _read_provenance(page) -> tuple[dict | None, str | None, str | None]:
 
 
 def _measure_tac(path: Path, facts: dict[str, Any]) -> None:
-    """Maximum C+M+Y+K in percent, streamed by libvips; fills tac_max / tac_at / tac_error."""
+    """Maximum C+M+Y+K in percent, decoded by libvips on all cores; fills tac_max /
+    tac_at / tac_error."""
     bits, samples = facts["bits"], facts["samples"]
     if samples < 4 or bits not in (8, 16):
         facts["tac_error"] = f"cannot measure TAC of {samples} x {bits}-bit samples"
         return
+    chunk_rows = facts["tile_px"][1] if facts["tile_px"] else facts["rows_per_strip"]
     try:
-        image = pyvips.Image.new_from_file(str(path), access="sequential",
-                                          fail_on="error", revalidate=True)
-        if image.bands != samples:
-            facts["tac_error"] = f"libvips reads {image.bands} bands, not {samples}"
-            return
-        # the process inks only: spot inks (varnish, white) are not part of the TAC
-        total = image.recomb([[1, 1, 1, 1] + [0] * (samples - 4)])  # float: exact
-        peak, where = total.max(x=True, y=True)
-    except pyvips.Error as exc:
-        facts["tac_error"] = f"libvips could not decode the pixels: {str(exc).strip()}"
+        peak = measure_tac(path, facts["height_px"], facts["width_px"], samples, chunk_rows)
+    except TacError as exc:
+        facts["tac_error"] = str(exc)
         return
     full = 255.0 if bits == 8 else 65535.0
-    facts["tac_max"] = round(peak * 100.0 / full, 2)
-    facts["tac_at"] = [int(where["x"]), int(where["y"])]
+    facts["tac_max"] = round(peak.total * 100.0 / full, 2)
+    facts["tac_at"] = [peak.x, peak.y]
 
 
 # --------------------------------------------------------------------------------------------

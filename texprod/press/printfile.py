@@ -4,7 +4,7 @@
 few horizontal bands of it: each band of rows is fetched from libvips into numpy, shown to an
 optional `on_band` callback (ink coverage), cut into tiles or strips, predicted and compressed
 by a pool of threads (imagecodecs releases the GIL), and the encoded chunks are written in
-file order by tifffile. libvips' own `tiffsave` compresses on one thread; this writer uses
+file order (`press.tiff_stream`). libvips' own `tiffsave` compresses on one thread; this writer uses
 every core for compression while libvips computes the next band.
 
 The file appears only when complete: it is written under a hidden temporary name in the
@@ -17,7 +17,6 @@ import json
 import math
 import numbers
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -28,20 +27,10 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 import pyvips
-import tifffile
 
-from texprod import __version__
 from texprod.errors import ConfigError
-from texprod.files import atomic_output
-from texprod.press.tiff_tags import (
-    COMPRESSION_CODES,
-    EXTRASAMPLE_UNSPECIFIED,
-    INKSET_CMYK,
-    INKSET_MULTI,
-    TAG_INK_NAMES,
-    TAG_INKSET,
-    TAG_NUMBER_OF_INKS,
-)
+from texprod.files import atomic_output, fsync_directory
+from texprod.press.tiff_stream import GrowingTiff, TiffTags
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -323,77 +312,43 @@ def write_print_tiff(image: pyvips.Image, path: str | os.PathLike, *, options: T
     return written
 
 
+def print_tags(*, width: int, height: int, bands: int, dtype: np.dtype, options: TiffOptions,
+               dpi: float, icc_profile: bytes | None, description: str,
+               inks: list[str] | None = None, ink_plate: bool = False) -> TiffTags:
+    """The tags of a print TIFF (see `TiffTags` for what 1, 3, 4 and more bands mean):
+    tiles of TILE px or strips of ~256 KB, the horizontal predictor when compressed,
+    resolution `dpi` per inch, the ICC profile when given and `options.embed_icc`, and
+    `description` (JSON) as ImageDescription, verbatim except that non-ASCII characters
+    become \\u escapes (TIFF strings are ASCII)."""
+    bits = np.dtype(dtype).itemsize * 8
+    return TiffTags(
+        width=width, height=height, bands=bands, bits=bits, compression=options.compression,
+        tile=TILE if options.layout == "tiled" else None,
+        rows_per_strip=None if options.layout == "tiled" else _rows_per_strip(width, bands,
+                                                                              bits),
+        dpi=dpi, icc_profile=icc_profile if options.embed_icc else None,
+        description=_ascii_json(description), inks=inks, ink_plate=ink_plate)
+
+
 def assemble_tiff(chunks: Iterable[bytes], path: str | os.PathLike, *, width: int,
                   height: int, bands: int, dtype: np.dtype, options: TiffOptions, dpi: float,
                   icc_profile: bytes | None, description: str,
                   inks: list[str] | None = None, ink_plate: bool = False) -> WrittenTiff:
-    """Write a print TIFF from its chunks, already predicted and compressed, in file order
-    (tiles row-major, or strips): the tags of `write_print_tiff`, the same bytes. The file
-    appears only when complete.
-
-    3 bands are RGB, 4 CMYK. More are CMYK plus spot inks, the way prepress tools read
-    them: SEPARATED, InkSet 2 (not CMYK only), NumberOfInks, InkNames `inks` and the spot
-    channels as ExtraSamples marked unspecified (inks, not alpha). One band is a grey
-    image: an ink plate (`ink_plate`: MinIsWhite, so full ink shows black) or a label map
-    (MinIsBlack)."""
+    """Write a print TIFF (the tags of `print_tags`) from its chunks, already predicted and
+    compressed, in file order (tiles row-major, or strips). The file appears only when
+    complete."""
     out = check_tiff_path(path)
-    dtype = np.dtype(dtype).newbyteorder("=")
-    bits = dtype.itemsize * 8
-    bigtiff, reason = bigtiff_decision(width, height, bands, bits, options)
-
-    separated = bands >= 4
-    photometric = ("separated" if separated else "rgb" if bands == 3
-                   else "miniswhite" if ink_plate else "minisblack")
-    extratags = []
-    if bands == 4:
-        extratags.append((TAG_INKSET, "H", 1, INKSET_CMYK, True))
-    elif separated:
-        if inks is None or len(inks) != bands:
-            raise ValueError(f"{bands} bands need {bands} ink names, got {inks!r}")
-        names = "".join(f"{name}\0" for name in inks).encode("ascii")
-        extratags += [(TAG_INKSET, "H", 1, INKSET_MULTI, True),
-                      (TAG_NUMBER_OF_INKS, "H", 1, bands, True),
-                      (TAG_INK_NAMES, "s", len(names), names, True)]
-    write_args = dict(
-        shape=(height, width, bands) if bands > 1 else (height, width), dtype=dtype,
-        photometric=photometric, planarconfig="contig" if bands > 1 else None,
-        extrasamples=[EXTRASAMPLE_UNSPECIFIED] * (bands - 4) if bands > 4 else None,
-        compression=COMPRESSION_CODES[options.compression],
-        predictor=2 if options.compression != "none" else None,
-        iccprofile=icc_profile if (icc_profile and options.embed_icc) else None,
-        description=_ascii_json(description), metadata=None,  # verbatim: no tifffile shaped-JSON
-        resolution=(dpi, dpi), resolutionunit="INCH", software=f"texprod {__version__}",
-        extratags=extratags,
-    )
-    if options.layout == "tiled":
-        write_args["tile"] = (TILE, TILE)
-    else:
-        write_args["rowsperstrip"] = _rows_per_strip(width, bands, bits)
-
+    tags = print_tags(width=width, height=height, bands=bands, dtype=dtype, options=options,
+                      dpi=dpi, icc_profile=icc_profile, description=description, inks=inks,
+                      ink_plate=ink_plate)
+    bigtiff, reason = bigtiff_decision(width, height, bands, tags.bits, options)
     start = time.perf_counter()
-    with atomic_output(out, suffix=".partial.tif") as tmp:
-        # opened by name: tifffile wants a file object with a path-like name
-        with open(tmp, "w+b") as fh:
-            writer = tifffile.TiffWriter(fh, bigtiff=bigtiff,
-                                         byteorder="<" if sys.byteorder == "little" else ">")
-            writer.write(iter(chunks), **write_args)
-            writer.close()  # not on error: closing a half-written IFD could mask the cause
-            fh.flush()
-            os.fsync(fh.fileno())
-    _fsync_dir(out.parent)
+    with atomic_output(out, suffix=".partial.tif") as tmp, GrowingTiff(tmp, bigtiff) as tiff:
+        sizes = []
+        for chunk in chunks:
+            tiff.append(chunk)
+            sizes.append(len(chunk))
+        tiff.finish(tags, sizes)
+    fsync_directory(out.parent)
     return WrittenTiff(path=out, bytes=out.stat().st_size, bigtiff=bigtiff,
                        bigtiff_reason=reason, seconds=time.perf_counter() - start)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
