@@ -144,8 +144,9 @@ def remove_staging(plan: JobPlan) -> None:
 
 def check_disk_space(plan: JobPlan) -> None:
     """Fail before rendering if the stripe spool and the output will not fit (worst-case
-    compression). On one file system the spool moves into the file stripe by stripe, so
-    the two together need the output's room plus one stripe."""
+    compression). Stripes go into the file as they arrive; the spool holds only those that
+    come early (stripes finish about in order), counted as one stripe when it shares the
+    output's file system and as the whole output when it does not."""
     check_directories(plan)
     needs: dict[Path, list[tuple[str, int]]] = {}
     stripe = math.ceil(plan.output_bytes * plan.stripes[0].h / plan.geometry.height_px)

@@ -78,7 +78,7 @@ class JobPlan:
     texture: TextureField
     plates: Plates  # spot plates (empty: none)
     outputs: JobOutputs
-    spool_dir: Path  # finished stripes, encoded, until the file is assembled
+    spool_dir: Path  # stripes that finish early wait here for their turn in the file
     output_bytes: int  # upper bound on the file: worst-case compression plus headers
     deliverable_bytes: int  # likewise for the files beside it (plate files, map, PDF)
     repeat: RepeatPeriod | None = None  # texture.repeat given as a period in mm

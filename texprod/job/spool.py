@@ -157,4 +157,3 @@ def _write_atomic(path: Path, *parts: bytes) -> None:
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         for part in parts:
             fh.write(part)
-

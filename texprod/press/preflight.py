@@ -3,8 +3,9 @@
 Tags are read with tifffile without decoding pixels; the only pixel pass is the optional
 total-area-coverage (TAC) measurement for CMYK files, streamed through libvips in bands
 on all cores (`press.tac`), so memory does not grow with the image. The ICC header and
-description tag are parsed here in plain Python. A file that is not a TIFF at all raises :class:`TexprodError`; everything else
-(missing provenance, wrong dpi, alpha, ...) becomes a failed :class:`Check` in the report.
+description tag are parsed here in plain Python. A file that is not a TIFF at all raises
+:class:`TexprodError`; everything else (missing provenance, wrong dpi, alpha, ...)
+becomes a failed :class:`Check` in the report.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 few horizontal bands of it: each band of rows is fetched from libvips into numpy, shown to an
 optional `on_band` callback (ink coverage), cut into tiles or strips, predicted and compressed
 by a pool of threads (imagecodecs releases the GIL), and the encoded chunks are written in
-file order (`press.tiff_stream`). libvips' own `tiffsave` compresses on one thread; this writer uses
-every core for compression while libvips computes the next band.
+file order (`press.tiff_stream`). libvips' own `tiffsave` compresses on one thread; this
+writer uses every core for compression while libvips computes the next band.
 
 The file appears only when complete: it is written under a hidden temporary name in the
 target directory, fsynced and renamed.
