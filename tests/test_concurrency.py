@@ -7,6 +7,7 @@ its spool holds a finished stripe, the other job runs, then the first is resumed
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -67,6 +68,21 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.01)
 
 
+def _stop(process: subprocess.Popen) -> None:
+    """SIGSTOP, and wait until every thread has stopped: a thread inside a write() to
+    the growing print file stops only when that write is done."""
+    process.send_signal(signal.SIGSTOP)
+
+    def stopped() -> bool:
+        states = []
+        for task in Path(f"/proc/{process.pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        return all(state in "Tt" for state in states)
+
+    _wait_for(stopped, process)
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -87,7 +103,7 @@ def test_a_second_identical_job_is_refused_while_the_first_runs(model, reference
     spec = _spec(tmp_path, model, out)
     first = _start(spec, tmp_path)
     _wait_for(lambda: any(out.glob(STRIPE_DONE)), first)
-    first.send_signal(signal.SIGSTOP)  # frozen mid-render, holding its lock
+    _stop(first)  # frozen mid-render, holding its lock
     try:
         # its stripes: in the growing print file, or waiting in the spool
         (growing,) = out.glob(".race-*.tif.growing")
@@ -130,7 +146,7 @@ def test_dead_jobs_temporaries_are_swept_and_live_ones_are_not(model, tmp_path):
     live_spec = _spec(tmp_path / "live", model, out)
     live = _start(live_spec, tmp_path)
     _wait_for(lambda: any(out.glob(STRIPE_DONE)), live)
-    live.send_signal(signal.SIGSTOP)
+    _stop(live)
     try:
         (lock,) = out.glob(".race-*.lock")
         live_stem = lock.name[1:-len(".lock")]
