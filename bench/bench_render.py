@@ -34,6 +34,7 @@ class Config:
     size: int  # canvas side in pixels (square canvas)
     tile: int = 0  # tile side in pixels, 0 = one pass
     batch: int = 1
+    upsampling: str = "subpixel"  # the fast path's layers (Renderer), or "native"
 
     @property
     def label(self) -> str:
@@ -41,7 +42,7 @@ class Config:
             return "reference one-pass"
         if self.mode == "fast":
             return "fast one-pass"
-        return f"tiled {self.tile}"
+        return f"tiled {self.tile}" + (" (native layers)" if self.upsampling == "native" else "")
 
 
 # ----------------------------------------------------------------------------- child
@@ -75,7 +76,8 @@ def run_one(cfg: Config) -> dict:
     field = NoiseField(gen.config, 0, waves=gen.waves)
     cuda = cfg.device == "cuda"
     # The fast path is prepared once, outside the clock (the reference copies the model per call).
-    renderer = None if cfg.mode == "reference" else Renderer(gen, cfg.device, cfg.precision)
+    renderer = None if cfg.mode == "reference" else Renderer(gen, cfg.device, cfg.precision,
+                                                             upsampling=cfg.upsampling)
 
     # Warm-up. On CUDA the renderer turns on cudnn.benchmark, which autotunes per input
     # shape, so there the warm-up renders the full canvas to see the timed shapes.
@@ -149,6 +151,11 @@ def plan_configs(device: str, size: int | None, quick: bool) -> list[Config]:
         size = size or (2048 if quick else 8192)
         precisions = ["bf16", "fp32"] if quick else ["bf16", "fp16", "fp32"]
         tiles, batches = ([1024], [4]) if quick else ([1024, 2048, 4096], [1, 4, 8])
+    import torch
+
+    from texprod.engine.render import default_tiling
+
+    default_tile, default_batch = default_tiling(torch.device(device))
     configs = []
     for precision in precisions:
         configs.append(Config(device, precision, "reference", size))
@@ -158,6 +165,9 @@ def plan_configs(device: str, size: int | None, quick: bool) -> list[Config]:
                 continue
             for batch in batches:
                 configs.append(Config(device, precision, "tiled", size, tile, batch))
+        if default_tile <= size:  # the layers as trained, for what the sub-pixel form gains
+            configs.append(Config(device, precision, "tiled", size, default_tile,
+                                  default_batch, "native"))
     return configs
 
 
@@ -194,7 +204,7 @@ def summary(rows: list[dict]) -> list[str]:
         ok = [r for r in rows if (r["device"], r["precision"]) == (device, precision)
               and "error" not in r]
         ref = [r for r in ok if r["mode"] == "reference"]
-        tiled = [r for r in ok if r["mode"] == "tiled"]
+        tiled = [r for r in ok if r["mode"] == "tiled" and r["upsampling"] == "subpixel"]
         if not ref or not tiled:
             lines.append(f"{device} {precision}: no tiled/reference pair to compare")
             continue
@@ -204,6 +214,14 @@ def summary(rows: list[dict]) -> list[str]:
             f"batch {best['batch']}) vs reference one-pass {ref[0]['mpx_s']:.2f} Mpx/s = "
             f"{best['mpx_s'] / ref[0]['mpx_s']:.2f}x"
         )
+        for native in (r for r in ok if r["upsampling"] == "native"):
+            same = next((r for r in tiled if (r["tile"], r["batch"]) ==
+                         (native["tile"], native["batch"])), None)
+            if same:
+                lines.append(
+                    f"{device} {precision}: sub-pixel upsampling {same['mpx_s']:.2f} Mpx/s vs "
+                    f"the native layers {native['mpx_s']:.2f} Mpx/s at tile {same['tile']}, "
+                    f"batch {same['batch']} = {same['mpx_s'] / native['mpx_s']:.2f}x")
     return lines
 
 
@@ -245,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         append_section("render", " + ".join(device_name(d) for d in devices), text)
         for device, precision in dict.fromkeys((r["device"], r["precision"]) for r in rows):
             tiled = [r for r in rows if (r["device"], r["precision"]) == (device, precision)
-                     and r["mode"] == "tiled" and "error" not in r]
+                     and r["mode"] == "tiled" and r["upsampling"] == "subpixel"
+                     and "error" not in r]
             if tiled:
                 best = max(tiled, key=lambda r: r["mpx_s"])
                 update_record("render", f"{device}/{precision}", {

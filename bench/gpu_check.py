@@ -166,16 +166,21 @@ def render_rows(device: str, sizes: dict) -> list[dict]:
     gen = _reference_generator()
     field = NoiseField(gen.config, 0, waves=gen.waves)
     side = sizes["render"]
+    middle = sizes["tiles"][len(sizes["tiles"]) // 2]
     rows = []
     for precision in PRECISIONS:
-        configs = [(0, 1, False)] + [(t, b, False) for t, b in sizes["tiles"]]
+        configs = [(0, 1, False, "subpixel")] + [(t, b, False, "subpixel")
+                                                 for t, b in sizes["tiles"]]
+        # the layers as trained: what the sub-pixel form gains (or costs) on this device
+        configs.append((*middle, False, "native"))
         if precision == "bf16":  # cuDNN autotuning, for what fixed algorithms cost
-            configs.append((*sizes["tiles"][len(sizes["tiles"]) // 2], True))
-        for tile, batch, autotune in configs:
-            renderer = Renderer(gen, device, precision, autotune=autotune)
+            configs.append((*middle, True, "subpixel"))
+        for tile, batch, autotune, upsampling in configs:
+            renderer = Renderer(gen, device, precision, autotune=autotune,
+                                upsampling=upsampling)
             plan = renderer.plan(side, side, tile)
             row = {"precision": precision, "tile": tile, "batch": batch, "autotune": autotune,
-                   "side": side}
+                   "upsampling": upsampling, "side": side}
             try:
                 renderer.rows(field, plan, batch)  # warm-up (and autotuning)
                 _sync(device)
@@ -358,18 +363,21 @@ def report(env: dict, sizes: dict, tests: dict, render: list[dict], accuracy: li
     one_pass = {r["precision"]: r.get("mpx_s") for r in render if r["tile"] == 0}
     rows = []
     for r in render:
+        layers = "native" if r["upsampling"] == "native" else ""
         if "error" in r:
-            rows.append([r["precision"], r["tile"] or "one pass", r["batch"],
+            rows.append([r["precision"], r["tile"] or "one pass", r["batch"], layers,
                          "yes" if r["autotune"] else "", r["error"], "", "", ""])
             continue
         ratio = r["mpx_s"] / one_pass[r["precision"]] if one_pass.get(r["precision"]) else None
-        rows.append([r["precision"], r["tile"] or "one pass", r["batch"],
+        rows.append([r["precision"], r["tile"] or "one pass", r["batch"], layers,
                      "yes" if r["autotune"] else "", f"{r['seconds']:.3f}",
                      f"{r['mpx_s']:.1f}", f"{ratio:.2f}" if ratio else "-",
                      f"{r['gpu_mb']:.0f}" if r["gpu_mb"] is not None else "-"])
-    out += table(["precision", "tile px", "batch", "autotune", "s", "Mpx/s",
+    out += table(["precision", "tile px", "batch", "layers", "autotune", "s", "Mpx/s",
                   "tiled/one-pass", "GPU peak MB"], rows)
-    out += ["", f"Canvas {render[0]['side']}² px; median of 3 after a warm-up.", "",
+    out += ["", f"Canvas {render[0]['side']}² px; median of 3 after a warm-up. Tiled rows "
+            "compute the upsampling layers in sub-pixel form (the default) unless `layers` "
+            "says native (as trained); one pass is the unmodified network.", "",
             "Fastest tiling per precision (the candidates for `default_tiling`):", ""]
     out += table(["precision", "tile px", "batch", "Mpx/s", "GPU peak MB"],
                  [[b["precision"], b["tile"], b["batch"], f"{b['mpx_s']:.1f}",
@@ -424,15 +432,16 @@ def best_tiling(render: list[dict]) -> list[dict]:
     """Per precision, the fastest tiled configuration with fixed cuDNN algorithms."""
     best = {}
     for r in render:
-        if r["tile"] and not r["autotune"] and "mpx_s" in r and \
-                r["mpx_s"] > best.get(r["precision"], {}).get("mpx_s", 0):
+        if r["tile"] and not r["autotune"] and r["upsampling"] == "subpixel" and \
+                "mpx_s" in r and r["mpx_s"] > best.get(r["precision"], {}).get("mpx_s", 0):
             best[r["precision"]] = r
     return [best[p] for p in PRECISIONS if p in best]
 
 
 def goals(render: list[dict], accuracy: list[dict], job: dict) -> list[list[str]]:
     """The GPU goals against what was measured (meaningful on a GPU only)."""
-    timed = [r for r in render if "mpx_s" in r and not r["autotune"]]
+    timed = [r for r in render if "mpx_s" in r and not r["autotune"]
+             and r["upsampling"] == "subpixel"]
     best_bf16 = max((r["mpx_s"] for r in timed if r["precision"] == "bf16" and r["tile"]),
                     default=0)
     ratios = []

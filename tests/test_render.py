@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from tests.conftest import ARCHS, tiny_generator
+from texprod.engine import Generator, GeneratorConfig
+from texprod.engine.model import subpixel_layer
 from texprod.engine.noise import NoiseField
 from texprod.engine.render import Renderer, render_canvas, render_reference
 from texprod.engine.tiling import plan_tiles
@@ -113,6 +115,39 @@ def test_repeat_is_exactly_periodic(name, period):
     assert np.abs(free[:, :width] - free[:, width:]).mean() > 5
 
 
+@pytest.mark.parametrize(("upsample", "kernel"), [("tconv", k) for k in range(2, 8)]
+                         + [("nearest", k) for k in (3, 5, 7)])
+def test_subpixel_layers_compute_the_same_function(upsample, kernel):
+    """Each upsampling layer as one convolution + pixel shuffle: the same numbers, in
+    float64 (only the order of the sums differs), at every output phase and edge."""
+    torch.manual_seed(kernel)
+    config = GeneratorConfig(nz_local=5, nz_global=0, nz_periodic=0, upsample=upsample,
+                             kernel=kernel, filters=(6,), out_channels=3)
+    block = Generator(config).double().eval().blocks[0]
+    layers = list(block)[:2] if upsample == "nearest" else [block[0]]
+    original = torch.nn.Sequential(*layers)
+    sub = subpixel_layer(layers[-1], after_upsample=upsample == "nearest")
+    x = torch.randn(2, 5, 7, 9, dtype=torch.float64)
+    with torch.no_grad():
+        expected, got = original(x), sub(x)
+    assert got.shape == expected.shape == (2, 6, 14, 18)
+    assert torch.abs(got - expected).max() < 1e-12
+
+
+def test_native_layers_are_exact_too():
+    """The layers as trained (upsampling="native", what the GPU check compares against)
+    keep the tiling invariant as well, and agree with the sub-pixel form within 1/255."""
+    gen, field, fast = _setup("psgan-affine-tconv-d5-k7")
+    native = Renderer(gen, "cpu", "fp32", upsampling="native")
+    plan = plan_tiles(150, 90, gen.config.cell_px, native.rf.halo, 64, x0=-9, y0=5)
+    reference = render_reference(gen, field, 150, 90, -9, 5, output="float32")
+    a = render_canvas(native, field, plan, batch=2, output="float32")
+    b = render_canvas(fast, field, plan, batch=2, output="float32")
+    assert np.abs(a - reference).max() <= 1e-4 and np.abs(b - reference).max() <= 1e-4
+    assert not isinstance(fast.model.blocks[0][0], torch.nn.ConvTranspose2d)
+    assert isinstance(native.model.blocks[0][0], torch.nn.ConvTranspose2d)
+
+
 def test_reduced_precisions_run_and_stay_close():
     gen, field, _ = _setup("psgan-nearest-d4-k3")
     plan = plan_tiles(64, 48, 16, 1, 32)
@@ -129,6 +164,8 @@ def test_bad_render_options_are_rejected():
         Renderer(gen, "cpu", "fp8")
     with pytest.raises(RenderError, match="device: got 'tpu'"):
         Renderer(gen, "tpu")
+    with pytest.raises(RenderError, match="upsampling: got 'bicubic'"):
+        Renderer(gen, "cpu", upsampling="bicubic")
     if not torch.cuda.is_available():
         with pytest.raises(RenderError, match="no CUDA device"):
             Renderer(gen, "cuda")

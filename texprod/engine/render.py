@@ -1,10 +1,11 @@
 """Run a generator over a tile plan on a device and yield finished tiles.
 
 `Renderer.tiles` is the one render loop: the print job, `texprod render`, the quality
-measure, the registry preview and training samples all go through it. The fast path folds BatchNorm into the convolutions, batches equal-shaped
-tiles and, after every block, crops each map to the positions the tile's interior still
-needs (margins from the receptive field), so the halo costs almost nothing at the
-expensive late layers. A one-pass plan (tile_px 0) runs `render_reference` instead, the
+measure, the registry preview and training samples all go through it. The fast path folds
+BatchNorm into the convolutions, computes each upsampling layer as a convolution and a
+pixel shuffle (`engine.model.SubpixelUpsampling`), batches equal-shaped tiles and, after
+every block, crops each map to the positions the tile's interior still needs (margins
+from the receptive field), so the halo costs almost nothing at the expensive late layers. A one-pass plan (tile_px 0) runs `render_reference` instead, the
 plain computation the tests compare against: the whole canvas plus the same halo, the
 unmodified network, one call.
 """
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from texprod.engine import Generator, ReceptiveField, fold_batchnorm, receptive_field
+from texprod.engine.model import subpixel_upsampling
 from texprod.engine.noise import NoiseField
 from texprod.engine.tiling import Tile, TilePlan, plan_tiles
 from texprod.errors import RenderError
@@ -30,6 +32,7 @@ PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat
               "fp16": torch.float16}
 OUTPUTS = {"uint8": (torch.uint8, 255), "uint16": (torch.uint16, 65535), "float32": (None, None)}
 DEVICES = ("auto", "cpu", "cuda")
+UPSAMPLING = ("subpixel", "native")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,14 +101,20 @@ class Renderer:
     """A generator prepared for fast, exact tiled inference on one device."""
 
     def __init__(self, generator: Generator, device: str = "auto", precision: str = "fp32",
-                 autotune: bool = False):
+                 autotune: bool = False, upsampling: str = "subpixel"):
+        """`upsampling`: "subpixel" computes each upsampling layer as a convolution and a
+        pixel shuffle (`SubpixelUpsampling`, the same function, faster); "native" runs
+        the layers as the generator defines them (for measurements)."""
         _check_choice("precision", precision, PRECISIONS)
+        _check_choice("upsampling", upsampling, UPSAMPLING)
         self.generator = generator  # unmodified, for one-pass plans
         self.device = resolve_device(device)
         self.precision = precision
         self.dtype = PRECISIONS[precision]
         self.rf = receptive_field(generator.blocks)
         model = fold_batchnorm(generator).eval()
+        if upsampling == "subpixel":
+            model = subpixel_upsampling(model)
         model.waves = None  # the noise field owns the wave MLP
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.channels_last = self.device.type == "cuda"
