@@ -129,7 +129,7 @@ def peer_table(rows: list[dict], peers: list[dict]) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["job", "pixels", "Mpx", "device", "tile", "stripes s", "assemble s", "proof s",
+    head = ["job", "pixels", "Mpx", "device", "tile", "stripes s", "finish file s", "proof s",
             "preflight s", "total s", "Mpx/s end to end", "TIFF MB", "peak RSS MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     device = rows[0].get("device", args.device) if rows else args.device
     text = table(rows) + ("\n\nReference generator (5 layers, 512-256-128-64), random weights; "
                           "FOGRA39 CMYK, LZW tiled, proof and preflight included. Stripes: "
-                          "render + colour + encode, overlapped; assemble: the file from "
-                          "the encoded stripes.")
+                          "render + colour + encode, overlapped, each stripe into the file as "
+                          "it arrives; finish file: its IFD and fsync.")
     if peers:
         text += ("\n\nAgainst the naive peer (`texprod render --tile 0`, then pyvips "
                  "icc_transform + tiffsave LZW tiled), same checkpoint and size, one run:\n\n"
