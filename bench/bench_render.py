@@ -79,8 +79,8 @@ def run_one(cfg: Config) -> dict:
     renderer = None if cfg.mode == "reference" else Renderer(gen, cfg.device, cfg.precision,
                                                              upsampling=cfg.upsampling)
 
-    # Warm-up. On CUDA the renderer turns on cudnn.benchmark, which autotunes per input
-    # shape, so there the warm-up renders the full canvas to see the timed shapes.
+    # Warm-up. On CUDA cuDNN picks (and caches) each input shape's algorithm at its first
+    # use, so there the warm-up renders the full canvas to see the timed shapes.
     _render(gen, field, renderer, cfg, cfg.size if cuda else min(cfg.size, CPU_WARMUP_PX))
     if cuda:
         torch.cuda.synchronize()

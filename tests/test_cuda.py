@@ -98,9 +98,36 @@ def test_16_bit_prints_render_on_cuda(model, tmp_path):
     assert diff.mean() < 0.1 * 257 and diff.max() <= 4 * 257
 
 
-def test_the_pinned_copy_back_is_exact():
+def test_the_pinned_copy_back_is_exact_and_waits_for_the_tensor():
+    """`to_host` copies on a side stream, which does not wait for the default stream by
+    itself: the copy must still see the tensor's final values, not what its memory held."""
     for dtype in (torch.uint8, torch.uint16):
-        on_gpu = torch.randint(0, 255, (1000, 777, 4), device="cuda").to(dtype)
-        host = to_host(on_gpu)
-        assert host.dtype == on_gpu.cpu().numpy().dtype
-        assert np.array_equal(host, on_gpu.cpu().numpy())
+        busy = torch.rand(4096, 4096, device="cuda") * 2 - 1
+        for _ in range(30):  # ~0.1 s of queued work before the tensor exists
+            busy = torch.sin(busy @ busy)
+        on_gpu = ((busy[:1000, :3108] + 1) * 127).reshape(1000, 777, 4).to(dtype)
+        host = to_host(on_gpu)  # no synchronisation before it
+        expected = on_gpu.cpu().numpy()  # .cpu() waits for the default stream
+        assert host.dtype == expected.dtype
+        assert np.array_equal(host, expected)
+
+
+def test_each_renderer_renders_with_its_own_cudnn_settings():
+    """cuDNN's switches are process-wide and a worker keeps the renderers of several jobs:
+    building a tf32 renderer must not turn an fp32 one's convolutions into TF32."""
+    from texprod.engine.noise import NoiseField
+    from texprod.engine.render import Renderer, render_canvas
+
+    gen = random_generator(GeneratorConfig(nz_local=8, nz_global=4, nz_periodic=2, kernel=5,
+                                           filters=(256, 128, 64)), 4)
+    field = NoiseField(gen.config, 1, waves=gen.waves)
+
+    def canvas(renderer: Renderer) -> np.ndarray:
+        plan = renderer.plan(512, 512, 256)
+        return render_canvas(renderer, field, plan, batch=4, output="float32")
+
+    fp32 = Renderer(gen, "cuda", "fp32")
+    alone = canvas(fp32)
+    tf32 = Renderer(gen, "cuda", "tf32")
+    assert np.array_equal(canvas(fp32), alone)
+    assert not np.array_equal(canvas(tf32), alone)  # TF32 does change the last bits here

@@ -35,3 +35,41 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert job["preflight_ok"] and job["colour_engine"] == "lut"
     assert set(job["busy"]) == {"render", "colour", "encode"}
     assert job["timings"]["total"] > 0 and job["megapixels"] > 1
+
+
+def test_a_step_that_hangs_is_stopped_and_the_others_still_report(tmp_path):
+    """The GPU is lent for minutes: a step past its limit is killed (with what it started)
+    and reported with where it was, and the steps after it still run."""
+    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--out",
+                           str(tmp_path), "--steps", "job,colour", "--limit", "job=3"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    report = (tmp_path / "gpu-check.md").read_text()
+    job = report.split("## A print end to end")[1].split("## Goals")[0]
+    assert "FAILED: timed out after 3 s (whole output in job.log)" in job
+    # its stack at the timeout, from the step's log
+    assert "most recent call first" in (tmp_path / "job.log").read_text()
+    colour = report.split("## Colour")[1].split("## A print")[0]
+    assert "| libvips icc_transform |" in colour and "FAILED" not in colour
+    assert report.split("## CUDA tests")[1].split("## Render")[0].strip().endswith("not run")
+    figures = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert "tests" not in figures and figures["job"]["error"] == "timed out after 3 s"
+
+
+def test_the_report_keeps_the_rows_measured_before_a_step_failed():
+    sys.path.insert(0, str(REPO / "bench"))
+    import gpu_check
+
+    row = {"precision": "fp32", "tile": 0, "batch": 1, "autotune": False,
+           "upsampling": "subpixel", "side": 8192, "repeats": 3, "seconds": 0.5,
+           "mpx_s": 134.2, "gpu_mb": 900.0}
+    figures = {"environment": {"device": "test"},
+               "render": {"error": "exit 1", "tail": "RuntimeError: CUDA error",
+                          "rows": [row, {**row, "tile": 2048, "batch": 4, "mpx_s": 140.9}]}}
+    report = gpu_check.report(figures, gpu_check.SIZES["cuda"])
+    render = report.split("## Render")[1].split("## Accuracy")[0]
+    assert "| fp32 | one pass | 1 |  |  | 0.500 | 134.2 | 1.00 | 900 |" in render
+    assert "| fp32 | 2048 | 4 |" in render and "1.05" in render
+    assert render.index("Only the rows above") < render.index("FAILED: exit 1")
+    assert "RuntimeError: CUDA error" in render
+    assert "| tiled / one-pass >= 0.95 | 1.05 (worst precision) | yes |" in report

@@ -117,16 +117,10 @@ class Renderer:
             model = subpixel_upsampling(model)
         model.waves = None  # the noise field owns the wave MLP
         self.model = model.to(device=self.device, dtype=self.dtype)
+        self.autotune = autotune
         self.channels_last = self.device.type == "cuda"
-        if self.device.type == "cuda":
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-            # Same bytes from every process and GPU: cuDNN's heuristics pick one algorithm
-            # per shape; benchmark mode (`autotune`, for measurements) times candidates
-            # and may pick another in another process, which changes the last bits.
-            torch.backends.cudnn.benchmark = autotune
-            torch.backends.cudnn.deterministic = not autotune
-            # PyTorch allows TF32 in cuDNN convolutions by default; fp32 must mean fp32
-            torch.backends.cudnn.allow_tf32 = precision == "tf32"
 
     def plan(self, width: int, height: int, tile_px: int, x0: int = 0, y0: int = 0,
              tile_h_px: int | None = None) -> TilePlan:
@@ -197,7 +191,21 @@ class Renderer:
                 f"cell {self.rf.cell_px} px / halo {self.rf.halo}"
             )
 
+    def _use_cudnn_settings(self) -> None:
+        """cuDNN's switches are process-wide and a worker may hold the renderers of several
+        jobs, so each renderer sets its own whenever it renders."""
+        if self.device.type != "cuda":
+            return
+        # Same bytes from every process and GPU: cuDNN's heuristics pick one algorithm per
+        # shape; benchmark mode (`autotune`, for measurements) times candidates and may
+        # pick another in another process, which changes the last bits.
+        torch.backends.cudnn.benchmark = self.autotune
+        torch.backends.cudnn.deterministic = not self.autotune
+        # PyTorch allows TF32 in cuDNN convolutions by default; fp32 must mean fp32
+        torch.backends.cudnn.allow_tf32 = self.precision == "tf32"
+
     def _one_pass(self, field: NoiseField, plan: TilePlan, output: str) -> torch.Tensor:
+        self._use_cudnn_settings()
         return reference_pass(self.generator, field, plan.width, plan.height, plan.x0,
                               plan.y0, device=str(self.device), precision=self.precision,
                               output=output)
@@ -205,6 +213,7 @@ class Renderer:
     def _batches(self, field: NoiseField, plan: TilePlan, batch: int, output: str
                  ) -> Iterator[tuple[list[Tile], torch.Tensor]]:
         """(tiles, their interiors (B, h, w, C) on the device), `batch` tiles at a time."""
+        self._use_cudnn_settings()
         field = field_on(field, self.device)
         wy, wx = plan.window_cells
         for start in range(0, len(plan.tiles), batch):

@@ -125,7 +125,9 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
             rendered = time.perf_counter()
             out_dev, preview_dev, tac = _colour_on_device(plan, stripe, rows, lut,
                                                           measure_ink=not ink_at_the_end)
-        out, preview = to_host(out_dev), to_host(preview_dev)  # overlaps the next render
+            ready = finished_here(rows.device)
+        # the copies overlap the next stripe's render
+        out, preview = to_host(out_dev, ready), to_host(preview_dev, ready)
     else:
         with render_lock or contextlib.nullcontext():
             pixels = _render_rows(plan, stripe, field, renderer, on_tile)  # (h, W, 3) sRGB
@@ -209,16 +211,30 @@ def _synchronize(device: torch.device) -> None:
 _copy_streams = threading.local()
 
 
-def to_host(tensor: torch.Tensor) -> np.ndarray:
-    """A finished device tensor as a numpy array. On CUDA it is copied into pinned memory
-    on this thread's own stream, outside the render lock, so the copy overlaps the next
-    stripe's rendering on the default stream."""
+def finished_here(device: torch.device) -> torch.cuda.Event | None:
+    """An event marking all the work queued so far on `device`'s current stream (CUDA)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event
+
+
+def to_host(tensor: torch.Tensor, ready: torch.cuda.Event | None = None) -> np.ndarray:
+    """A device tensor as a numpy array. On CUDA it is copied into pinned memory on this
+    thread's own stream, outside the render lock, so the copy overlaps the next stripe's
+    rendering on the default stream. `ready` (`finished_here`, taken inside the lock)
+    marks the tensor done; without it the copy waits for everything queued so far on the
+    current stream, which on a shared device may include another stripe's render."""
     if tensor.device.type != "cuda":
         return tensor.numpy()
     stream = getattr(_copy_streams, "stream", None)
     if stream is None or stream.device != tensor.device:
         stream = _copy_streams.stream = torch.cuda.Stream(tensor.device)
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    if ready is None:
+        ready = finished_here(tensor.device)
+    stream.wait_event(ready)  # side streams do not wait for the default stream by themselves
     with torch.cuda.stream(stream):
         host.copy_(tensor, non_blocking=True)
         tensor.record_stream(stream)  # its memory is not reused before the copy ends
