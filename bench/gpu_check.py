@@ -34,6 +34,7 @@ import importlib.util
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -632,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     text = report(figures, sizes) + f"\nThe check took {time.perf_counter() - started:.0f} s.\n"
     (out / "gpu-check.md").write_text(text)
     print(text)
+    if site := os.environ.get("TEXPROD_GPU_CHECK_SITE"):  # the wheels unpacked for this run
+        shutil.rmtree(site, ignore_errors=True)
     tests, job = figures.get("tests", {}), figures.get("job", {})
     ok = all("error" not in figures[name] if isinstance(figures[name], dict) else True
              for name in steps) and tests.get("ok", True) and job.get("preflight_ok", True)
