@@ -59,15 +59,16 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 SIZES = {
     # bench_render's CUDA grid: tiles 1024-4096 px, batches 1-8
     "cuda": {"render": 8192, "tiles": [(t, b) for t in (1024, 2048, 4096) for b in (1, 4, 8)],
-             "repeats": 3, "accuracy": 1024, "colour": 16384, "job": 32768},
+             "repeats": 3, "accuracy": 1024, "colour": 16384, "job": 32768,
+             "matmul": 8192, "copy": 2**32},
     "cpu": {"render": 128, "tiles": [(64, 1), (64, 4)], "repeats": 1, "accuracy": 128,
-            "colour": 512, "job": 1024},
+            "colour": 512, "job": 1024, "matmul": 512, "copy": 2**24},
 }
-STEPS = ("tests", "render", "accuracy", "colour", "job")
+STEPS = ("tests", "ceilings", "render", "accuracy", "colour", "job")
 # The most seconds each step may take on the GPU (a few times what it should need) and the
 # steps' budget (the issue's 8 minutes, less ~30 s to unpack the wheels and time the disk);
 # a step gets the lesser of its limit and what is left of the budget.
-STEP_LIMITS_S = {"tests": 240, "render": 150, "accuracy": 60, "colour": 60, "job": 240}
+STEP_LIMITS_S = {"tests": 240, "ceilings": 30, "render": 150, "accuracy": 60, "colour": 60, "job": 240}
 BUDGET_S = 450
 
 
@@ -177,6 +178,85 @@ def _reference_generator():
     return random_generator(make_config(), seed=1)  # the papers' 5 layers, 512-256-128-64
 
 
+def flops_per_px(renderer, plan) -> float:
+    """Floating-point operations (2 per multiply-add) the plan's convolutions do per canvas
+    pixel, halos, crops and the sub-pixel form's zero taps included: counted by running the
+    network on the meta device (shapes only, nothing computed)."""
+    import copy
+
+    import torch
+
+    from texprod.engine.render import forward_interior
+
+    macs = 0
+
+    def count(module, inputs, output):
+        nonlocal macs
+        weight_taps = module.weight[0].numel()  # (C_in / groups) * kh * kw, or C_out / g
+        if isinstance(module, torch.nn.ConvTranspose2d):  # each input scatters C_out taps
+            macs += inputs[0].numel() * weight_taps
+        else:  # each output gathers C_in * kh * kw taps
+            macs += output.numel() * weight_taps
+
+    wy, wx = plan.window_cells
+    model = copy.deepcopy(renderer.generator if plan.one_pass else renderer.model).to("meta")
+    z = torch.empty((1, renderer.generator.config.nz, wy, wx), device="meta",
+                    dtype=next(model.parameters()).dtype)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.register_forward_hook(count)
+    with torch.no_grad():
+        if plan.one_pass:
+            model(z)
+        else:
+            forward_interior(model.blocks, renderer.rf, z, plan.tile_cells)
+    return 2 * macs * len(plan.tiles) / (plan.width * plan.height)
+
+
+def ceilings(device: str, sizes: dict) -> dict:
+    """What the device can do at best, measured here (METHOD: datasheets are only leads):
+    TFLOP/s of a large random matrix product per precision, and GB/s of a device copy
+    (bytes read + written)."""
+    import torch
+
+    n = sizes["matmul"]
+    rates = {}
+    for precision, dtype in (("fp32", torch.float32), ("tf32", torch.float32),
+                             ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        seconds = _median_seconds(lambda a=a, b=b: a @ b, device, 10)
+        rates[precision] = 2 * n**3 / seconds / 1e12
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    src = torch.empty(sizes["copy"] // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    seconds = _median_seconds(lambda: dst.copy_(src), device, 10)
+    return {"matmul_tflops": rates, "matmul_n": n, "copy_gb_s": 2 * sizes["copy"] / seconds / 1e9}
+
+
+def _median_seconds(work, device: str, repeats: int) -> float:
+    """Median wall time of `work` after a warm-up; on CUDA timed with device events."""
+    import torch
+
+    work()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            work()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def render_rows(device: str, sizes: dict) -> Iterator[dict]:
     """Device render throughput per precision, one pass and tiled (rows left on the
     device, as the LUT colour path uses them), and the GPU memory peak of each. A
@@ -205,6 +285,7 @@ def render_rows(device: str, sizes: dict) -> Iterator[dict]:
                 renderer = Renderer(gen, device, precision, autotune=autotune,
                                     upsampling=upsampling)
                 plan = renderer.plan(side, side, tile)
+                row["flop_px"] = flops_per_px(renderer, plan)
                 renderer.rows(field, plan, batch)  # warm-up (and autotuning)
                 _sync(device)
                 if device == "cuda":
@@ -217,6 +298,7 @@ def render_rows(device: str, sizes: dict) -> Iterator[dict]:
                     times.append(time.perf_counter() - started)
                 seconds = statistics.median(times)
                 row.update(seconds=seconds, mpx_s=side * side / seconds / 1e6,
+                           tflops=row["flop_px"] * side * side / seconds / 1e12,
                            gpu_mb=torch.cuda.max_memory_allocated() / 2**20
                            if device == "cuda" else None)
             except torch.OutOfMemoryError as e:
@@ -423,29 +505,46 @@ def tests_section(figures: dict) -> list[str]:
 
 
 def render_section(figures: dict) -> list[str]:
-    return ["## Render (reference generator, rows on the device)", ""] + \
-        _rows_section(figures, "render", render_table)
+    out = ["## Render (reference generator, rows on the device)", ""]
+    ceiling = figures.get("ceilings")
+    peaks = {}
+    if ceiling and "error" not in ceiling:
+        peaks = ceiling["matmul_tflops"]
+        out += ["Ceilings measured here: a random " + "x".join([str(ceiling["matmul_n"])] * 3)
+                + " matrix product at " + ", ".join(f"{p} {v:.1f}" for p, v in peaks.items())
+                + f" TFLOP/s; a device copy at {ceiling['copy_gb_s']:.0f} GB/s (read + "
+                "written). `% matmul` is a row's convolution rate against its precision's "
+                "ceiling.", ""]
+    else:
+        out += ["Ceilings: " + " ".join(_failed(figures, "ceilings") or []), ""]
+    return out + _rows_section(figures, "render", lambda rows: render_table(rows, peaks))
 
 
-def render_table(render: list[dict]) -> list[str]:
+def render_table(render: list[dict], peaks: dict) -> list[str]:
     one_pass = {r["precision"]: r.get("mpx_s") for r in render if r["tile"] == 0}
     rows = []
     for r in render:
         layers = "native" if r["upsampling"] == "native" else ""
         if "error" in r:
             rows.append([r["precision"], r["tile"] or "one pass", r["batch"], layers,
-                         "yes" if r["autotune"] else "", r["error"], "", "", ""])
+                         "yes" if r["autotune"] else "", r["error"], *[""] * 6])
             continue
         ratio = r["mpx_s"] / one_pass[r["precision"]] if one_pass.get(r["precision"]) else None
+        peak = peaks.get(r["precision"])
         rows.append([r["precision"], r["tile"] or "one pass", r["batch"], layers,
                      "yes" if r["autotune"] else "", f"{r['seconds']:.3f}",
                      f"{r['mpx_s']:.1f}", f"{ratio:.2f}" if ratio else "-",
+                     f"{r['flop_px'] / 1e3:.0f}", f"{r['tflops']:.3g}",
+                     f"{r['tflops'] / peak:.0%}" if peak else "-",
                      f"{r['gpu_mb']:.0f}" if r["gpu_mb"] is not None else "-"])
     out = _table(["precision", "tile px", "batch", "layers", "autotune", "s", "Mpx/s",
-                  "tiled/one-pass", "GPU peak MB"], rows)
-    out += ["", f"Canvas {render[0]['side']}² px; median of {render[0]['repeats']} after a warm-up. Tiled rows "
-            "compute the upsampling layers in sub-pixel form (the default) unless `layers` "
-            "says native (as trained); one pass is the unmodified network.", "",
+                  "tiled/one-pass", "kFLOP/px", "TFLOP/s", "% matmul", "GPU peak MB"], rows)
+    out += ["", f"Canvas {render[0]['side']}² px; median of {render[0]['repeats']} after a "
+            "warm-up. Tiled rows compute the upsampling layers in sub-pixel form (the "
+            "default: dense 3x3 convolutions and a pixel shuffle, with the zero taps of the "
+            "5x5 stride-2 kernels' phases) unless `layers` says native (transposed "
+            "convolutions, as trained); one pass is the unmodified network. kFLOP/px counts "
+            "what the convolutions compute per canvas pixel, halos included.", "",
             "Fastest tiling per precision (the candidates for `default_tiling`):", ""]
     return out + _table(["precision", "tile px", "batch", "Mpx/s", "GPU peak MB"],
                         [[b["precision"], b["tile"], b["batch"], f"{b['mpx_s']:.1f}",
@@ -567,6 +666,7 @@ def step_here(name: str, device: str, out: Path, work: Path) -> None:
     sizes = SIZES[device]
     work.mkdir(parents=True, exist_ok=True)
     figures = {"tests": lambda: cuda_tests(device, out),
+               "ceilings": lambda: ceilings(device, sizes),
                "render": lambda: render_rows(device, sizes),
                "accuracy": lambda: render_accuracy(device, sizes),
                "colour": lambda: colour_rows(device, sizes),

@@ -18,8 +18,8 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report = (tmp_path / "gpu-check.md").read_text()
     assert report in done.stdout  # the same table on stdout and in the file
-    for section in ("## CUDA tests: PASS", "## Render", "## Accuracy", "## Colour",
-                    "## A print end to end", "## Goals"):
+    for section in ("## CUDA tests: PASS", "## Render", "Ceilings measured here", "## Accuracy",
+                    "## Colour", "## A print end to end", "## Goals"):
         assert section in report
     figures = json.loads((tmp_path / "gpu-check.json").read_text())
     # every CUDA test was collected (and skipped here, where there is no GPU)
@@ -27,7 +27,17 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert figures["tests"]["skipped"] == figures["tests"]["tests"]
     render = figures["render"]
     assert {r["precision"] for r in render} == {"fp32", "tf32", "bf16", "fp16"}
-    assert all(r["mpx_s"] > 0 for r in render)
+    assert all(r["mpx_s"] > 0 and r["flop_px"] > 0 for r in render)
+    # the sub-pixel form computes the zero taps of the transposed kernels' phases
+    native = next(r for r in render if r["upsampling"] == "native")
+    subpixel = next(r for r in render if r["upsampling"] == "subpixel"
+                    and (r["precision"], r["tile"], r["batch"]) == (native["precision"],
+                                                                    native["tile"],
+                                                                    native["batch"]))
+    assert 1.3 < subpixel["flop_px"] / native["flop_px"] < 1.5
+    ceilings = figures["ceilings"]
+    assert set(ceilings["matmul_tflops"]) == {"fp32", "tf32", "bf16", "fp16"}
+    assert min(ceilings["matmul_tflops"].values()) > 0 and ceilings["copy_gb_s"] > 0
     assert {a["precision"]: a["max_diff"] for a in figures["accuracy"]}["fp32"] <= 1
     colour = {c["where"]: c for c in figures["colour"]}
     assert colour["cpu (on the device)"]["max_diff"] <= 2
@@ -62,13 +72,17 @@ def test_the_report_keeps_the_rows_measured_before_a_step_failed():
 
     row = {"precision": "fp32", "tile": 0, "batch": 1, "autotune": False,
            "upsampling": "subpixel", "side": 8192, "repeats": 3, "seconds": 0.5,
-           "mpx_s": 134.2, "gpu_mb": 900.0}
+           "mpx_s": 134.2, "flop_px": 121_000.0, "tflops": 16.24, "gpu_mb": 900.0}
     figures = {"environment": {"device": "test"},
+               "ceilings": {"matmul_tflops": {"fp32": 50.0, "bf16": 790.0}, "matmul_n": 8192,
+                            "copy_gb_s": 4300.0},
                "render": {"error": "exit 1", "tail": "RuntimeError: CUDA error",
                           "rows": [row, {**row, "tile": 2048, "batch": 4, "mpx_s": 140.9}]}}
     report = gpu_check.report(figures, gpu_check.SIZES["cuda"])
     render = report.split("## Render")[1].split("## Accuracy")[0]
-    assert "| fp32 | one pass | 1 |  |  | 0.500 | 134.2 | 1.00 | 900 |" in render
+    assert "fp32 50.0, bf16 790.0 TFLOP/s; a device copy at 4300 GB/s" in render
+    assert "| fp32 | one pass | 1 |  |  | 0.500 | 134.2 | 1.00 | 121 | 16.2 | 32% | 900 |" \
+        in render
     assert "| fp32 | 2048 | 4 |" in render and "1.05" in render
     assert render.index("Only the rows above") < render.index("FAILED: exit 1")
     assert "RuntimeError: CUDA error" in render
