@@ -4,14 +4,19 @@ Made to run unattended on a lent GPU machine (one H100/H200, no internet, about 
 minutes): it installs the wheels `make gpu-wheels` put in .whl/ into a temporary site
 directory when texprod's dependencies are missing, then
 
-1. runs the CUDA tests (`pytest -m cuda` on the files that hold them); on CUDA a skipped
-   or failed test fails the check;
-2. measures rendering of the reference generator at fp32/tf32/bf16/fp16, one pass and
-   tiled (tile sizes, batches), on the device, with the GPU memory peak, and how far each
-   precision's tiled output is from the CPU fp32 reference;
-3. measures the colour conversion: libvips on all CPU cores against the LUT on the device;
-4. runs a 1 Gpx CMYK LZW print end to end through the library pipeline (in a process of
-   its own), with per-stage times, host peak RSS and GPU memory;
+1. `tests`: the CUDA tests (`pytest -m cuda` on the files that hold them); on CUDA a
+   skipped or failed test fails the check;
+2. `ceilings`: what the device can do at best (a large matrix product per precision, a
+   device copy), so that each render rate has a share of the possible;
+3. `render`: the reference generator at fp32/tf32/bf16/fp16, one pass and tiled (tile
+   sizes, batches, the three forms of the upsampling layers), with FLOP/px, TFLOP/s and
+   the GPU memory peak;
+4. `job`: a 1 Gpx CMYK LZW print end to end through the library pipeline, with
+   per-stage times, host peak RSS and GPU memory;
+5. `accuracy`: how far each precision's tiled output is from the CPU fp32 reference;
+6. `colour`: the colour conversion, libvips on all CPU cores against the LUT on the
+   device;
+7. `layers`: each upsampling layer alone in each form and precision;
 
 and writes one markdown report to stdout and to $OUT/gpu-check.md (else
 ./gpu-check-out/), with the raw figures beside it as gpu-check.json.
@@ -64,11 +69,13 @@ SIZES = {
     "cpu": {"render": 128, "tiles": [(64, 1), (64, 4)], "repeats": 1, "accuracy": 128,
             "colour": 512, "job": 1024, "matmul": 512, "copy": 2**24},
 }
-STEPS = ("tests", "ceilings", "render", "accuracy", "colour", "job")
+# in order of what the issue's goals need most: a step late in the order is the one the
+# budget squeezes when an earlier one runs long
+STEPS = ("tests", "ceilings", "render", "job", "accuracy", "colour", "layers")
 # The most seconds each step may take on the GPU (a few times what it should need) and the
 # steps' budget (the issue's 8 minutes, less ~30 s to unpack the wheels and time the disk);
 # a step gets the lesser of its limit and what is left of the budget.
-STEP_LIMITS_S = {"tests": 240, "ceilings": 30, "render": 150, "accuracy": 60, "colour": 60, "job": 240}
+STEP_LIMITS_S = {"tests": 240, "ceilings": 30, "render": 150, "layers": 60, "accuracy": 60, "colour": 60, "job": 240}
 BUDGET_S = 450
 
 
@@ -273,8 +280,8 @@ def render_rows(device: str, sizes: dict) -> Iterator[dict]:
     for precision in PRECISIONS:
         configs = [(0, 1, False, "subpixel")] + [(t, b, False, "subpixel")
                                                  for t, b in sizes["tiles"]]
-        # the layers as trained: what the sub-pixel form gains (or costs) on this device
-        configs.append((*middle, False, "native"))
+        # the other forms of the upsampling layers: as trained, and split by phase
+        configs += [(*middle, False, "native"), (*middle, False, "phases")]
         if precision == "bf16":  # cuDNN autotuning, for what fixed algorithms cost
             configs.append((*middle, True, "subpixel"))
         for tile, batch, autotune, upsampling in configs:
@@ -309,6 +316,55 @@ def render_rows(device: str, sizes: dict) -> Iterator[dict]:
                 del renderer
                 if device == "cuda":
                     torch.cuda.empty_cache()
+            yield row
+
+
+def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
+    """Each upsampling layer of the reference generator alone, in each form and precision,
+    at its input shape in the middle tiling: which form to use for which layer."""
+    import copy
+
+    import torch
+
+    from texprod.engine.model import phase_layer, subpixel_layer
+    from texprod.engine.render import PRECISIONS as PRECISIONS_DTYPE
+    from texprod.engine.render import Renderer, forward_interior
+
+    gen = _reference_generator()
+    tile, batch = sizes["tiles"][len(sizes["tiles"]) // 2]
+    native = Renderer(gen, "cpu", "fp32", upsampling="native")
+    layers = [m for m in native.model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    shapes = []  # each layer's input (B, C_in, h, w) in the tiled plan, found on meta
+    meta = copy.deepcopy(native.model).to("meta")
+    for m in meta.modules():
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            m.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+    plan = native.plan(sizes["render"], sizes["render"], tile)
+    with torch.no_grad():
+        forward_interior(meta.blocks, native.rf, torch.empty(
+            (batch, gen.config.nz, *plan.window_cells), device="meta"), plan.tile_cells)
+    for index, (layer, shape) in enumerate(zip(layers, shapes, strict=True)):
+        forms = {"native": layer, "subpixel": subpixel_layer(layer, after_upsample=False),
+                 "phases": phase_layer(layer, after_upsample=False)}
+        for precision in PRECISIONS:
+            row = {"layer": index + 1, "c_in": shape[1], "c_out": layer.out_channels,
+                   "shape": list(shape), "precision": precision}
+            dtype = PRECISIONS_DTYPE[precision]
+            if device == "cuda":  # as a Renderer sets cuDNN for rendering
+                torch.backends.cudnn.benchmark = False
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.allow_tf32 = precision == "tf32"
+            layout = torch.channels_last if device == "cuda" else torch.contiguous_format
+            x = torch.randn(shape, device=device).to(dtype, memory_format=layout)
+            for name, module in forms.items():
+                module = copy.deepcopy(module).to(device=device, dtype=dtype,
+                                                  memory_format=layout).eval()
+                try:
+                    with torch.inference_mode():
+                        row[name] = _median_seconds(lambda m=module, x=x: m(x), device,
+                                                    sizes["repeats"])
+                except Exception as e:  # noqa: BLE001 - recorded in the report
+                    row[name] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
             yield row
 
 
@@ -479,6 +535,8 @@ def report(figures: dict, sizes: dict) -> str:
     out = ["# texprod GPU check", "",
            ", ".join(f"{k} {v}" for k, v in figures["environment"].items()), ""]
     out += tests_section(figures) + [""] + render_section(figures) + [""]
+    out += ["## Upsampling layers alone: each form at its tiled input shape", ""]
+    out += _rows_section(figures, "layers", layers_table) + [""]
     out += ["## Accuracy: tiled output on the device vs the CPU fp32 one-pass reference", ""]
     out += _rows_section(figures, "accuracy", lambda rows: _table(
         ["precision", "canvas", "tiles", "max diff (1/255)", "mean diff", "pixels off"],
@@ -524,7 +582,7 @@ def render_table(render: list[dict], peaks: dict) -> list[str]:
     one_pass = {r["precision"]: r.get("mpx_s") for r in render if r["tile"] == 0}
     rows = []
     for r in render:
-        layers = "native" if r["upsampling"] == "native" else ""
+        layers = "" if r["upsampling"] == "subpixel" else r["upsampling"]
         if "error" in r:
             rows.append([r["precision"], r["tile"] or "one pass", r["batch"], layers,
                          "yes" if r["autotune"] else "", r["error"], *[""] * 6])
@@ -543,13 +601,31 @@ def render_table(render: list[dict], peaks: dict) -> list[str]:
             "warm-up. Tiled rows compute the upsampling layers in sub-pixel form (the "
             "default: dense 3x3 convolutions and a pixel shuffle, with the zero taps of the "
             "5x5 stride-2 kernels' phases) unless `layers` says native (transposed "
-            "convolutions, as trained); one pass is the unmodified network. kFLOP/px counts "
+            "convolutions, as trained) or phases (one convolution per output phase, no "
+            "zero taps); one pass is the unmodified network. kFLOP/px counts "
             "what the convolutions compute per canvas pixel, halos included.", "",
             "Fastest tiling per precision (the candidates for `default_tiling`):", ""]
     return out + _table(["precision", "tile px", "batch", "Mpx/s", "GPU peak MB"],
                         [[b["precision"], b["tile"], b["batch"], f"{b['mpx_s']:.1f}",
                           f"{b['gpu_mb']:.0f}" if b["gpu_mb"] is not None else "-"]
                          for b in best_tiling(render)])
+
+
+def layers_table(rows: list[dict]) -> list[str]:
+    forms = ("native", "subpixel", "phases")
+    lines = []
+    for r in rows:
+        times = {f: r[f] for f in forms if isinstance(r.get(f), float)}
+        fastest = min(times, key=times.get) if times else "-"
+        lines.append([r["layer"], f"{r['c_in']} -> {r['c_out']}",
+                      "x".join(map(str, r["shape"])), r["precision"],
+                      *(f"{r[f] * 1e3:.2f}" if f in times else r.get(f, "-") for f in forms),
+                      fastest])
+    return _table(["layer", "channels", "input (B x C x h x w)", "precision",
+                   "native ms", "subpixel ms", "phases ms", "fastest"], lines) + [
+        "", "Median of the check's repeats (device events on CUDA) at the middle tiling's "
+        "shapes. A layer's fastest form is the candidate for a per-layer choice in the "
+        "renderer."]
 
 
 def colour_table(colour: list[dict]) -> list[str]:
@@ -668,6 +744,7 @@ def step_here(name: str, device: str, out: Path, work: Path) -> None:
     figures = {"tests": lambda: cuda_tests(device, out),
                "ceilings": lambda: ceilings(device, sizes),
                "render": lambda: render_rows(device, sizes),
+               "layers": lambda: layer_rows(device, sizes),
                "accuracy": lambda: render_accuracy(device, sizes),
                "colour": lambda: colour_rows(device, sizes),
                "job": lambda: job_row(device, sizes, work)}[name]()

@@ -18,8 +18,9 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report = (tmp_path / "gpu-check.md").read_text()
     assert report in done.stdout  # the same table on stdout and in the file
-    for section in ("## CUDA tests: PASS", "## Render", "Ceilings measured here", "## Accuracy",
-                    "## Colour", "## A print end to end", "## Goals"):
+    for section in ("## CUDA tests: PASS", "## Render", "Ceilings measured here",
+                    "## Upsampling layers alone", "## Accuracy", "## Colour",
+                    "## A print end to end", "## Goals"):
         assert section in report
     figures = json.loads((tmp_path / "gpu-check.json").read_text())
     # every CUDA test was collected (and skipped here, where there is no GPU)
@@ -35,6 +36,13 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
                                                                     native["tile"],
                                                                     native["batch"]))
     assert 1.3 < subpixel["flop_px"] / native["flop_px"] < 1.5
+    assert {r["upsampling"] for r in render} == {"subpixel", "native", "phases"}
+    # each of the reference generator's 5 upsampling layers, per precision, in each form
+    layers = figures["layers"]
+    assert len(layers) == 5 * 4
+    assert all(isinstance(r[form], float) and r[form] > 0 for r in layers
+               for form in ("native", "subpixel", "phases"))
+    assert [r["c_out"] for r in layers[::4]] == [512, 256, 128, 64, 3]
     ceilings = figures["ceilings"]
     assert set(ceilings["matmul_tflops"]) == {"fp32", "tf32", "bf16", "fp16"}
     assert min(ceilings["matmul_tflops"].values()) > 0 and ceilings["copy_gb_s"] > 0

@@ -8,9 +8,9 @@ import torch
 
 from tests.conftest import ARCHS, tiny_generator
 from texprod.engine import Generator, GeneratorConfig
-from texprod.engine.model import subpixel_layer
+from texprod.engine.model import phase_layer, subpixel_layer
 from texprod.engine.noise import NoiseField
-from texprod.engine.render import Renderer, render_canvas, render_reference
+from texprod.engine.render import UPSAMPLING, Renderer, render_canvas, render_reference
 from texprod.engine.tiling import plan_tiles
 from texprod.errors import ConfigError, RenderError
 
@@ -126,24 +126,43 @@ def test_subpixel_layers_compute_the_same_function(upsample, kernel):
     block = Generator(config).double().eval().blocks[0]
     layers = list(block)[:2] if upsample == "nearest" else [block[0]]
     original = torch.nn.Sequential(*layers)
-    sub = subpixel_layer(layers[-1], after_upsample=upsample == "nearest")
     x = torch.randn(2, 5, 7, 9, dtype=torch.float64)
     with torch.no_grad():
-        expected, got = original(x), sub(x)
-    assert got.shape == expected.shape == (2, 6, 14, 18)
-    assert torch.abs(got - expected).max() < 1e-12
+        expected = original(x)
+    assert expected.shape == (2, 6, 14, 18)
+    for make in (subpixel_layer, phase_layer):
+        form = make(layers[-1], after_upsample=upsample == "nearest")
+        with torch.no_grad():
+            got = form(x)
+            channels_last = form(x.contiguous(memory_format=torch.channels_last))
+        assert got.shape == expected.shape
+        assert torch.abs(got - expected).max() < 1e-12
+        # the GPU's memory layout: the same numbers, and the output keeps the layout
+        assert torch.abs(channels_last - expected).max() < 1e-12
+        assert channels_last.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_phase_form_computes_only_the_layers_own_taps():
+    """A 5x5 transposed conv's phases read 3x3, 3x2, 2x3 and 2x2 inputs: 25 taps, where
+    the sub-pixel form's one 3x3 window computes 36."""
+    layer = torch.nn.ConvTranspose2d(4, 6, 5, 2, 2, output_padding=1)
+    phases = phase_layer(layer, after_upsample=False)
+    assert [tuple(c.kernel_size) for c in phases.convs] == [(3, 3), (3, 2), (2, 3), (2, 2)]
+    assert sum(c.weight[0, 0].numel() for c in phases.convs) == 25
+    assert subpixel_layer(layer, after_upsample=False).conv.weight[0, 0].numel() * 4 == 36
 
 
 def test_native_layers_are_exact_too():
     """The layers as trained (upsampling="native", what the GPU check compares against)
-    keep the tiling invariant as well, and agree with the sub-pixel form within 1/255."""
+    and the phase-split form keep the tiling invariant as well."""
     gen, field, fast = _setup("psgan-affine-tconv-d5-k7")
     native = Renderer(gen, "cpu", "fp32", upsampling="native")
+    phases = Renderer(gen, "cpu", "fp32", upsampling="phases")
     plan = plan_tiles(150, 90, gen.config.cell_px, native.rf.halo, 64, x0=-9, y0=5)
     reference = render_reference(gen, field, 150, 90, -9, 5, output="float32")
-    a = render_canvas(native, field, plan, batch=2, output="float32")
-    b = render_canvas(fast, field, plan, batch=2, output="float32")
-    assert np.abs(a - reference).max() <= 1e-4 and np.abs(b - reference).max() <= 1e-4
+    for renderer in (native, fast, phases):
+        image = render_canvas(renderer, field, plan, batch=2, output="float32")
+        assert np.abs(image - reference).max() <= 1e-4
     assert not isinstance(fast.model.blocks[0][0], torch.nn.ConvTranspose2d)
     assert isinstance(native.model.blocks[0][0], torch.nn.ConvTranspose2d)
 
@@ -203,11 +222,12 @@ def test_cuda_tiles_equal_the_cpu_reference(name):
     cell = gen.config.cell_px
     width, height = _canvas(cell)
     reference = render_reference(gen, field, width, height, -5, 9, output="float32")
-    renderer = Renderer(gen, "cuda", "fp32")  # strict fp32: no TF32 convolutions
-    for tile in _tile_sizes(cell):
-        plan = plan_tiles(width, height, cell, renderer.rf.halo, tile, x0=-5, y0=9)
-        tiled = render_canvas(renderer, field, plan, batch=4, output="float32")
-        assert np.abs(tiled - reference).max() <= 1e-4
+    for upsampling in UPSAMPLING:  # each form of the layers, channels_last on the GPU
+        renderer = Renderer(gen, "cuda", "fp32", upsampling=upsampling)  # no TF32 convs
+        for tile in _tile_sizes(cell):
+            plan = plan_tiles(width, height, cell, renderer.rf.halo, tile, x0=-5, y0=9)
+            tiled = render_canvas(renderer, field, plan, batch=4, output="float32")
+            assert np.abs(tiled - reference).max() <= 1e-4, (upsampling, tile)
 
 
 @pytest.mark.parametrize("period", [None, (4, 6)])

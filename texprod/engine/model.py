@@ -167,10 +167,14 @@ def _phase_taps(kind: str, k: int) -> list[list[tuple[int, int]]]:
     return [[(t + half, (a + t) // 2) for t in range(-half, half + 1)] for a in (0, 1)]
 
 
-def subpixel_layer(layer: nn.ConvTranspose2d | nn.Conv2d, after_upsample: bool
-                   ) -> SubpixelUpsampling:
-    """The sub-pixel form of a stride-2 transposed conv, or of a conv that follows a
-    nearest 2x upsample."""
+PhaseKernel = tuple[torch.Tensor, tuple[int, int, int, int]]
+
+
+def _phase_kernels(layer: nn.ConvTranspose2d | nn.Conv2d, after_upsample: bool
+                   ) -> list[PhaseKernel]:
+    """Per output phase (a, b), in the order (0, 0), (0, 1), (1, 0), (1, 1): the kernel
+    (C_out, C_in, kh, kw) of the stride-1 convolution of the layer's input that gives it,
+    and that convolution's padding (left, right, top, bottom)."""
     kind = "conv" if after_upsample else "tconv"
     k = layer.kernel_size[0]
     padding = k // 2 if after_upsample else (k - 1) // 2
@@ -179,33 +183,106 @@ def subpixel_layer(layer: nn.ConvTranspose2d | nn.Conv2d, after_upsample: bool
         f"{type(layer).__name__} {layer}: not an upsampling layer of this generator family")
     # tconv weights are (C_in, C_out, k, k); conv weights (C_out, C_in, k, k)
     w = layer.weight.detach() if after_upsample else layer.weight.detach().transpose(0, 1)
-    c_out, c_in = w.shape[:2]
     taps = _phase_taps(kind, k)
-    low = min(d for phase in taps for _, d in phase)
-    high = max(d for phase in taps for _, d in phase)
-    weight = torch.zeros(c_out, 2, 2, c_in, high - low + 1, high - low + 1, dtype=w.dtype,
-                         device=w.device)
-    for a, rows in enumerate(taps):
-        for b, cols in enumerate(taps):
+    phases = []
+    for rows in taps:
+        for cols in taps:
+            top, bottom = min(d for _, d in rows), max(d for _, d in rows)
+            left, right = min(d for _, d in cols), max(d for _, d in cols)
+            kernel = torch.zeros(*w.shape[:2], bottom - top + 1, right - left + 1,
+                                 dtype=w.dtype, device=w.device)
             for ty, dy in rows:
                 for tx, dx in cols:  # taps that read the same input pixel add up
-                    weight[:, a, b, :, dy - low, dx - low] += w[:, :, ty, tx]
+                    kernel[:, :, dy - top, dx - left] += w[:, :, ty, tx]
+            phases.append((kernel, (-left, right, -top, bottom)))
+    return phases
+
+
+def subpixel_layer(layer: nn.ConvTranspose2d | nn.Conv2d, after_upsample: bool
+                   ) -> SubpixelUpsampling:
+    """The sub-pixel form of a stride-2 transposed conv, or of a conv that follows a
+    nearest 2x upsample: the four phase kernels in one window, zeros where a phase reads
+    less than the others."""
+    phases = _phase_kernels(layer, after_upsample)
+    low = min(-pad[0] for _, pad in phases)  # the window's first input offset
+    high = max(pad[1] for _, pad in phases)
+    c_out, c_in = phases[0][0].shape[:2]
+    weight = phases[0][0].new_zeros(c_out, 4, c_in, high - low + 1, high - low + 1)
+    for phase, (kernel, (left, _, top, _)) in enumerate(phases):
+        y, x = -top - low, -left - low
+        weight[:, phase, :, y: y + kernel.shape[2], x: x + kernel.shape[3]] = kernel
     bias = None if layer.bias is None else layer.bias.detach().repeat_interleave(4)
     return SubpixelUpsampling(weight.reshape(c_out * 4, c_in, *weight.shape[-2:]), bias,
                               (-low, high))
 
 
-def subpixel_upsampling(generator: Generator) -> Generator:
-    """A copy of `generator` whose upsampling layers are `SubpixelUpsampling` (layers
-    after them, such as BatchNorm, stay as they are)."""
+class PhaseUpsampling(nn.Module):
+    """A 2x upsampling layer computed as four stride-1 convolutions, one per output phase
+    (a, b), each with only the taps that phase reads, written interleaved:
+    (B, C_in, h, w) -> 4 x (B, C_out, h, w) -> (B, C_out, 2h, 2w).
+
+    The same function as `SubpixelUpsampling` without its zero taps: a 5x5 transposed
+    convolution's phases are 3x3, 3x2, 2x3 and 2x2 (25 taps, the layer's own count,
+    against 36 in one 3x3 window), at the cost of four narrower convolutions and the
+    interleaving copy. Which form is faster depends on the layer's width and the device
+    (`make gpu-check` times them per layer)."""
+
+    def __init__(self, phases: list[PhaseKernel], bias: torch.Tensor | None):
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.pads: list[tuple[int, int, int, int] | None] = []
+        for kernel, pad in phases:
+            symmetric = pad[0] == pad[1] and pad[2] == pad[3]
+            conv = nn.Conv2d(kernel.shape[1], kernel.shape[0], tuple(kernel.shape[2:]),
+                             padding=(pad[2], pad[0]) if symmetric else 0,
+                             bias=bias is not None, dtype=kernel.dtype, device=kernel.device)
+            with torch.no_grad():
+                conv.weight.copy_(kernel)
+                if bias is not None:
+                    conv.bias.copy_(bias)
+            self.convs.append(conv)
+            self.pads.append(None if symmetric else pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        c = self.convs[0].out_channels
+        layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() \
+            and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty((b, c, 2 * h, 2 * w), dtype=x.dtype, device=x.device,
+                          memory_format=layout)
+        for phase, (conv, pad) in enumerate(zip(self.convs, self.pads, strict=True)):
+            a, d = divmod(phase, 2)
+            out[:, :, a::2, d::2] = conv(x if pad is None else nn.functional.pad(x, pad))
+        return out
+
+
+def phase_layer(layer: nn.ConvTranspose2d | nn.Conv2d, after_upsample: bool
+                ) -> PhaseUpsampling:
+    """The phase-split form of a stride-2 transposed conv, or of a conv that follows a
+    nearest 2x upsample."""
+    return PhaseUpsampling(_phase_kernels(layer, after_upsample),
+                           None if layer.bias is None else layer.bias.detach())
+
+
+UPSAMPLING_FORMS = ("subpixel", "phases", "native")
+
+
+def upsampling_form(generator: Generator, form: str) -> Generator:
+    """A copy of `generator` whose upsampling layers are computed in `form`: "subpixel"
+    (`SubpixelUpsampling`), "phases" (`PhaseUpsampling`) or "native" (as defined). Layers
+    after them, such as BatchNorm, stay as they are."""
+    assert form in UPSAMPLING_FORMS, form
     converted = copy.deepcopy(generator).eval()
+    if form == "native":
+        return converted
+    make = subpixel_layer if form == "subpixel" else phase_layer
     for block in converted.blocks:
         for i, module in enumerate(block):
             if isinstance(module, nn.ConvTranspose2d):
-                block[i] = subpixel_layer(module, after_upsample=False)
+                block[i] = make(module, after_upsample=False)
             elif isinstance(module, nn.Upsample):
                 block[i] = nn.Identity()
-                block[i + 1] = subpixel_layer(block[i + 1], after_upsample=True)
+                block[i + 1] = make(block[i + 1], after_upsample=True)
     return converted
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from texprod.engine import Generator, ReceptiveField, fold_batchnorm, receptive_field
-from texprod.engine.model import subpixel_upsampling
+from texprod.engine.model import UPSAMPLING_FORMS, upsampling_form
 from texprod.engine.noise import NoiseField
 from texprod.engine.tiling import Tile, TilePlan, plan_tiles
 from texprod.errors import RenderError
@@ -32,7 +32,7 @@ PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat
               "fp16": torch.float16}
 OUTPUTS = {"uint8": (torch.uint8, 255), "uint16": (torch.uint16, 65535), "float32": (None, None)}
 DEVICES = ("auto", "cpu", "cuda")
-UPSAMPLING = ("subpixel", "native")
+UPSAMPLING = UPSAMPLING_FORMS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,8 +103,9 @@ class Renderer:
     def __init__(self, generator: Generator, device: str = "auto", precision: str = "fp32",
                  autotune: bool = False, upsampling: str = "subpixel"):
         """`upsampling`: "subpixel" computes each upsampling layer as a convolution and a
-        pixel shuffle (`SubpixelUpsampling`, the same function, faster); "native" runs
-        the layers as the generator defines them (for measurements)."""
+        pixel shuffle (`SubpixelUpsampling`, the same function, faster); "phases" as one
+        convolution per output phase without zero taps (`PhaseUpsampling`); "native"
+        runs the layers as the generator defines them (for measurements)."""
         _check_choice("precision", precision, PRECISIONS)
         _check_choice("upsampling", upsampling, UPSAMPLING)
         self.generator = generator  # unmodified, for one-pass plans
@@ -112,9 +113,7 @@ class Renderer:
         self.precision = precision
         self.dtype = PRECISIONS[precision]
         self.rf = receptive_field(generator.blocks)
-        model = fold_batchnorm(generator).eval()
-        if upsampling == "subpixel":
-            model = subpixel_upsampling(model)
+        model = upsampling_form(fold_batchnorm(generator), upsampling)
         model.waves = None  # the noise field owns the wave MLP
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.autotune = autotune
