@@ -34,7 +34,7 @@ class Config:
     size: int  # canvas side in pixels (square canvas)
     tile: int = 0  # tile side in pixels, 0 = one pass
     batch: int = 1
-    upsampling: str = "subpixel"  # the fast path's layers (Renderer), or "native"
+    upsampling: str = "subpixel"  # the fast path's layers (Renderer), "phases" or "native"
 
     @property
     def label(self) -> str:
@@ -42,7 +42,8 @@ class Config:
             return "reference one-pass"
         if self.mode == "fast":
             return "fast one-pass"
-        return f"tiled {self.tile}" + (" (native layers)" if self.upsampling == "native" else "")
+        return f"tiled {self.tile}" + ("" if self.upsampling == "subpixel"
+                                        else f" ({self.upsampling} layers)")
 
 
 # ----------------------------------------------------------------------------- child
@@ -165,9 +166,9 @@ def plan_configs(device: str, size: int | None, quick: bool) -> list[Config]:
                 continue
             for batch in batches:
                 configs.append(Config(device, precision, "tiled", size, tile, batch))
-        if default_tile <= size:  # the layers as trained, for what the sub-pixel form gains
-            configs.append(Config(device, precision, "tiled", size, default_tile,
-                                  default_batch, "native"))
+        if default_tile <= size:  # the other forms of the layers, against the sub-pixel one
+            configs += [Config(device, precision, "tiled", size, default_tile, default_batch,
+                               form) for form in ("native", "phases")]
     return configs
 
 
@@ -214,14 +215,15 @@ def summary(rows: list[dict]) -> list[str]:
             f"batch {best['batch']}) vs reference one-pass {ref[0]['mpx_s']:.2f} Mpx/s = "
             f"{best['mpx_s'] / ref[0]['mpx_s']:.2f}x"
         )
-        for native in (r for r in ok if r["upsampling"] == "native"):
+        for other in (r for r in ok if r["upsampling"] != "subpixel"):
             same = next((r for r in tiled if (r["tile"], r["batch"]) ==
-                         (native["tile"], native["batch"])), None)
+                         (other["tile"], other["batch"])), None)
             if same:
                 lines.append(
                     f"{device} {precision}: sub-pixel upsampling {same['mpx_s']:.2f} Mpx/s vs "
-                    f"the native layers {native['mpx_s']:.2f} Mpx/s at tile {same['tile']}, "
-                    f"batch {same['batch']} = {same['mpx_s'] / native['mpx_s']:.2f}x")
+                    f"the {other['upsampling']} layers {other['mpx_s']:.2f} Mpx/s at tile "
+                    f"{same['tile']}, batch {same['batch']} = "
+                    f"{same['mpx_s'] / other['mpx_s']:.2f}x")
     return lines
 
 
