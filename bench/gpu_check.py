@@ -58,6 +58,7 @@ NEEDED = ("pyvips", "imagecodecs", "pydantic", "boto3", "pikepdf", "yaml", "tiff
 CUDA_TEST_FILES = ["tests/test_render.py", "tests/test_noise.py", "tests/test_colour_lut.py",
                    "tests/test_cuda.py"]
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+FORMS = ("subpixel", "phases", "native")  # of the upsampling layers (Renderer)
 # The check's sizes per device: render canvas side, tiled (tile px, batch) configurations,
 # timed repeats (median), accuracy canvas, colour side, job side. On the CPU the dry run
 # is tiny: bf16/fp16 convolutions there can be ~30x slower than fp32 (no AVX-512).
@@ -605,24 +606,38 @@ def render_table(render: list[dict], peaks: dict) -> list[str]:
             "zero taps); one pass is the unmodified network. kFLOP/px counts "
             "what the convolutions compute per canvas pixel, halos included.", "",
             "Fastest tiling per precision (the candidates for `default_tiling`):", ""]
-    return out + _table(["precision", "tile px", "batch", "Mpx/s", "GPU peak MB"],
-                        [[b["precision"], b["tile"], b["batch"], f"{b['mpx_s']:.1f}",
-                          f"{b['gpu_mb']:.0f}" if b["gpu_mb"] is not None else "-"]
-                         for b in best_tiling(render)])
+    out += _table(["precision", "tile px", "batch", "Mpx/s", "GPU peak MB"],
+                  [[b["precision"], b["tile"], b["batch"], f"{b['mpx_s']:.1f}",
+                    f"{b['gpu_mb']:.0f}" if b["gpu_mb"] is not None else "-"]
+                   for b in best_tiling(render)])
+    return out + ["", "Forms of the upsampling layers side by side (the candidates for the "
+                  "renderer's default `upsampling`):", ""] + _table(
+        ["precision", "tile px", "batch", *(f"{f} Mpx/s" for f in FORMS), "fastest"],
+        form_rows(render))
+
+
+def form_rows(render: list[dict]) -> list[list]:
+    """Per precision and tiling measured in more than one form: each form's rate."""
+    rates: dict[tuple, dict[str, float]] = {}
+    for r in render:
+        if r["tile"] and not r["autotune"] and "mpx_s" in r:
+            rates.setdefault((r["precision"], r["tile"], r["batch"]), {})[r["upsampling"]] = \
+                r["mpx_s"]
+    return [[*key, *(f"{forms[f]:.1f}" if f in forms else "-" for f in FORMS),
+             max(forms, key=forms.get)] for key, forms in rates.items() if len(forms) > 1]
 
 
 def layers_table(rows: list[dict]) -> list[str]:
-    forms = ("native", "subpixel", "phases")
     lines = []
     for r in rows:
-        times = {f: r[f] for f in forms if isinstance(r.get(f), float)}
+        times = {f: r[f] for f in FORMS if isinstance(r.get(f), float)}
         fastest = min(times, key=times.get) if times else "-"
         lines.append([r["layer"], f"{r['c_in']} -> {r['c_out']}",
                       "x".join(map(str, r["shape"])), r["precision"],
-                      *(f"{r[f] * 1e3:.2f}" if f in times else r.get(f, "-") for f in forms),
+                      *(f"{r[f] * 1e3:.2f}" if f in times else r.get(f, "-") for f in FORMS),
                       fastest])
     return _table(["layer", "channels", "input (B x C x h x w)", "precision",
-                   "native ms", "subpixel ms", "phases ms", "fastest"], lines) + [
+                   *(f"{f} ms" for f in FORMS), "fastest"], lines) + [
         "", "Median of the check's repeats (device events on CUDA) at the middle tiling's "
         "shapes. A layer's fastest form is the candidate for a per-layer choice in the "
         "renderer."]
