@@ -157,9 +157,12 @@ def cuda_tests(device: str, out: Path) -> dict:
     """The CUDA tests in a pytest of their own, its output going live into tests.log (so a
     hung test shows where it hung); counts from its JUnit report."""
     report = out / "cuda-tests.xml"
+    # Most of the tests' time is jobs in fresh interpreters (import torch, start CUDA):
+    # four at a time where pytest-xdist is installed (the GPU machine's image has it)
+    parallel = ["-n", "4"] if device == "cuda" and importlib.util.find_spec("xdist") else []
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", "-v", "-m", "cuda", "-rs",
-                           "-p", "no:cacheprovider", f"--junitxml={report}",
+                           "-p", "no:cacheprovider", f"--junitxml={report}", *parallel,
                            *CUDA_TEST_FILES], cwd=REPO, stdout=sys.stderr)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     if report.exists():
