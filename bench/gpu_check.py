@@ -60,15 +60,16 @@ CUDA_TEST_FILES = ["tests/test_render.py", "tests/test_noise.py", "tests/test_co
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 FORMS = ("subpixel", "phases", "native")  # of the upsampling layers (Renderer)
 # The check's sizes per device: render canvas side, tiled (tile px, batch) configurations,
-# timed repeats (median), accuracy canvas, colour side, job side. On the CPU the dry run
-# is tiny: bf16/fp16 convolutions there can be ~30x slower than fp32 (no AVX-512).
+# timed repeats (median; of each layer alone), accuracy canvas, colour side, job side,
+# matrix side and copy bytes of the ceilings. On the CPU the dry run is tiny: bf16/fp16
+# convolutions there can be ~30x slower than fp32 (no AVX-512).
 SIZES = {
     # bench_render's CUDA grid: tiles 1024-4096 px, batches 1-8
     "cuda": {"render": 8192, "tiles": [(t, b) for t in (1024, 2048, 4096) for b in (1, 4, 8)],
-             "repeats": 3, "accuracy": 1024, "colour": 16384, "job": 32768,
-             "matmul": 8192, "copy": 2**32},
-    "cpu": {"render": 128, "tiles": [(64, 1), (64, 4)], "repeats": 1, "accuracy": 128,
-            "colour": 512, "job": 1024, "matmul": 512, "copy": 2**24},
+             "repeats": 3, "layer_repeats": 10, "accuracy": 1024, "colour": 16384,
+             "job": 32768, "matmul": 8192, "copy": 2**32},
+    "cpu": {"render": 128, "tiles": [(64, 1), (64, 4)], "repeats": 1, "layer_repeats": 1,
+            "accuracy": 128, "colour": 512, "job": 1024, "matmul": 512, "copy": 2**24},
 }
 # in order of what the issue's goals need most: a step late in the order is the one the
 # budget squeezes when an earlier one runs long
@@ -331,7 +332,7 @@ def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
     import torch
 
     from texprod.engine.model import phase_layer, subpixel_layer
-    from texprod.engine.render import PRECISIONS as PRECISIONS_DTYPE
+    from texprod.engine.render import PRECISIONS as DTYPES  # precision -> torch dtype
     from texprod.engine.render import Renderer, forward_interior
 
     gen = _reference_generator()
@@ -353,7 +354,7 @@ def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
         for precision in PRECISIONS:
             row = {"layer": index + 1, "c_in": shape[1], "c_out": layer.out_channels,
                    "shape": list(shape), "precision": precision}
-            dtype = PRECISIONS_DTYPE[precision]
+            dtype = DTYPES[precision]
             if device == "cuda":  # as a Renderer sets cuDNN for rendering
                 torch.backends.cudnn.benchmark = False
                 torch.backends.cudnn.deterministic = True
@@ -366,7 +367,7 @@ def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
                 try:
                     with torch.inference_mode():
                         row[name] = _median_seconds(lambda m=module, x=x: m(x), device,
-                                                    sizes["repeats"])
+                                                    sizes["layer_repeats"])
                 except Exception as e:  # noqa: BLE001 - recorded in the report
                     row[name] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
             yield row
