@@ -269,6 +269,26 @@ def _median_seconds(work, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _time_rows(renderer, field, plan, batch: int, repeats: int) -> float:
+    """Median seconds of `renderer.rows` over the plan, after a warm-up (which is also
+    when cuDNN picks, or with autotuning times, its algorithms); on CUDA the GPU memory
+    peak counts from the timed runs only."""
+    import torch
+
+    device = renderer.device.type
+    renderer.rows(field, plan, batch)
+    _sync(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        renderer.rows(field, plan, batch)
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def render_rows(device: str, sizes: dict) -> Iterator[dict]:
     """Device render throughput per precision, one pass and tiled (rows left on the
     device, as the LUT colour path uses them), and the GPU memory peak of each. A
@@ -298,17 +318,7 @@ def render_rows(device: str, sizes: dict) -> Iterator[dict]:
                                     upsampling=upsampling)
                 plan = renderer.plan(side, side, tile)
                 row["flop_px"] = flops_per_px(renderer, plan)
-                renderer.rows(field, plan, batch)  # warm-up (and autotuning)
-                _sync(device)
-                if device == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                times = []
-                for _ in range(sizes["repeats"]):
-                    started = time.perf_counter()
-                    renderer.rows(field, plan, batch)
-                    _sync(device)
-                    times.append(time.perf_counter() - started)
-                seconds = statistics.median(times)
+                seconds = _time_rows(renderer, field, plan, batch, sizes["repeats"])
                 row.update(seconds=seconds, mpx_s=side * side / seconds / 1e6,
                            tflops=row["flop_px"] * side * side / seconds / 1e12,
                            gpu_mb=torch.cuda.max_memory_allocated() / 2**20
@@ -326,12 +336,14 @@ def render_rows(device: str, sizes: dict) -> Iterator[dict]:
 
 def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
     """Each upsampling layer of the reference generator alone, in each form and precision,
-    at its input shape in the middle tiling: which form to use for which layer."""
+    at its input shape in the middle tiling: which form to use for which layer. Then, per
+    precision, the whole network with each layer in its fastest form."""
     import copy
 
     import torch
 
     from texprod.engine.model import phase_layer, subpixel_layer
+    from texprod.engine.noise import NoiseField
     from texprod.engine.render import PRECISIONS as DTYPES  # precision -> torch dtype
     from texprod.engine.render import Renderer, forward_interior
 
@@ -348,6 +360,7 @@ def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
     with torch.no_grad():
         forward_interior(meta.blocks, native.rf, torch.empty(
             (batch, gen.config.nz, *plan.window_cells), device="meta"), plan.tile_cells)
+    fastest: dict[str, list[str]] = {p: [] for p in PRECISIONS}  # per layer, in order
     for index, (layer, shape) in enumerate(zip(layers, shapes, strict=True)):
         forms = {"native": layer, "subpixel": subpixel_layer(layer, after_upsample=False),
                  "phases": phase_layer(layer, after_upsample=False)}
@@ -370,7 +383,21 @@ def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
                                                     sizes["layer_repeats"])
                 except Exception as e:  # noqa: BLE001 - recorded in the report
                     row[name] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+            timed = {f: row[f] for f in FORMS if isinstance(row.get(f), float)}
+            fastest[precision].append(min(timed, key=timed.get) if timed else "subpixel")
             yield row
+    field = NoiseField(gen.config, 0, waves=gen.waves)
+    for precision, forms in fastest.items():
+        row = {"layer": "network", "precision": precision, "forms": forms, "tile": tile,
+               "batch": batch, "side": sizes["render"]}
+        try:
+            renderer = Renderer(gen, device, precision, upsampling=tuple(forms))
+            seconds = _time_rows(renderer, field, renderer.plan(row["side"], row["side"], tile),
+                                 batch, sizes["repeats"])
+            row.update(seconds=seconds, mpx_s=row["side"] ** 2 / seconds / 1e6)
+        except Exception as e:  # noqa: BLE001 - recorded in the report
+            row["error"] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+        yield row
 
 
 def render_accuracy(device: str, sizes: dict) -> Iterator[dict]:
@@ -541,7 +568,8 @@ def report(figures: dict, sizes: dict) -> str:
            ", ".join(f"{k} {v}" for k, v in figures["environment"].items()), ""]
     out += tests_section(figures) + [""] + render_section(figures) + [""]
     out += ["## Upsampling layers alone: each form at its tiled input shape", ""]
-    out += _rows_section(figures, "layers", layers_table) + [""]
+    out += _rows_section(figures, "layers",
+                         lambda rows: layers_table(rows, _rows(figures, "render"))) + [""]
     out += ["## Accuracy: tiled output on the device vs the CPU fp32 one-pass reference", ""]
     out += _rows_section(figures, "accuracy", lambda rows: _table(
         ["precision", "canvas", "tiles", "max diff (1/255)", "mean diff", "pixels off"],
@@ -631,9 +659,9 @@ def form_rows(render: list[dict]) -> list[list]:
              max(forms, key=forms.get)] for key, forms in rates.items() if len(forms) > 1]
 
 
-def layers_table(rows: list[dict]) -> list[str]:
+def layers_table(rows: list[dict], render: list[dict]) -> list[str]:
     lines = []
-    for r in rows:
+    for r in (r for r in rows if r["layer"] != "network"):
         times = {f: r[f] for f in FORMS if isinstance(r.get(f), float)}
         fastest = min(times, key=times.get) if times else "-"
         lines.append([r["layer"], f"{r['c_in']} -> {r['c_out']}",
@@ -643,8 +671,26 @@ def layers_table(rows: list[dict]) -> list[str]:
     return _table(["layer", "channels", "input (B x C x h x w)", "precision",
                    *(f"{f} ms" for f in FORMS), "fastest"], lines) + [
         "", "Median of the check's repeats (device events on CUDA) at the middle tiling's "
-        "shapes. A layer's fastest form is the candidate for a per-layer choice in the "
-        "renderer."]
+        "shapes.", ""] + network_table([r for r in rows if r["layer"] == "network"], render)
+
+
+def network_table(rows: list[dict], render: list[dict]) -> list[str]:
+    """The whole network with each layer in its fastest form, against one form for all."""
+    if not rows:
+        return []
+    lines = []
+    for r in rows:
+        same = {o["upsampling"]: o["mpx_s"] for o in render if "mpx_s" in o
+                and not o["autotune"] and (o["precision"], o["tile"], o["batch"])
+                == (r["precision"], r["tile"], r["batch"])}
+        lines.append([r["precision"], ", ".join(r["forms"]), r.get("error") or
+                      f"{r['mpx_s']:.1f}",
+                      *(f"{r['mpx_s'] / same[f]:.2f}x" if f in same and "mpx_s" in r
+                        else "-" for f in FORMS)])
+    return ["The whole network with each layer in its fastest form (the candidate for a "
+            f"per-layer `upsampling`), tile {rows[0]['tile']} batch {rows[0]['batch']}:",
+            ""] + _table(["precision", "forms, first layer to last", "Mpx/s",
+                          *(f"vs all {f}" for f in FORMS)], lines)
 
 
 def colour_table(colour: list[dict]) -> list[str]:

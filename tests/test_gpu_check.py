@@ -38,11 +38,18 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert 1.3 < subpixel["flop_px"] / native["flop_px"] < 1.5
     assert {r["upsampling"] for r in render} == {"subpixel", "native", "phases"}
     # each of the reference generator's 5 upsampling layers, per precision, in each form
-    layers = figures["layers"]
+    layers = [r for r in figures["layers"] if r["layer"] != "network"]
     assert len(layers) == 5 * 4
     assert all(isinstance(r[form], float) and r[form] > 0 for r in layers
                for form in ("native", "subpixel", "phases"))
     assert [r["c_out"] for r in layers[::4]] == [512, 256, 128, 64, 3]
+    # then the whole network per precision with each layer in its fastest form
+    network = [r for r in figures["layers"] if r["layer"] == "network"]
+    assert [r["precision"] for r in network] == ["fp32", "tf32", "bf16", "fp16"]
+    for r in network:
+        fastest = [min(("native", "subpixel", "phases"), key=layer.get) for layer in layers
+                   if layer["precision"] == r["precision"]]
+        assert r["forms"] == fastest and r["mpx_s"] > 0
     ceilings = figures["ceilings"]
     assert set(ceilings["matmul_tflops"]) == {"fp32", "tf32", "bf16", "fp16"}
     assert min(ceilings["matmul_tflops"].values()) > 0 and ceilings["copy_gb_s"] > 0

@@ -158,9 +158,18 @@ def test_native_layers_are_exact_too():
     gen, field, fast = _setup("psgan-affine-tconv-d5-k7")
     native = Renderer(gen, "cpu", "fp32", upsampling="native")
     phases = Renderer(gen, "cpu", "fp32", upsampling="phases")
+    mixed = Renderer(gen, "cpu", "fp32",  # a form per layer, as the GPU check may choose
+                     upsampling=("phases", "subpixel", "native", "phases", "subpixel"))
+    assert [type(b[0]).__name__ for b in mixed.model.blocks] == [
+        "PhaseUpsampling", "SubpixelUpsampling", "ConvTranspose2d", "PhaseUpsampling",
+        "SubpixelUpsampling"]
+    with pytest.raises(RenderError, match="upsampling: got 2 forms, the generator has 5"):
+        Renderer(gen, "cpu", upsampling=("phases", "native"))
+    with pytest.raises(RenderError, match="upsampling: got 'fast'"):
+        Renderer(gen, "cpu", upsampling=("fast",) * 5)
     plan = plan_tiles(150, 90, gen.config.cell_px, native.rf.halo, 64, x0=-9, y0=5)
     reference = render_reference(gen, field, 150, 90, -9, 5, output="float32")
-    for renderer in (native, fast, phases):
+    for renderer in (native, fast, phases, mixed):
         image = render_canvas(renderer, field, plan, batch=2, output="float32")
         assert np.abs(image - reference).max() <= 1e-4
     assert not isinstance(fast.model.blocks[0][0], torch.nn.ConvTranspose2d)

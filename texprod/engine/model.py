@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -267,16 +268,18 @@ def phase_layer(layer: nn.ConvTranspose2d | nn.Conv2d, after_upsample: bool
 UPSAMPLING_FORMS = ("subpixel", "phases", "native")
 
 
-def upsampling_form(generator: Generator, form: str) -> Generator:
+def upsampling_form(generator: Generator, form: str | Sequence[str]) -> Generator:
     """A copy of `generator` whose upsampling layers are computed in `form`: "subpixel"
-    (`SubpixelUpsampling`), "phases" (`PhaseUpsampling`) or "native" (as defined). Layers
-    after them, such as BatchNorm, stay as they are."""
-    assert form in UPSAMPLING_FORMS, form
+    (`SubpixelUpsampling`), "phases" (`PhaseUpsampling`) or "native" (as defined), or one
+    of those per upsampling layer, first to last. Layers after them, such as BatchNorm,
+    stay as they are."""
     converted = copy.deepcopy(generator).eval()
-    if form == "native":
-        return converted
-    make = subpixel_layer if form == "subpixel" else phase_layer
-    for block in converted.blocks:
+    forms = [form] * len(converted.blocks) if isinstance(form, str) else list(form)
+    assert len(forms) == len(converted.blocks) and set(forms) <= set(UPSAMPLING_FORMS), form
+    for block, layer_form in zip(converted.blocks, forms, strict=True):
+        if layer_form == "native":
+            continue
+        make = subpixel_layer if layer_form == "subpixel" else phase_layer
         for i, module in enumerate(block):
             if isinstance(module, nn.ConvTranspose2d):
                 block[i] = make(module, after_upsample=False)

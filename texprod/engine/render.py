@@ -101,13 +101,18 @@ class Renderer:
     """A generator prepared for fast, exact tiled inference on one device."""
 
     def __init__(self, generator: Generator, device: str = "auto", precision: str = "fp32",
-                 autotune: bool = False, upsampling: str = "subpixel"):
+                 autotune: bool = False, upsampling: str | tuple[str, ...] = "subpixel"):
         """`upsampling`: "subpixel" computes each upsampling layer as a convolution and a
         pixel shuffle (`SubpixelUpsampling`, the same function, faster); "phases" as one
         convolution per output phase without zero taps (`PhaseUpsampling`); "native"
-        runs the layers as the generator defines them (for measurements)."""
+        runs the layers as the generator defines them (for measurements); or a tuple of
+        those, one per layer."""
         _check_choice("precision", precision, PRECISIONS)
-        _check_choice("upsampling", upsampling, UPSAMPLING)
+        for form in (upsampling,) if isinstance(upsampling, str) else upsampling:
+            _check_choice("upsampling", form, UPSAMPLING)
+        if not isinstance(upsampling, str) and len(upsampling) != len(generator.blocks):
+            raise RenderError(f"upsampling: got {len(upsampling)} forms, the generator has "
+                              f"{len(generator.blocks)} upsampling layers")
         self.generator = generator  # unmodified, for one-pass plans
         self.device = resolve_device(device)
         self.precision = precision
