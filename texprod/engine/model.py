@@ -247,7 +247,8 @@ class PhaseUpsampling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         c = self.convs[0].out_channels
-        layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() \
+        # the output keeps the input's memory layout (channels_last on the GPU)
+        layout = torch.channels_last if not x.is_contiguous() \
             and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = torch.empty((b, c, 2 * h, 2 * w), dtype=x.dtype, device=x.device,
                           memory_format=layout)
