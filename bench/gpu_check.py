@@ -61,15 +61,17 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 FORMS = ("subpixel", "phases", "native")  # of the upsampling layers (Renderer)
 # The check's sizes per device: render canvas side, tiled (tile px, batch) configurations,
 # timed repeats (median; of each layer alone), accuracy canvas, colour side, job side,
-# matrix side and copy bytes of the ceilings. On the CPU the dry run is tiny: bf16/fp16
-# convolutions there can be ~30x slower than fp32 (no AVX-512).
+# matrix side and copy bytes of the ceilings, the reference generator's filters. On the CPU
+# the dry run is tiny, its generator narrow: bf16/fp16 convolutions there can be ~30x
+# slower than fp32 (no AVX-512).
 SIZES = {
     # bench_render's CUDA grid: tiles 1024-4096 px, batches 1-8
     "cuda": {"render": 8192, "tiles": [(t, b) for t in (1024, 2048, 4096) for b in (1, 4, 8)],
              "repeats": 3, "layer_repeats": 10, "accuracy": 1024, "colour": 16384,
-             "job": 32768, "matmul": 8192, "copy": 2**32},
+             "job": 32768, "matmul": 8192, "copy": 2**32, "filters": (512, 256, 128, 64)},
     "cpu": {"render": 128, "tiles": [(64, 1), (64, 4)], "repeats": 1, "layer_repeats": 1,
-            "accuracy": 128, "colour": 512, "job": 1024, "matmul": 512, "copy": 2**24},
+            "accuracy": 128, "colour": 512, "job": 1024, "matmul": 256, "copy": 2**24,
+            "filters": (64, 32, 16, 8)},
 }
 # in order of what the issue's goals need most: a step late in the order is the one the
 # budget squeezes when an earlier one runs long
@@ -184,10 +186,12 @@ def _tail(log: Path, lines: int = 25) -> str:
 # ------------------------------------------------------------------------------ render
 
 
-def _reference_generator():
+def _reference_generator(sizes: dict):
+    """The papers' 5 upsampling layers, 512-256-128-64 filters on the GPU; the dry run on
+    the CPU keeps the layers and narrows them (`SIZES`)."""
     from texprod.engine import make_config, random_generator
 
-    return random_generator(make_config(), seed=1)  # the papers' 5 layers, 512-256-128-64
+    return random_generator(make_config(filters=sizes["filters"]), seed=1)
 
 
 def flops_per_px(renderer, plan) -> float:
@@ -298,7 +302,7 @@ def render_rows(device: str, sizes: dict) -> Iterator[dict]:
     from texprod.engine.noise import NoiseField
     from texprod.engine.render import Renderer
 
-    gen = _reference_generator()
+    gen = _reference_generator(sizes)
     field = NoiseField(gen.config, 0, waves=gen.waves)
     side = sizes["render"]
     middle = sizes["tiles"][len(sizes["tiles"]) // 2]
@@ -347,7 +351,7 @@ def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
     from texprod.engine.render import PRECISIONS as DTYPES  # precision -> torch dtype
     from texprod.engine.render import Renderer, forward_interior
 
-    gen = _reference_generator()
+    gen = _reference_generator(sizes)
     tile, batch = sizes["tiles"][len(sizes["tiles"]) // 2]
     native = Renderer(gen, "cpu", "fp32", upsampling="native")
     layers = [m for m in native.model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
@@ -408,7 +412,7 @@ def render_accuracy(device: str, sizes: dict) -> Iterator[dict]:
     from texprod.engine.noise import NoiseField
     from texprod.engine.render import Renderer, render_canvas, render_reference
 
-    gen = _reference_generator()
+    gen = _reference_generator(sizes)
     side = sizes["accuracy"]
     field = NoiseField(gen.config, 3, waves=gen.waves)
     reference = render_reference(gen, field, side, side, x0=-37, y0=11).astype(np.int16)
@@ -438,7 +442,7 @@ def colour_rows(device: str, sizes: dict) -> list[dict]:
     side = sizes["colour"]
     profile = Path(str(ICC_DIR / DEFAULT_CMYK_PROFILE))
     colour = OutputColour("cmyk", profile.read_bytes(), profile, "FOGRA39", "relative", True, 8)
-    rgb = _texture(side)  # (side, side, 3) uint8
+    rgb = _texture(side, sizes)  # (side, side, 3) uint8
     rows = []
 
     started = time.perf_counter()
@@ -473,14 +477,14 @@ def colour_rows(device: str, sizes: dict) -> list[dict]:
     return [*rows, {**build, "mpx_s": None}]
 
 
-def _texture(side: int):
+def _texture(side: int, sizes: dict):
     """A texture-like sRGB image: a render of the reference generator, tiled."""
     import numpy as np
 
     from texprod.engine.noise import NoiseField
     from texprod.engine.render import render_reference
 
-    gen = _reference_generator()
+    gen = _reference_generator(sizes)
     tile = render_reference(gen, NoiseField(gen.config, 5, waves=gen.waves), 512, 512)
     reps = -(-side // 512)
     return np.ascontiguousarray(np.tile(tile, (reps, reps, 1))[:side, :side])
@@ -498,7 +502,7 @@ def job_row(device: str, sizes: dict, work: Path) -> dict:
     from texprod.job.spec import parse_spec
     from texprod.models import save_generator
 
-    model = save_generator(_reference_generator(), work / "reference", overwrite=True)
+    model = save_generator(_reference_generator(sizes), work / "reference", overwrite=True)
     side = sizes["job"]
     side_mm = side / 300 * 25.4
     spec = parse_spec({
@@ -566,7 +570,7 @@ def report(figures: dict, sizes: dict) -> str:
     """The markdown report of what `figures` holds so far: a section per step."""
     out = ["# texprod GPU check", "",
            ", ".join(f"{k} {v}" for k, v in figures["environment"].items()), ""]
-    out += tests_section(figures) + [""] + render_section(figures) + [""]
+    out += tests_section(figures) + [""] + render_section(figures, sizes) + [""]
     out += ["## Upsampling layers alone: each form at its tiled input shape", ""]
     out += _rows_section(figures, "layers",
                          lambda rows: layers_table(rows, _rows(figures, "render"))) + [""]
@@ -595,8 +599,9 @@ def tests_section(figures: dict) -> list[str]:
     return out + (["", "```", tests["tail"], "```"] if not tests["ok"] else [])
 
 
-def render_section(figures: dict) -> list[str]:
-    out = ["## Render (reference generator, rows on the device)", ""]
+def render_section(figures: dict, sizes: dict) -> list[str]:
+    filters = "-".join(map(str, sizes["filters"]))
+    out = [f"## Render (reference generator, {filters} filters, rows on the device)", ""]
     ceiling = figures.get("ceilings")
     peaks = {}
     if ceiling and "error" not in ceiling:
