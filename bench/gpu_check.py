@@ -873,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
             figures[name] = run_step(name, args.device, out, Path(work) / name,
                                      min(limits[name], left)) if left >= 5 else \
                 {"error": f"not run: the {args.budget:.0f} s budget was spent", "tail": ""}
-            print(f"gpu-check: {name} {'FAILED' if 'error' in figures[name] else 'done'} "
+            print(f"gpu-check: {name} {'FAILED' if _step_failed(figures[name]) else 'done'} "
                   f"in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
             (out / "gpu-check.json").write_text(json.dumps(figures, indent=1, default=str))
             (out / "gpu-check.md").write_text(report(figures, sizes))
@@ -883,9 +883,13 @@ def main(argv: list[str] | None = None) -> int:
     if site := os.environ.get("TEXPROD_GPU_CHECK_SITE"):  # the wheels unpacked for this run
         shutil.rmtree(site, ignore_errors=True)
     tests, job = figures.get("tests", {}), figures.get("job", {})
-    ok = all("error" not in figures[name] if isinstance(figures[name], dict) else True
-             for name in steps) and tests.get("ok", True) and job.get("preflight_ok", True)
+    ok = not any(_step_failed(figures[name]) for name in steps) and tests.get("ok", True) \
+        and job.get("preflight_ok", True)
     return 0 if ok else 1
+
+
+def _step_failed(figures) -> bool:
+    return isinstance(figures, dict) and "error" in figures
 
 
 if __name__ == "__main__":
