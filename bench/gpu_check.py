@@ -541,7 +541,7 @@ def _failed(figures: dict, name: str) -> list[str] | None:
     got = figures.get(name)
     if got is None:
         return ["not run"]
-    if isinstance(got, dict) and "error" in got:
+    if _step_failed(got):
         tail = got.get("tail")
         return [f"FAILED: {got['error']} (whole output in {name}.log)",
                 *(["", "```", tail, "```"] if tail else [])]
