@@ -194,15 +194,32 @@ def _reference_generator(sizes: dict):
     return random_generator(make_config(filters=sizes["filters"]), seed=1)
 
 
-def flops_per_px(renderer, plan) -> float:
-    """Floating-point operations (2 per multiply-add) the plan's convolutions do per canvas
-    pixel, halos, crops and the sub-pixel form's zero taps included: counted by running the
-    network on the meta device (shapes only, nothing computed)."""
+def _on_meta(renderer, plan, batch: int, hook) -> None:
+    """Run the plan's network on one batch of its windows on the meta device (shapes only,
+    nothing computed), calling hook(module, inputs, output) after every convolution."""
     import copy
 
     import torch
 
     from texprod.engine.render import forward_interior
+
+    model = copy.deepcopy(renderer.generator if plan.one_pass else renderer.model).to("meta")
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.register_forward_hook(hook)
+    z = torch.empty((batch, renderer.generator.config.nz, *plan.window_cells),
+                    device="meta", dtype=next(model.parameters()).dtype)
+    with torch.no_grad():
+        if plan.one_pass:
+            model(z)
+        else:
+            forward_interior(model.blocks, renderer.rf, z, plan.tile_cells)
+
+
+def flops_per_px(renderer, plan) -> float:
+    """Floating-point operations (2 per multiply-add) the plan's convolutions do per canvas
+    pixel, halos, crops and the sub-pixel form's zero taps included."""
+    import torch
 
     macs = 0
 
@@ -214,18 +231,7 @@ def flops_per_px(renderer, plan) -> float:
         else:  # each output gathers C_in * kh * kw taps
             macs += output.numel() * weight_taps
 
-    wy, wx = plan.window_cells
-    model = copy.deepcopy(renderer.generator if plan.one_pass else renderer.model).to("meta")
-    z = torch.empty((1, renderer.generator.config.nz, wy, wx), device="meta",
-                    dtype=next(model.parameters()).dtype)
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-            module.register_forward_hook(count)
-    with torch.no_grad():
-        if plan.one_pass:
-            model(z)
-        else:
-            forward_interior(model.blocks, renderer.rf, z, plan.tile_cells)
+    _on_meta(renderer, plan, 1, count)
     return 2 * macs * len(plan.tiles) / (plan.width * plan.height)
 
 
@@ -349,21 +355,15 @@ def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
     from texprod.engine.model import phase_layer, subpixel_layer
     from texprod.engine.noise import NoiseField
     from texprod.engine.render import PRECISIONS as DTYPES  # precision -> torch dtype
-    from texprod.engine.render import Renderer, forward_interior
+    from texprod.engine.render import Renderer, use_cudnn_settings
 
     gen = _reference_generator(sizes)
     tile, batch = sizes["tiles"][len(sizes["tiles"]) // 2]
     native = Renderer(gen, "cpu", "fp32", upsampling="native")
     layers = [m for m in native.model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
-    shapes = []  # each layer's input (B, C_in, h, w) in the tiled plan, found on meta
-    meta = copy.deepcopy(native.model).to("meta")
-    for m in meta.modules():
-        if isinstance(m, torch.nn.ConvTranspose2d):
-            m.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
-    plan = native.plan(sizes["render"], sizes["render"], tile)
-    with torch.no_grad():
-        forward_interior(meta.blocks, native.rf, torch.empty(
-            (batch, gen.config.nz, *plan.window_cells), device="meta"), plan.tile_cells)
+    shapes = []  # each layer's input (B, C_in, h, w) in the tiled plan
+    _on_meta(native, native.plan(sizes["render"], sizes["render"], tile), batch,
+             lambda m, i, o: shapes.append(tuple(i[0].shape)))
     fastest: dict[str, list[str]] = {p: [] for p in PRECISIONS}  # per layer, in order
     for index, (layer, shape) in enumerate(zip(layers, shapes, strict=True)):
         forms = {"native": layer, "subpixel": subpixel_layer(layer, after_upsample=False),
@@ -372,10 +372,8 @@ def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
             row = {"layer": index + 1, "c_in": shape[1], "c_out": layer.out_channels,
                    "shape": list(shape), "precision": precision}
             dtype = DTYPES[precision]
-            if device == "cuda":  # as a Renderer sets cuDNN for rendering
-                torch.backends.cudnn.benchmark = False
-                torch.backends.cudnn.deterministic = True
-                torch.backends.cudnn.allow_tf32 = precision == "tf32"
+            if device == "cuda":
+                use_cudnn_settings(precision)
             layout = torch.channels_last if device == "cuda" else torch.contiguous_format
             x = torch.randn(shape, device=device).to(dtype, memory_format=layout)
             for name, module in forms.items():
@@ -388,7 +386,8 @@ def layer_rows(device: str, sizes: dict) -> Iterator[dict]:
                 except Exception as e:  # noqa: BLE001 - recorded in the report
                     row[name] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
             timed = {f: row[f] for f in FORMS if isinstance(row.get(f), float)}
-            fastest[precision].append(min(timed, key=timed.get) if timed else "subpixel")
+            row["fastest"] = min(timed, key=timed.get) if timed else None
+            fastest[precision].append(row["fastest"] or "subpixel")
             yield row
     field = NoiseField(gen.config, 0, waves=gen.waves)
     for precision, forms in fastest.items():
@@ -653,26 +652,30 @@ def render_table(render: list[dict], peaks: dict) -> list[str]:
         form_rows(render))
 
 
-def form_rows(render: list[dict]) -> list[list]:
-    """Per precision and tiling measured in more than one form: each form's rate."""
+def rates_by_tiling(render: list[dict]) -> dict[tuple, dict[str, float]]:
+    """{(precision, tile, batch): {form: Mpx/s}} of the tiled rows with fixed algorithms."""
     rates: dict[tuple, dict[str, float]] = {}
     for r in render:
         if r["tile"] and not r["autotune"] and "mpx_s" in r:
             rates.setdefault((r["precision"], r["tile"], r["batch"]), {})[r["upsampling"]] = \
                 r["mpx_s"]
+    return rates
+
+
+def form_rows(render: list[dict]) -> list[list]:
+    """Per precision and tiling measured in more than one form: each form's rate."""
     return [[*key, *(f"{forms[f]:.1f}" if f in forms else "-" for f in FORMS),
-             max(forms, key=forms.get)] for key, forms in rates.items() if len(forms) > 1]
+             max(forms, key=forms.get)]
+            for key, forms in rates_by_tiling(render).items() if len(forms) > 1]
 
 
 def layers_table(rows: list[dict], render: list[dict]) -> list[str]:
     lines = []
     for r in (r for r in rows if r["layer"] != "network"):
-        times = {f: r[f] for f in FORMS if isinstance(r.get(f), float)}
-        fastest = min(times, key=times.get) if times else "-"
         lines.append([r["layer"], f"{r['c_in']} -> {r['c_out']}",
                       "x".join(map(str, r["shape"])), r["precision"],
-                      *(f"{r[f] * 1e3:.2f}" if f in times else r.get(f, "-") for f in FORMS),
-                      fastest])
+                      *(f"{r[f] * 1e3:.2f}" if isinstance(r.get(f), float) else r.get(f, "-")
+                        for f in FORMS), r["fastest"] or "-"])
     return _table(["layer", "channels", "input (B x C x h x w)", "precision",
                    *(f"{f} ms" for f in FORMS), "fastest"], lines) + [
         "", "Median of the check's repeats (device events on CUDA) at the middle tiling's "
@@ -683,11 +686,10 @@ def network_table(rows: list[dict], render: list[dict]) -> list[str]:
     """The whole network with each layer in its fastest form, against one form for all."""
     if not rows:
         return []
+    rates = rates_by_tiling(render)
     lines = []
     for r in rows:
-        same = {o["upsampling"]: o["mpx_s"] for o in render if "mpx_s" in o
-                and not o["autotune"] and (o["precision"], o["tile"], o["batch"])
-                == (r["precision"], r["tile"], r["batch"])}
+        same = rates.get((r["precision"], r["tile"], r["batch"]), {})
         lines.append([r["precision"], ", ".join(r["forms"]), r.get("error") or
                       f"{r['mpx_s']:.1f}",
                       *(f"{r['mpx_s'] / same[f]:.2f}x" if f in same and "mpx_s" in r

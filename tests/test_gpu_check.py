@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -42,13 +44,14 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert len(layers) == 5 * 4
     assert all(isinstance(r[form], float) and r[form] > 0 for r in layers
                for form in ("native", "subpixel", "phases"))
+    assert all(r["fastest"] == min(("native", "subpixel", "phases"), key=r.get)
+               for r in layers)
     assert [r["c_out"] for r in layers[::4]] == [64, 32, 16, 8, 3]  # narrowed on the CPU
     # then the whole network per precision with each layer in its fastest form
     network = [r for r in figures["layers"] if r["layer"] == "network"]
     assert [r["precision"] for r in network] == ["fp32", "tf32", "bf16", "fp16"]
     for r in network:
-        fastest = [min(("native", "subpixel", "phases"), key=layer.get) for layer in layers
-                   if layer["precision"] == r["precision"]]
+        fastest = [layer["fastest"] for layer in layers if layer["precision"] == r["precision"]]
         assert r["forms"] == fastest and r["mpx_s"] > 0
     ceilings = figures["ceilings"]
     assert set(ceilings["matmul_tflops"]) == {"fp32", "tf32", "bf16", "fp16"}
@@ -102,3 +105,17 @@ def test_the_report_keeps_the_rows_measured_before_a_step_failed():
     assert render.index("Only the rows above") < render.index("FAILED: exit 1")
     assert "RuntimeError: CUDA error" in render
     assert "| tiled / one-pass >= 0.95 | 1.05 (worst precision) | yes |" in report
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--steps", "render,bogus"], "--steps: unknown bogus; allowed: tests, ceilings, render"),
+    (["--limit", "job=soon"], "--limit 'job=soon': expected STEP=SECONDS with STEP one of"),
+    (["--limit", "paint=10"], "--limit 'paint=10': expected STEP=SECONDS"),
+])
+def test_bad_options_are_refused_before_anything_runs(tmp_path, args, message):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--out",
+                           str(out), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and message in done.stderr
+    assert not out.exists()  # no report, no step started

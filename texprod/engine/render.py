@@ -97,6 +97,17 @@ def field_on(field: NoiseField, device: torch.device) -> NoiseField:
     return moved
 
 
+def use_cudnn_settings(precision: str, autotune: bool = False) -> None:
+    """cuDNN's process-wide switches as rendering at `precision` needs them."""
+    # Same bytes from every process and GPU: cuDNN's heuristics pick one algorithm per
+    # shape; benchmark mode (`autotune`, for measurements) times candidates and may pick
+    # another in another process, which changes the last bits.
+    torch.backends.cudnn.benchmark = autotune
+    torch.backends.cudnn.deterministic = not autotune
+    # PyTorch allows TF32 in cuDNN convolutions by default; fp32 must mean fp32
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+
+
 class Renderer:
     """A generator prepared for fast, exact tiled inference on one device."""
 
@@ -198,15 +209,8 @@ class Renderer:
     def _use_cudnn_settings(self) -> None:
         """cuDNN's switches are process-wide and a worker may hold the renderers of several
         jobs, so each renderer sets its own whenever it renders."""
-        if self.device.type != "cuda":
-            return
-        # Same bytes from every process and GPU: cuDNN's heuristics pick one algorithm per
-        # shape; benchmark mode (`autotune`, for measurements) times candidates and may
-        # pick another in another process, which changes the last bits.
-        torch.backends.cudnn.benchmark = self.autotune
-        torch.backends.cudnn.deterministic = not self.autotune
-        # PyTorch allows TF32 in cuDNN convolutions by default; fp32 must mean fp32
-        torch.backends.cudnn.allow_tf32 = self.precision == "tf32"
+        if self.device.type == "cuda":
+            use_cudnn_settings(self.precision, self.autotune)
 
     def _one_pass(self, field: NoiseField, plan: TilePlan, output: str) -> torch.Tensor:
         self._use_cudnn_settings()
