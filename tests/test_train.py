@@ -39,7 +39,7 @@ def exemplar(tmp_path: Path, name: str = "stripes.png", size: int = 96, seed: in
 def tiny(**changes) -> TrainConfig:
     options = dict(arch="sgan", filters=(16, 8), d_filters=(8, 16, 16, 16), crop_px=32,
                    batch=2, iters=4,
-                   checkpoint_every=2, samples_every=2, nz_local=6)
+                   checkpoint_every=2, samples_every=2, nz_local=6, latent_steps=3)
     options.update(changes)
     return TrainConfig(**options)
 
@@ -253,6 +253,24 @@ def test_bad_exemplars_are_rejected_clearly(tmp_path, kind, message):
     with pytest.raises(TexprodError, match=message):
         Trainer([path], tmp_path / "m", tiny(), device="cpu")
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--iters", "0", "--iters: got 0, must be at least 1"),
+    ("--batch", "0", "--batch: got 0, must be at least 1"),
+    ("--samples-every", "0", "--samples-every: got 0, must be at least 1"),
+    ("--checkpoint-every", "-1", "--checkpoint-every: got -1, must be at least 1"),
+    ("--latent-steps", "-2", "--latent-steps: got -2, must be at least 0"),
+    ("--lr", "-1", "--lr: got -1.0, must be between 0 and 1"),
+])
+def test_bad_training_numbers_are_refused_before_any_work(tmp_path, capsys, option, value,
+                                                           message):
+    out = tmp_path / "m"
+    assert main(["train", str(exemplar(tmp_path)), "--out", str(out), "--device", "cpu",
+                 option, value]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not out.exists()
 
 
 def test_train_command(tmp_path, capsys):

@@ -243,6 +243,9 @@ def _parser() -> argparse.ArgumentParser:
                             "texprod train --out directory (same --size), so the warm-started "
                             "generator is not wiped out by a random discriminator's first "
                             "gradients")
+    train.add_argument("--latent-steps", type=int, default=60,
+                       help="psgan: gradient steps that refine each exemplar's named latent "
+                            "after training")
     train.add_argument("--resume", action="store_true",
                        help="continue the training saved in --out")
     train.add_argument("--samples-every", type=int, default=250,
@@ -292,6 +295,7 @@ def _train(args: argparse.Namespace) -> int:
                                   upsample=args.upsample, nz_local=args.nz_local,
                                   nz_global=args.nz_global, init=args.init,
                                   init_discriminator=args.init_discriminator,
+                                  latent_steps=args.latent_steps,
                                   nz_periodic=args.nz_periodic)
     bar = tqdm(total=config.iters, unit="it", desc="train", disable=None)
 

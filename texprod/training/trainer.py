@@ -88,6 +88,20 @@ class TrainConfig:
     # discriminator's first gradients wiped a warm-started generator's texture within 1250
     # iterations, a trained one keeps it while the new global channels learn
     init_discriminator: str | None = None
+    # PSGAN: gradient steps that refine each exemplar's named latent after training
+    latent_steps: int = 60
+
+    def __post_init__(self) -> None:
+        # named as the `texprod train` options that set them
+        for option, value, least in (("--iters", self.iters, 1), ("--batch", self.batch, 1),
+                                     ("--samples-every", self.samples_every, 1),
+                                     ("--checkpoint-every", self.checkpoint_every, 1),
+                                     ("--latent-steps", self.latent_steps, 0)):
+            if value < least:
+                raise ConfigError(f"{option}: got {value}, must be at least {least}")
+        if self.lr is not None and not 0 < self.lr < 1:
+            raise ConfigError(f"--lr: got {self.lr}, must be between 0 and 1 (the papers' "
+                              f"{DEFAULT_LR})")
 
     @classmethod
     def from_cli(cls, size: str = "small", filters: tuple[int, ...] | None = None,
@@ -460,7 +474,7 @@ def train_model(exemplars: list[str | Path], out: str, config: TrainConfig, devi
     model = copy.deepcopy(trainer.model()).cpu()  # latents are fitted on the CPU
     latents = fit_latents(model, {p.stem: image for p, image in
                                   zip(trainer.exemplar_paths, trainer.exemplars, strict=True)},
-                          crop=config.crop_px, seed=config.seed)
+                          steps=config.latent_steps, crop=config.crop_px, seed=config.seed)
     if latents:
         trainer.save(latents=latents)
     if remote is not None:
