@@ -20,7 +20,7 @@ from texprod.engine.noise import NoiseField
 from texprod.engine.render import Renderer, render_canvas
 from texprod.job.stripes import ink_check, shrink_preview, shrink_preview_tensor
 from texprod.press.colour import DEFAULT_CMYK_PROFILE, ICC_DIR, OutputColour, to_output
-from texprod.press.colour_lut import ColourLUT, colour_lut, ink_coverage
+from texprod.press.colour_lut import CHUNK_PX, ColourLUT, colour_lut, ink_coverage
 
 TOLERANCE = 2  # per channel, in 1/255 (x 257 for 16-bit output)
 MEAN_TOLERANCE = 0.5  # mean abs error, in 1/255
@@ -148,7 +148,7 @@ def test_tac_equals_ink_check(dtype):
 
 def test_tac_in_row_blocks_keeps_the_first_maximum(monkeypatch):
     """Blocks of rows (a stripe of hundreds of megapixels) pick the same pixel as one pass."""
-    monkeypatch.setattr("texprod.press.colour_lut.CHUNK_PX", 100)  # 3 rows of 33 per block
+    monkeypatch.setitem(CHUNK_PX, "cpu", 100)  # 3 rows of 33 per block
     band = np.zeros((20, 33, 4), np.uint8)
     band[[4, 9, 17], [30, 2, 0]] = 200
     assert ink_coverage(torch.from_numpy(band)) == (4 * 200 * 100 / 255, 4, 30)
@@ -160,7 +160,7 @@ def test_apply_in_chunks_equals_one_pass(monkeypatch):
     colour = cmyk(FOGRA39)
     pixels = srgb_grid(8)[:5000].reshape(50, 100, 3)
     whole = lut(pixels, colour)
-    monkeypatch.setattr("texprod.press.colour_lut.CHUNK_PX", 999)
+    monkeypatch.setitem(CHUNK_PX, "cpu", 999)
     assert np.array_equal(lut(pixels, colour), whole)
 
 
