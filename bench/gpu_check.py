@@ -772,6 +772,7 @@ def goals(figures: dict) -> list[list[str]]:
                      and r["tile"]), default=None)
         if one and tiled:
             ratios.append(tiled / one)
+
     def worst(precision: str, trained: bool) -> int | None:
         """The largest max diff of `precision` over the trained (bundled) models, or of the
         random-weights reference generator."""

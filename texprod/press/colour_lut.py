@@ -23,7 +23,7 @@ from texprod.press.colour import OutputColour, to_output
 # pixels per step of apply / ink_coverage, which bounds the temporaries (~150 B a pixel).
 # A GPU wants big steps (few kernel launches; its caching allocator reuses the memory); on
 # the CPU, steps of ~40 MB are reused by the allocator where 600 MB ones went back to the
-# OS every step: 2.4x faster on 2 cores (page faults were 80 % of the time)
+# OS every step: 2.2x faster on 2 cores (page faults were 85 % of the time)
 CHUNK_PX = {"cuda": 2**22, "cpu": 2**18}
 DTYPES = {8: torch.uint8, 16: torch.uint16}
 TOPS = {torch.uint8: 255, torch.uint16: 65535}
