@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 DEVICE ?= cuda
 GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
 
-.PHONY: gpu-check gpu-wheels golden install test bench generate lint clean
+.PHONY: gpu-check gpu-record gpu-wheels golden install test bench generate lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ gpu-wheels: $(PY)
 
 gpu-check:
 	$(GPU_PY) bench/gpu_check.py --device $(DEVICE)
+
+# after a GPU check: make gpu-record DIR=<the $$OUT that came back> (BENCHMARKS.md, estimates)
+gpu-record: $(PY)
+	@test -n "$(DIR)" || { echo "usage: make gpu-record DIR=<folder with gpu-check.json>"; exit 2; }
+	$(PY) bench/record_gpu_check.py $(DIR)
 
 # record the shipped specs' print files on this CPU, after a change meant to alter them
 golden: $(PY)

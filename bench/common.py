@@ -54,22 +54,29 @@ def command_line() -> str:
     return shlex.join(["python", script, *sys.argv[1:]])
 
 
-def append_section(kind: str, device: str, text: str) -> None:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = f"\n## {stamp} — {kind} — {device}\n\n`{command_line()}`\n\n{text}\n"
-    if not BENCHMARKS.exists():
-        BENCHMARKS.write_text(HEADER)
-    with BENCHMARKS.open("a") as f:
+def now_utc() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def append_section(kind: str, device: str, text: str, *, stamp: str | None = None,
+                   command: str | None = None, path: Path = BENCHMARKS) -> None:
+    """A section of `path` (BENCHMARKS.md); stamp and command default to now and this run."""
+    section = (f"\n## {stamp or now_utc()} — {kind} — {device}\n\n"
+               f"`{command or command_line()}`\n\n{text}\n")
+    if not path.exists():
+        path.write_text(HEADER)
+    with path.open("a") as f:
         f.write(section)
-    print(f"appended to {BENCHMARKS}", file=sys.stderr)
+    print(f"appended to {path}", file=sys.stderr)
 
 
-def update_record(section: str, key: str, values: dict) -> None:
+def update_record(section: str, key: str, values: dict, *, date: str | None = None,
+                  path: Path = RECORDS) -> None:
     """Keep the latest headline figure of one kind (e.g. render / cpu/fp32) for estimates."""
-    records = json.loads(RECORDS.read_text()) if RECORDS.exists() else {}
-    values = {**values, "date": datetime.now(UTC).strftime("%Y-%m-%d")}
+    records = json.loads(path.read_text()) if path.exists() else {}
+    values = {**values, "date": date or datetime.now(UTC).strftime("%Y-%m-%d")}
     records.setdefault(section, {})[key] = values
-    RECORDS.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

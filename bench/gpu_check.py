@@ -52,6 +52,9 @@ from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_name, now_utc  # noqa: E402 - the standard library only
+
 REPO = Path(__file__).resolve().parent.parent
 WHEELS = REPO / ".whl"
 NEEDED = ("pyvips", "imagecodecs", "pydantic", "boto3", "pikepdf", "yaml", "tifffile",
@@ -110,7 +113,8 @@ def environment(device: str) -> dict:
     import pyvips
     import torch
 
-    info = {"python": sys.version.split()[0], "torch": torch.__version__,
+    info = {"kind": device, "date": now_utc(), "python": sys.version.split()[0],
+            "torch": torch.__version__,
             "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}",
             "cpu cores": len(os.sched_getaffinity(0))}
     if device == "cuda":
@@ -124,9 +128,6 @@ def environment(device: str) -> dict:
             if smi.returncode == 0:
                 info["driver"] = smi.stdout.strip()
     else:
-        sys.path.insert(0, str(REPO / "bench"))
-        from common import cpu_name
-
         info["device"] = cpu_name()
     info["disk write"] = disk_write_speed(Path(tempfile.gettempdir()),
                                           2**30 if device == "cuda" else 64 * 2**20)
@@ -559,7 +560,7 @@ def _failed(figures: dict, name: str) -> list[str] | None:
     return None
 
 
-def _rows(figures: dict, name: str) -> list[dict]:
+def rows_of(figures: dict, name: str) -> list[dict]:
     """A row-by-row step's rows: all of them, or those measured before it failed."""
     got = figures.get(name)
     if isinstance(got, list):
@@ -569,7 +570,7 @@ def _rows(figures: dict, name: str) -> list[dict]:
 
 def _rows_section(figures: dict, name: str, table) -> list[str]:
     """`table` of the step's rows, then, if it failed, why (and what is missing)."""
-    rows = _rows(figures, name)
+    rows = rows_of(figures, name)
     failed = _failed(figures, name)
     if failed is None:
         return table(rows)
@@ -584,7 +585,7 @@ def report(figures: dict, sizes: dict) -> str:
     out += tests_section(figures) + [""] + render_section(figures, sizes) + [""]
     out += ["## Upsampling layers alone: each form at its tiled input shape", ""]
     out += _rows_section(figures, "layers",
-                         lambda rows: layers_table(rows, _rows(figures, "render"))) + [""]
+                         lambda rows: layers_table(rows, rows_of(figures, "render"))) + [""]
     out += ["## Accuracy: tiled output on the device vs the CPU fp32 one-pass reference", ""]
     out += _rows_section(figures, "accuracy", lambda rows: _table(
         ["generator", "precision", "canvas", "tiles", "max diff (1/255)", "mean diff",
@@ -758,7 +759,7 @@ def best_tiling(render: list[dict]) -> list[dict]:
 def goals(figures: dict) -> list[list[str]]:
     """The GPU goals against what was measured (meaningful on a GPU only); a step that
     failed meets none of its goals."""
-    render, accuracy = _rows(figures, "render"), _rows(figures, "accuracy")
+    render, accuracy = rows_of(figures, "render"), rows_of(figures, "accuracy")
     job = figures.get("job") or {}
     timed = [r for r in render if "mpx_s" in r and not r["autotune"]
              and r["upsampling"] == "subpixel"]

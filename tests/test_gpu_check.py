@@ -74,6 +74,13 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert job["preflight_ok"] and job["colour_engine"] == "lut"
     assert set(job["busy"]) == {"render", "colour", "encode"}
     assert job["timings"]["total"] > 0 and job["megapixels"] > 1
+    # a dry run's tiny figures are no record: the recorder refuses them and writes nothing
+    refused = subprocess.run(
+        [sys.executable, "bench/record_gpu_check.py", str(tmp_path), "--benchmarks",
+         str(tmp_path / "B.md"), "--records", str(tmp_path / "r.json")], cwd=REPO,
+        capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "ran on cpu, not cuda" in refused.stderr
+    assert not (tmp_path / "B.md").exists() and not (tmp_path / "r.json").exists()
 
 
 def test_a_step_that_hangs_is_stopped_and_the_others_still_report(tmp_path):
@@ -95,18 +102,24 @@ def test_a_step_that_hangs_is_stopped_and_the_others_still_report(tmp_path):
     assert "tests" not in figures and figures["job"]["error"] == "timed out after 3 s"
 
 
+def _failed_gpu_check() -> dict:
+    """Figures of a GPU check whose render step failed after two fp32 rows."""
+    row = {"precision": "fp32", "tile": 0, "batch": 1, "autotune": False,
+           "upsampling": "subpixel", "side": 8192, "repeats": 3, "seconds": 0.5,
+           "mpx_s": 134.2, "flop_px": 121_000.0, "tflops": 16.24, "gpu_mb": 900.0}
+    return {"environment": {"kind": "cuda", "date": "2026-12-24 09:15 UTC",
+                            "device": "NVIDIA H100 80GB HBM3"},
+            "ceilings": {"matmul_tflops": {"fp32": 50.0, "bf16": 790.0}, "matmul_n": 8192,
+                         "copy_gb_s": 4300.0},
+            "render": {"error": "exit 1", "tail": "RuntimeError: CUDA error",
+                       "rows": [row, {**row, "tile": 2048, "batch": 4, "mpx_s": 140.9}]}}
+
+
 def test_the_report_keeps_the_rows_measured_before_a_step_failed():
     sys.path.insert(0, str(REPO / "bench"))
     import gpu_check
 
-    row = {"precision": "fp32", "tile": 0, "batch": 1, "autotune": False,
-           "upsampling": "subpixel", "side": 8192, "repeats": 3, "seconds": 0.5,
-           "mpx_s": 134.2, "flop_px": 121_000.0, "tflops": 16.24, "gpu_mb": 900.0}
-    figures = {"environment": {"device": "test"},
-               "ceilings": {"matmul_tflops": {"fp32": 50.0, "bf16": 790.0}, "matmul_n": 8192,
-                            "copy_gb_s": 4300.0},
-               "render": {"error": "exit 1", "tail": "RuntimeError: CUDA error",
-                          "rows": [row, {**row, "tile": 2048, "batch": 4, "mpx_s": 140.9}]}}
+    figures = _failed_gpu_check()
     report = gpu_check.report(figures, gpu_check.SIZES["cuda"])
     render = report.split("## Render")[1].split("## Accuracy")[0]
     assert "fp32 50.0, bf16 790.0 TFLOP/s; a device copy at 4300 GB/s" in render
@@ -116,6 +129,36 @@ def test_the_report_keeps_the_rows_measured_before_a_step_failed():
     assert render.index("Only the rows above") < render.index("FAILED: exit 1")
     assert "RuntimeError: CUDA error" in render
     assert "| tiled / one-pass >= 0.95 | 1.05 (worst precision) | yes |" in report
+
+
+def test_a_gpu_run_is_recorded_in_the_benchmarks_and_the_estimates(tmp_path):
+    """What came back from the GPU machine becomes a BENCHMARKS.md section (named by the
+    device, dated by the check) and the CUDA estimate of `generate --dry-run`."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import gpu_check
+
+    figures = _failed_gpu_check()
+    (tmp_path / "gpu-check.json").write_text(json.dumps(figures))
+    (tmp_path / "gpu-check.md").write_text(gpu_check.report(figures, gpu_check.SIZES["cuda"]))
+    records = tmp_path / "benchmarks.json"
+    records.write_text(json.dumps({"render": {"cpu/fp32": {"mpx_s": 2.1}}}))
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run([sys.executable, "bench/record_gpu_check.py", str(tmp_path),
+                           "--benchmarks", str(benchmarks), "--records", str(records)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "fastest tiling fp32: tile 2048 px, batch 4, 140.9 Mpx/s" in done.stdout
+    text = benchmarks.read_text()
+    assert text.startswith("# Benchmarks")
+    assert "\n## 2026-12-24 09:15 UTC — GPU check — NVIDIA H100 80GB HBM3\n" in text
+    assert "`python3 bench/gpu_check.py`" in text
+    # the report's sections sit one level below the record's; its own title is gone
+    assert "\n### Render" in text and "\n### Goals" in text
+    assert "texprod GPU check" not in text and "\n## Render" not in text
+    assert json.loads(records.read_text())["render"] == {
+        "cpu/fp32": {"mpx_s": 2.1},  # other records are kept
+        "cuda/fp32": {"batch": 4, "date": "2026-12-24", "device": "NVIDIA H100 80GB HBM3",
+                      "mpx_s": 140.9, "tile": 2048}}
 
 
 @pytest.mark.parametrize(("args", "message"), [
