@@ -18,6 +18,7 @@ import yaml
 
 from texprod.cli import main
 from texprod.engine import GeneratorConfig, random_generator
+from texprod.engine.render import native_on_cpu
 from texprod.errors import ConfigError, SpecError, TexprodError
 from texprod.job.executors import StripeJob, ThreadStripes
 from texprod.job.pipeline import (
@@ -371,6 +372,21 @@ def test_generate_dry_run_prints_the_plan_and_writes_nothing(model, tmp_path, ca
     estimate = next(line for line in text.splitlines() if line.startswith("estimate"))
     assert "Mpx/s, measured now on cpu over 1 tile(s)" in estimate, estimate
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
+def test_an_emulated_precision_on_the_cpu_is_warned_about(model, tmp_path, caplog, precision):
+    """bf16 / fp16 without hardware support (AVX2: 20x slower than fp32) is the user's choice,
+    but not a silent one; where the CPU has it, nothing is said."""
+    plan_job(parse_spec(make_spec(model, tmp_path, render={"precision": precision})))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if native_on_cpu(precision):
+        assert warned == []
+    else:
+        assert precision in ("bf16", "fp16")
+        assert warned == [f"render.precision: {precision} on this CPU is emulated (no "
+                          f"{precision} convolutions in hardware), about 20x slower than fp32 "
+                          "and less exact; fp32 is the CPU's fast precision"]
 
 
 def test_generate_on_a_terminal_shows_one_progress_bar_and_a_summary(model, tmp_path):

@@ -47,6 +47,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_on_cpu(precision: str) -> bool:
+    """Whether this CPU convolves at `precision` in hardware (oneDNN's bf16 / fp16 paths:
+    AVX-512 BF16 / FP16, AMX). Without them PyTorch emulates the type: 20x slower than fp32
+    on an AVX2 EPYC (bench/gpu_check.py --device cpu)."""
+    probe = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}
+    if precision not in probe:
+        return True
+    try:
+        return bool(getattr(torch.ops.mkldnn, probe[precision])())
+    except (AttributeError, RuntimeError):  # a build without the probe: assume emulated
+        return False
+
+
 def default_tiling(device: torch.device) -> tuple[int, int]:
     """(tile px, batch) that render fastest by default (BENCHMARKS.md): small tiles that stay
     in cache on the CPU, large batched tiles that fill a GPU."""

@@ -9,6 +9,7 @@ from the spec (`texprod.job.executors`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from texprod.engine import receptive_field
 from texprod.engine.noise import NoiseField
-from texprod.engine.render import Renderer, default_tiling, resolve_device
+from texprod.engine.render import Renderer, default_tiling, native_on_cpu, resolve_device
 from texprod.errors import SpecError, TexprodError
 from texprod.job.plates import Plates, plan_plates
 from texprod.job.spec import JobSpec, RepeatSpec
@@ -30,6 +31,8 @@ from texprod.press.colour import OutputColour, resolve_colour
 from texprod.press.geometry import PrintGeometry, RepeatPeriod, print_geometry, repeat_period
 from texprod.press.printfile import TiffOptions, bigtiff_decision, worst_case_size
 from texprod.storage import is_s3, split_s3
+
+log = logging.getLogger(__name__)
 
 BENCHMARKS_JSON = resources.files("texprod") / "data" / "benchmarks.json"
 
@@ -148,6 +151,11 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
                        bigtiff=spec.tiff.bigtiff, embed_icc=spec.tiff.embed_icc)
 
     renderer_device = resolve_device(spec.render.device)
+    precision = spec.render.precision
+    if renderer_device.type == "cpu" and not native_on_cpu(precision):
+        log.warning("render.precision: %s on this CPU is emulated (no %s convolutions in "
+                    "hardware), about 20x slower than fp32 and less exact; fp32 is the "
+                    "CPU's fast precision", precision, precision)
     auto_tile, auto_batch = default_tiling(renderer_device)
     tile_px = auto_tile if spec.render.tile_px == "auto" else spec.render.tile_px
     batch = auto_batch if spec.render.batch == "auto" else spec.render.batch
