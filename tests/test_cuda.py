@@ -1,9 +1,9 @@
 """The CUDA path of a whole job: same bytes from any process, the CPU's pixels within a
-step, 16-bit on the device, and the pinned copy back. Skipped without a GPU; the GPU check
-(`make gpu-check`) runs them on a lent one and fails if any is skipped there.
+step, 16-bit on the device, and the pinned copy back; and training on the device. Skipped
+without a GPU; the GPU check (`make gpu-check`) runs them on a lent one and fails if any is
+skipped there.
 
-Only numpy, torch, tifffile and texprod are imported: the GPU machine has no Prefect or
-moto."""
+Nothing here imports Prefect or moto: the GPU machine has neither."""
 
 from __future__ import annotations
 
@@ -131,3 +131,38 @@ def test_each_renderer_renders_with_its_own_cudnn_settings():
     tf32 = Renderer(gen, "cuda", "tf32")
     assert np.array_equal(canvas(fp32), alone)
     assert not np.array_equal(canvas(tf32), alone)  # TF32 does change the last bits here
+
+
+def test_training_on_cuda_resumes_there_and_makes_a_model_any_machine_renders(tmp_path):
+    """The trainer's CUDA path: crops and noise on the device, the weight average and its
+    BatchNorm calibration, sample grids through a Renderer (which must leave training's
+    cuDNN switches as they were), the state saved from the device and resumed onto it."""
+    from dataclasses import replace
+
+    from tests.test_train import exemplar, tiny
+    from texprod.engine.noise import NoiseField
+    from texprod.engine.render import Renderer, render_canvas, render_reference
+    from texprod.models import load_checkpoint
+    from texprod.training.trainer import train_model
+
+    cudnn = torch.backends.cudnn
+    switches = (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32)
+    out = tmp_path / "model"
+    config = tiny(arch="psgan", nz_local=4, nz_global=2, nz_periodic=2, iters=2, crop_px=96)
+    first = train_model([exemplar(tmp_path)], str(out), config, device="cuda")
+    assert first["device"] == torch.cuda.get_device_name() and first["iterations"] == 2
+    assert (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32) == switches
+    again = train_model([exemplar(tmp_path)], str(out), replace(config, iters=4),
+                        device="cuda", resume=True)
+    assert again["iterations"] == 4 and again["latents"] == ["stripes"]
+    assert sorted(p.name for p in (out / "samples").iterdir()) == \
+        ["iter-000002.png", "iter-000004.png"]
+    gen = load_checkpoint(out).generator  # loaded onto the CPU
+    assert all(t.device.type == "cpu" and torch.isfinite(t).all()
+               for t in gen.state_dict().values() if t.is_floating_point())
+    field = NoiseField(gen.config, 3, waves=gen.waves)
+    reference = render_reference(gen, field, 64, 48, output="float32")
+    for device in ("cpu", "cuda"):
+        renderer = Renderer(gen, device)
+        tiled = render_canvas(renderer, field, renderer.plan(64, 48, 16), output="float32")
+        assert np.abs(tiled - reference).max() < 1e-3, device

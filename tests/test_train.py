@@ -273,6 +273,16 @@ def test_bad_training_numbers_are_refused_before_any_work(tmp_path, capsys, opti
     assert not out.exists()
 
 
+def test_a_psgan_with_crops_too_small_for_its_latents_is_refused_before_training(tmp_path,
+                                                                                  capsys):
+    out = tmp_path / "m"
+    assert main(["train", str(exemplar(tmp_path)), "--out", str(out), "--device", "cpu",
+                 "--arch", "psgan", "--filters", "16,8", "--size", "64", "--iters", "1"]) == 2
+    assert "--size: got 64 px crops; a psgan's named latents are fitted on texture " \
+        "statistics, which need crops of at least 80 px" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_train_command(tmp_path, capsys):
     out = tmp_path / "cli-model"
     assert main(["train", str(exemplar(tmp_path)), "--out", str(out), "--filters", "16,8",

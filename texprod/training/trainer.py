@@ -37,7 +37,7 @@ from texprod.models import load_checkpoint, save_generator
 from texprod.models.card import CARD_FILE, publish_order, read_card
 from texprod.models.references import resolve_model
 from texprod.storage import cache_root, is_s3, upload_file
-from texprod.training.quality import load_exemplar, random_crops, texture_stats
+from texprod.training.quality import MIN_SIZE, load_exemplar, random_crops, texture_stats
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,8 @@ def load_exemplars(paths: list[str | Path], crop_px: int) -> list[np.ndarray]:
         h, w = image.shape[:2]
         if min(h, w) < crop_px:
             raise TexprodError(f"exemplar {path}: {w} x {h} px is smaller than the training "
-                               f"crop of {crop_px} px; use a larger image or --crop")
+                               f"crop of {crop_px} px; use a larger image or a smaller "
+                               "--size")
         images.append(image)
     return images
 
@@ -219,8 +220,9 @@ class Trainer:
         self.rf = receptive_field(self.G.blocks)
         cell = self.rf.cell_px
         if config.crop_px % cell:
-            raise ConfigError(f"--crop: got {config.crop_px}, must be a multiple of the "
-                              f"generator's cell size {cell} px")
+            raise ConfigError(f"--size: got {config.crop_px} px crops, must be a multiple of "
+                              f"the generator's cell size {cell} px")
+
         self.cells = config.crop_px // cell
         betas = (config.beta1, 0.999)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
@@ -470,6 +472,11 @@ def train_model(exemplars: list[str | Path], out: str, config: TrainConfig, devi
     local = Path(out) if remote is None else \
         cache_root() / "training" / (config.name or out.rstrip("/").rsplit("/", 1)[-1])
     trainer = Trainer(exemplars, local, config, device=device, resume=resume)
+    if trainer.G.config.nz_global and config.crop_px < MIN_SIZE:
+        # checked before training, not when the latents are fitted after it
+        raise ConfigError(f"--size: got {config.crop_px} px crops; a psgan's named latents "
+                          "are fitted on texture statistics, which need crops of at least "
+                          f"{MIN_SIZE} px")
     trainer.run(progress)
     model = copy.deepcopy(trainer.model()).cpu()  # latents are fitted on the CPU
     latents = fit_latents(model, {p.stem: image for p, image in
