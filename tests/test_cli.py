@@ -141,6 +141,20 @@ def test_bad_render_options(model, tmp_path, capsys, args, message):
     assert not any(tmp_path.iterdir())
 
 
+def test_an_output_or_scratch_under_a_file_is_refused_naming_the_option(model, tmp_path,
+                                                                         capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert render(model, blocker / "r.tif", "--width", "8", "--height", "8") == 2
+    assert f"--out: got '{blocker / 'r.tif'}', but {blocker} is a file, not a directory" \
+        in capsys.readouterr().err
+    assert render(model, tmp_path / "r.tif", "--width", "8", "--height", "8", "--scratch",
+                  str(blocker / "scratch")) == 2
+    assert f"--scratch: got '{blocker / 'scratch'}', but {blocker} is a file, not a " \
+        "directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
 def test_bad_output_name_and_missing_model(model, tmp_path, capsys):
     assert main(["render", "--model", str(model), "--out", str(tmp_path / "x.png"),
                  "--width", "8", "--height", "8"]) == 2

@@ -562,6 +562,7 @@ def repeat_period(width: int, height: int, cell_px: int) -> tuple[int, int]:
 def _render(args: argparse.Namespace) -> int:
     from texprod.engine.noise import NoiseField
     from texprod.engine.render import Renderer, default_tiling
+    from texprod.files import directory_problem
     from texprod.models import load_generator
     from texprod.models.references import resolve_model
     from texprod.press.canvas import BandWriter, ScratchCanvas
@@ -569,6 +570,10 @@ def _render(args: argparse.Namespace) -> int:
     from texprod.press.printfile import check_tiff_path, write_plain_tiff
 
     out = check_tiff_path(args.out)
+    for option, given, directory in (("--out", args.out, out.parent),
+                                     ("--scratch", args.scratch, args.scratch)):
+        if given is not None and (problem := directory_problem(directory)):
+            raise ConfigError(f"{option}: got {str(given)!r}, but {problem}")
     for name in ("width", "height"):
         value = getattr(args, name)
         if value < 1:

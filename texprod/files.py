@@ -1,5 +1,6 @@
 """Files and directories appear only when complete: written under a temporary name beside
-their destination, then renamed. And the one sha256 of a file."""
+their destination, then renamed. Whether a directory can be made and written. And the one
+sha256 of a file."""
 
 from __future__ import annotations
 
@@ -57,6 +58,24 @@ def atomic_directory(dest: str | os.PathLike) -> Iterator[Path]:
             tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def existing_ancestor(path: str | os.PathLike) -> Path:
+    """`path` itself when it exists, else its nearest ancestor that does."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def directory_problem(directory: str | os.PathLike) -> str | None:
+    """Why `directory` cannot be made (if missing) and written by this user, or None."""
+    existing = existing_ancestor(directory)
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -35,7 +35,7 @@ import pyvips
 
 from texprod import __version__
 from texprod.errors import JobFailure, SpecError, TexprodError
-from texprod.files import fsync_directory, sha256_file
+from texprod.files import directory_problem, existing_ancestor, fsync_directory, sha256_file
 from texprod.job import stop
 from texprod.job.deliverables import (
     check_plates,
@@ -99,12 +99,8 @@ def check_directories(plan: JobPlan) -> None:
         fields.append(("render.scratch_dir", plan.spec.render.scratch_dir,
                        plan.spool_dir.parent))
     for name, given, directory in fields:
-        existing = _existing_ancestor(directory)
-        if not existing.is_dir():
-            raise SpecError(f"{name}: got {given!r}, but {existing} is a file, not a directory")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise SpecError(f"{name}: got {given!r}, but {existing} is not writable by this "
-                            "user")
+        if problem := directory_problem(directory):
+            raise SpecError(f"{name}: got {given!r}, but {problem}")
 
 
 def prepare_directories(plan: JobPlan) -> None:
@@ -150,14 +146,14 @@ def check_disk_space(plan: JobPlan) -> None:
     check_directories(plan)
     needs: dict[Path, list[tuple[str, int]]] = {}
     stripe = math.ceil(plan.output_bytes * plan.stripes[0].h / plan.geometry.height_px)
-    spool_dir, out_dir = (_existing_ancestor(d) for d in (plan.spool_dir.parent,
+    spool_dir, out_dir = (existing_ancestor(d) for d in (plan.spool_dir.parent,
                                                           plan.outputs.tiff.parent))
     shared = spool_dir.stat().st_dev == out_dir.stat().st_dev
     for label, directory, size in (
         ("stripe spool", plan.spool_dir.parent, stripe if shared else plan.output_bytes),
         ("output", plan.outputs.tiff.parent, plan.output_bytes + plan.deliverable_bytes),
     ):
-        directory = _existing_ancestor(directory)  # a dry run creates no directories
+        directory = existing_ancestor(directory)  # a dry run creates no directories
         key = next((d for d in needs if d.stat().st_dev == directory.stat().st_dev), directory)
         needs.setdefault(key, []).append((label, size))
     for directory, items in needs.items():
@@ -170,13 +166,6 @@ def check_disk_space(plan: JobPlan) -> None:
                 f"({what} + {_size(DISK_MARGIN)} headroom); free space there or point "
                 "render.scratch_dir / output.dir elsewhere"
             )
-
-
-def _existing_ancestor(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _size(n: float) -> str:
