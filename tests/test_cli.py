@@ -153,6 +153,9 @@ def test_an_output_or_scratch_under_a_file_is_refused_naming_the_option(model, t
     assert f"--scratch: got '{blocker / 'scratch'}', but {blocker} is a file, not a " \
         "directory" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    assert main(["models", "init", "--out", str(blocker / "m"), *TINY]) == 2
+    assert f"--out: got '{blocker / 'm'}', but {blocker} is a file, not a directory" \
+        in capsys.readouterr().err
 
 
 def test_bad_output_name_and_missing_model(model, tmp_path, capsys):

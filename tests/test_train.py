@@ -283,6 +283,15 @@ def test_a_psgan_with_crops_too_small_for_its_latents_is_refused_before_training
     assert not out.exists()
 
 
+def test_an_out_under_a_file_is_refused_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert main(["train", str(exemplar(tmp_path)), "--out", str(blocker / "m"), "--device",
+                 "cpu", "--iters", "1"]) == 2
+    assert f"--out: got '{blocker / 'm'}', but {blocker} is a file, not a directory" \
+        in capsys.readouterr().err
+
+
 def test_train_command(tmp_path, capsys):
     out = tmp_path / "cli-model"
     assert main(["train", str(exemplar(tmp_path)), "--out", str(out), "--filters", "16,8",

@@ -495,8 +495,11 @@ def _quality(args: argparse.Namespace) -> int:
 
 def _models_init(args: argparse.Namespace) -> int:
     from texprod.engine import make_config, random_generator
+    from texprod.files import directory_problem
     from texprod.models import save_generator
 
+    if problem := directory_problem(args.out):
+        raise ConfigError(f"--out: got '{args.out}', but {problem}")
     config = make_config(
         arch=args.arch, upsample=args.upsample, depth=args.depth, kernel=args.kernel,
         filters=args.filters, nz_local=args.nz_local, nz_global=args.nz_global,

@@ -32,7 +32,7 @@ from texprod.engine import Generator, GeneratorConfig, make_config, receptive_fi
 from texprod.engine.noise import ConstantField, NoiseField, global_latent
 from texprod.engine.render import Renderer, forward_interior, render_canvas, resolve_device
 from texprod.errors import ConfigError, TexprodError
-from texprod.files import atomic_output, atomic_write_bytes, sha256_file
+from texprod.files import atomic_output, atomic_write_bytes, directory_problem, sha256_file
 from texprod.models import load_checkpoint, save_generator
 from texprod.models.card import CARD_FILE, publish_order, read_card
 from texprod.models.references import resolve_model
@@ -182,6 +182,8 @@ class Trainer:
         self._lr_given = config.lr is not None  # else a resume keeps the saved rate
         self.config = config = replace(config, lr=DEFAULT_LR if config.lr is None else config.lr)
         self.out = Path(out)
+        if problem := directory_problem(self.out):
+            raise ConfigError(f"--out: got '{self.out}', but {problem}")
         self.device = resolve_device(device)
         self.exemplar_paths = [Path(p) for p in exemplars]
         self.exemplars = load_exemplars(self.exemplar_paths, config.crop_px)
