@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import pyvips
 import tifffile
+import torch
 import yaml
 
 from texprod.cli import main
@@ -372,6 +373,14 @@ def test_generate_dry_run_prints_the_plan_and_writes_nothing(model, tmp_path, ca
     estimate = next(line for line in text.splitlines() if line.startswith("estimate"))
     assert "Mpx/s, measured now on cpu over 1 tile(s)" in estimate, estimate
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+def test_a_cuda_job_where_there_is_no_gpu_names_render_device(model, tmp_path):
+    with pytest.raises(TexprodError, match=r"^render\.device: got 'cuda', but no CUDA device "
+                                           r"is available here \(use auto or cpu\)$"):
+        plan_job(parse_spec(make_spec(model, tmp_path, render={"device": "cuda"})))
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])

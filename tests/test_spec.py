@@ -114,11 +114,14 @@ BAD_SPECS = [
     ("print:\n  width_mm: 600\n  height_mm: 400\nseed: -3\n",
      "seed: got -3, must be between 0 and 18446744073709551615", 6),
     ("print:\n  width_mm: 600\n  height_mm: 400\noutput:\n  proof: perhaps\n",
-     "output.proof: got 'perhaps', must be a valid boolean", 7),
+     "output.proof: got 'perhaps', must be true or false", 7),
     ("print:\n  width_mm: 600\n  height_mm: 400\ncolour: cmyk\n",
      "colour: unknown key, allowed keys here: name, model", 6),
     ("print:\n  width_mm: 600\n  height_mm: 400\ntexture:\n  repeat: yes please\n",
-     "texture.repeat: got 'yes please', must be a valid boolean", 7),
+     "texture.repeat: got 'yes please', must be true or false or a mapping of width_mm, "
+     "height_mm, tolerance_mm, adjust", 7),
+    ("print:\n  width_mm: 600\n  height_mm: 400\ntexture:\n  latent: 5\n",
+     "texture.latent: got 5, must be a mapping of seed, name", 7),
 ]
 
 

@@ -35,14 +35,15 @@ DEVICES = ("auto", "cpu", "cuda")
 UPSAMPLING = UPSAMPLING_FORMS
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present, else the CPU."""
+def resolve_device(name: str, field: str = "device") -> torch.device:
+    """`auto` picks CUDA when present, else the CPU; errors name `field` (the caller's
+    option or spec field)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.split(":")[0] not in ("cpu", "cuda"):
-        raise RenderError(f"device: got {name!r}, must be one of {', '.join(DEVICES)}")
+        raise RenderError(f"{field}: got {name!r}, must be one of {', '.join(DEVICES)}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RenderError(f"device: got {name!r}, but no CUDA device is available here "
+        raise RenderError(f"{field}: got {name!r}, but no CUDA device is available here "
                           "(use auto or cpu)")
     return torch.device(name)
 

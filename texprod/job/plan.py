@@ -150,7 +150,7 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
     tiff = TiffOptions(compression=spec.tiff.compression, layout=spec.tiff.layout,
                        bigtiff=spec.tiff.bigtiff, embed_icc=spec.tiff.embed_icc)
 
-    renderer_device = resolve_device(spec.render.device)
+    renderer_device = resolve_device(spec.render.device, "render.device")
     precision = spec.render.precision
     if renderer_device.type == "cpu" and not native_on_cpu(precision):
         log.warning("render.precision: %s on this CPU is emulated (no %s convolutions in "

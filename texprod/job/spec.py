@@ -479,6 +479,10 @@ def _describe(loc: tuple, errors: list[dict]) -> str:
             expected = error["ctx"]["expected"]
             rule = "must be " + (f"one of {expected.replace(' or ', ', ')}"
                                  if " or " in expected else expected)
+        elif error["type"] in ("bool_type", "bool_parsing"):
+            rule = "must be true or false"
+        elif error["type"] == "model_type":  # a section: say its keys, not its class name
+            rule = f"must be a mapping of {', '.join(_allowed_keys((*loc, None)))}"
         else:
             rule = error["msg"].removeprefix("Value error, ")
             rule = rule.replace("Input should be", "must be")

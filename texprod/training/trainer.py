@@ -184,7 +184,7 @@ class Trainer:
         self.out = Path(out)
         if problem := directory_problem(self.out):
             raise ConfigError(f"--out: got '{self.out}', but {problem}")
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "--device")
         self.exemplar_paths = [Path(p) for p in exemplars]
         self.exemplars = load_exemplars(self.exemplar_paths, config.crop_px)
         self.rng = np.random.default_rng(config.seed)
