@@ -50,8 +50,9 @@ def resolve_device(name: str, field: str = "device") -> torch.device:
 
 def native_on_cpu(precision: str) -> bool:
     """Whether this CPU convolves at `precision` in hardware (oneDNN's bf16 / fp16 paths:
-    AVX-512 BF16 / FP16, AMX). Without them PyTorch emulates the type: 20x slower than fp32
-    on an AVX2 EPYC (bench/gpu_check.py --device cpu)."""
+    AVX-512 BF16 / FP16, AMX). Without them PyTorch emulates the type: on an AVX2 EPYC,
+    `texprod generate box_packaging --dry-run` measured fp32 2.48, bf16 0.11, fp16 0.12
+    Mpx/s."""
     probe = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}
     if precision not in probe:
         return True

@@ -224,7 +224,6 @@ class Trainer:
         if config.crop_px % cell:
             raise ConfigError(f"--size: got {config.crop_px} px crops, must be a multiple of "
                               f"the generator's cell size {cell} px")
-
         self.cells = config.crop_px // cell
         betas = (config.beta1, 0.999)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
