@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCHMARKS, RECORDS, append_section  # noqa: E402
-from common import update_record as update_estimate  # noqa: E402
+from common import BENCHMARKS, RECORDS, append_section, update_record  # noqa: E402
 from gpu_check import best_tiling, rows_of  # noqa: E402
 
 
@@ -66,7 +65,7 @@ def main() -> int:
                    command="python3 bench/gpu_check.py", path=args.benchmarks)
     best = best_tiling(rows_of(figures, "render"))  # a failed step keeps its rows before
     for b in best:
-        update_estimate("render", f"cuda/{b['precision']}",
+        update_record("render", f"cuda/{b['precision']}",
                         {"batch": b["batch"], "device": device, "mpx_s": round(b["mpx_s"], 1),
                          "tile": b["tile"]}, date=stamp[:10], path=args.records)
     print(f"recorded {device} ({stamp}) in {args.benchmarks} and, for "
