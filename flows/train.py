@@ -18,7 +18,7 @@ from prefect.artifacts import (
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.generate import IO_RETRIES, IO_RETRY_DELAYS, _artifact_key, _retry_on_io
-from texprod.models.registry import parse_ref, push
+from texprod.models.registry import check_can_push, push
 from texprod.storage import cache_root, download_file, is_s3
 from texprod.training.quality import format_table, model_fidelity, verdict
 from texprod.training.trainer import TrainConfig, train_model
@@ -89,7 +89,8 @@ def train_generator(exemplars: list[str], name: str, version: str, registry: str
                     force: bool = False) -> dict:
     """Train a generator on the exemplars and publish it as NAME@VERSION."""
     ref = f"{name}@{version}"
-    parse_ref(ref)  # a bad name fails here, before any work
+    # before any work: a bad name, no registry or a version taken fail now, not after training
+    check_can_push(ref, registry, force)
     config = TrainConfig.from_cli(arch=arch, size=size, iters=iters, batch=batch, seed=seed,
                                   name=name, filters=tuple(filters) if filters else None)
     local = fetch_exemplars(exemplars)

@@ -289,6 +289,12 @@ def test_training_flow_pushes_a_model_with_its_card(prefect_api, s3_bucket, tmp_
     assert card["provenance"]["training"]["iterations"] == 2
     keys = {a.key for a in artifacts(state.state_details.flow_run_id)}
     assert {"stripes-training", "stripes-model-card"} <= keys
+    # the same version again fails before training, not after it
+    again = train_generator(exemplars=[str(exemplar)], name="stripes", version="0.1",
+                            registry=s3_bucket, size="32", iters=2, batch=2, device="cpu",
+                            filters=[16, 8], return_state=True)
+    assert again.is_failed() and "stripes@0.1 already exists" in again.message
+    assert task_runs(again.state_details.flow_run_id) == {}  # nothing fetched or trained
 
 
 def _artifact_versions(api_url: str, key: str) -> list:

@@ -133,6 +133,17 @@ def _natural(text: str) -> list[Any]:
             for p in re.split(r"(\d+)", text) if p]
 
 
+def check_can_push(ref: str, registry: str | None = None, force: bool = False) -> str:
+    """The URI NAME@VERSION would have, once it may be pushed: the registry is set and
+    answers, and the version is free (or `force`). Training asks first, not after hours."""
+    root = resolve_registry(registry)
+    base = version_uri(ref, root)
+    if not force and storage.exists(f"{base}/{CARD_FILE}"):
+        raise ModelExists(f"{ref} already exists in {root} ({base}); use --force to "
+                          "replace it")
+    return base
+
+
 def push(checkpoint_path: str | os.PathLike, ref: str, registry: str | None = None,
          force: bool = False) -> str:
     """Publish a checkpoint as NAME@VERSION; returns the version's URI.
@@ -143,15 +154,11 @@ def push(checkpoint_path: str | os.PathLike, ref: str, registry: str | None = No
     with `force` its model.json is removed first, so nobody pulls a half-replaced version.
     """
     name, version = parse_ref(ref)
-    root = resolve_registry(registry)
-    base = version_uri(ref, root)
+    base = check_can_push(ref, registry, force)
     card_uri = f"{base}/{CARD_FILE}"
     checkpoint = load_checkpoint(checkpoint_path)
     weights_name, card_name = publish_order(checkpoint.card)
-    if storage.exists(card_uri):
-        if not force:
-            raise ModelExists(f"{ref} already exists in {root} ({base}); "
-                              "use --force to replace it")
+    if force and storage.exists(card_uri):
         log.info("replacing %s: removing its model.json first", ref)
         storage.delete(card_uri)
     preview = render_preview(checkpoint.generator)
