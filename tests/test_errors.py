@@ -142,6 +142,28 @@ def test_expected_errors_through_a_flow_run(prefect_server, model, tmp_path, cas
     _assert_one_line(done, code, text, tmp_path / "out")
 
 
+def test_an_s3_output_that_cannot_be_reached_fails_before_rendering(model, tmp_path,
+                                                                     monkeypatch):
+    """Hours of rendering must not end in an upload to an endpoint that was never there."""
+    from texprod import storage
+    from texprod.job.pipeline import run_job
+    from texprod.job.spec import load_spec
+
+    port = _closed_port()
+    for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "k",
+                        "AWS_SECRET_ACCESS_KEY": "s", "TEXPROD_S3_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    storage.clear_client_cache()
+    spec = load_spec(_spec(tmp_path, model, output={"dir": "s3://bucket/prints/"}))
+    rendered = []
+    with pytest.raises(storage.EndpointUnreachable,
+                       match=rf"cannot reach the S3 endpoint http://127.0.0.1:{port} to write "
+                             r"the output to s3://bucket/prints/err-\w+\.tif"):
+        run_job(spec, progress=lambda *done: rendered.append(done))
+    assert rendered == []  # not one tile
+    storage.clear_client_cache()
+
+
 def test_a_full_disk_while_writing_is_a_job_failure(model, tmp_path):
     def limit():  # the file system refuses writes past 200 kB: EFBIG, as on a full disk
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -61,7 +61,7 @@ from texprod.press.preflight import InspectionReport, inspect_tiff
 from texprod.press.printfile import WrittenTiff, print_tags
 from texprod.press.promise import Promise
 from texprod.press.proof import make_proof, make_repeat_preview
-from texprod.storage import upload_file
+from texprod.storage import head, upload_file
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,13 @@ def check_directories(plan: JobPlan) -> None:
     for name, given, directory in fields:
         if problem := directory_problem(directory):
             raise SpecError(f"{name}: got {given!r}, but {problem}")
+
+
+def check_destination(plan: JobPlan) -> None:
+    """An S3 output dir answers (endpoint, credentials, bucket) before the rendering, not
+    at the upload after it: a HEAD of the print's final key, which raises naming the cause."""
+    if plan.outputs.remote_dir is not None:
+        head(plan.outputs.final(plan.outputs.tiff), action="write the output to")
 
 
 def prepare_directories(plan: JobPlan) -> None:
@@ -420,6 +427,7 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
                                                                 registry=spec.registry))
         plan = stage("plan", lambda: plan_job(spec, spec_dir, model_path))
     check_disk_space(plan)
+    check_destination(plan)
     prepare_directories(plan)
     lock = job_lock(plan).acquire()  # another live job on the same name is refused here
     try:
