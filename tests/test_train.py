@@ -292,6 +292,42 @@ def test_an_out_under_a_file_is_refused_before_any_work(tmp_path, capsys):
         in capsys.readouterr().err
 
 
+def test_training_to_s3_uploads_a_loadable_model(s3_bucket, tmp_path, monkeypatch):
+    from texprod.storage import download_file, list_keys
+
+    monkeypatch.setenv("TEXPROD_CACHE", str(tmp_path / "cache"))
+    result = train_model([exemplar(tmp_path)], f"{s3_bucket}/models/m", tiny(), device="cpu")
+    assert result["uri"] == f"{s3_bucket}/models/m"
+    keys = list_keys(f"{s3_bucket}/models/m/")
+    assert {"model.json", "generator.safetensors"} <= {k.rsplit("/", 1)[-1] for k in keys}
+    copy = tmp_path / "copy"
+    for name in ("model.json", "generator.safetensors"):
+        download_file(f"{s3_bucket}/models/m/{name}", copy / name)
+    assert load_checkpoint(copy).card["provenance"]["training"]["iterations"] == 4
+
+
+def test_an_s3_destination_that_cannot_be_reached_fails_before_training(tmp_path, monkeypatch):
+    import socket
+
+    from texprod import storage
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "k",
+                        "AWS_SECRET_ACCESS_KEY": "s", "TEXPROD_S3_MAX_ATTEMPTS": "1",
+                        "TEXPROD_CACHE": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(name, value)
+    storage.clear_client_cache()
+    iterations = []
+    with pytest.raises(storage.EndpointUnreachable, match="to write the model to "
+                                                          "s3://bucket/models/m/model.json"):
+        train_model([exemplar(tmp_path)], "s3://bucket/models/m", tiny(), device="cpu",
+                    progress=lambda *step: iterations.append(step))
+    assert iterations == []
+    storage.clear_client_cache()
+
+
 def test_train_command(tmp_path, capsys):
     out = tmp_path / "cli-model"
     assert main(["train", str(exemplar(tmp_path)), "--out", str(out), "--filters", "16,8",

@@ -36,7 +36,7 @@ from texprod.files import atomic_output, atomic_write_bytes, directory_problem, 
 from texprod.models import load_checkpoint, save_generator
 from texprod.models.card import CARD_FILE, publish_order, read_card
 from texprod.models.references import resolve_model
-from texprod.storage import cache_root, is_s3, upload_file
+from texprod.storage import cache_root, head, is_s3, upload_file
 from texprod.training.quality import MIN_SIZE, load_exemplar, random_crops, texture_stats
 
 log = logging.getLogger(__name__)
@@ -473,6 +473,8 @@ def train_model(exemplars: list[str | Path], out: str, config: TrainConfig, devi
     local = Path(out) if remote is None else \
         cache_root() / "training" / (config.name or out.rstrip("/").rsplit("/", 1)[-1])
     trainer = Trainer(exemplars, local, config, device=device, resume=resume)
+    if remote is not None:  # the S3 destination answers now, not after the training
+        head(f"{remote.rstrip('/')}/{CARD_FILE}", action="write the model to")
     if trainer.G.config.nz_global and config.crop_px < MIN_SIZE:
         # checked before training, not when the latents are fitted after it
         raise ConfigError(f"--size: got {config.crop_px} px crops; a psgan's named latents "
