@@ -161,6 +161,7 @@ def test_an_s3_output_that_cannot_be_reached_fails_before_rendering(model, tmp_p
                              r"the output to s3://bucket/prints/err-\w+\.tif"):
         run_job(spec, progress=lambda *done: rendered.append(done))
     assert rendered == []  # not one tile
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # no staging, no spool
     storage.clear_client_cache()
 
 

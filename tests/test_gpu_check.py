@@ -161,6 +161,17 @@ def test_a_gpu_run_is_recorded_in_the_benchmarks_and_the_estimates(tmp_path):
                       "mpx_s": 140.9, "tile": 2048}}
 
 
+def test_a_folder_without_a_check_is_refused_and_nothing_is_recorded(tmp_path):
+    benchmarks, records = tmp_path / "B.md", tmp_path / "r.json"
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run([sys.executable, "bench/record_gpu_check.py", str(tmp_path / "empty"),
+                           "--benchmarks", str(benchmarks), "--records", str(records)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"{tmp_path / 'empty'}: no readable gpu-check.json and gpu-check.md" in done.stderr
+    assert not benchmarks.exists() and not records.exists()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--steps", "render,bogus"], "--steps: unknown bogus; allowed: tests, ceilings, render"),
     (["--limit", "job=soon"], "--limit 'job=soon': expected STEP=SECONDS with STEP one of"),

@@ -325,6 +325,7 @@ def test_an_s3_destination_that_cannot_be_reached_fails_before_training(tmp_path
         train_model([exemplar(tmp_path)], "s3://bucket/models/m", tiny(), device="cpu",
                     progress=lambda *step: iterations.append(step))
     assert iterations == []
+    assert not (tmp_path / "cache").exists()  # no local training directory either
     storage.clear_client_cache()
 
 
