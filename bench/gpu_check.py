@@ -832,10 +832,17 @@ def run_step(name: str, device: str, out: Path, work: Path, timeout: float):
     return figures
 
 
+def hang_until_killed() -> None:
+    while True:
+        time.sleep(1)
+
+
 def step_here(name: str, device: str, out: Path, work: Path) -> None:
     """Run one step in this (child) process and print its figures as a JSON line; a step
     that measures row by row prints all its rows so far after each one, so that what was
     measured before a crash or a timeout still reaches the report."""
+    if os.environ.get("GPU_CHECK_HANG_IN") == name:  # how the test of the time limits hangs
+        hang_until_killed()
     sizes = SIZES[device]
     work.mkdir(parents=True, exist_ok=True)
     figures = {"tests": lambda: cuda_tests(device, out),
@@ -878,12 +885,13 @@ def main(argv: list[str] | None = None) -> int:
         limits[step] = float(seconds)
     if unknown := [s for s in steps if s not in STEPS]:
         ap.error(f"--steps: unknown {', '.join(unknown)}; allowed: {', '.join(STEPS)}")
+    if args.step:  # first, so that a step stopped at any point says where it was
+        faulthandler.register(signal.SIGTERM, all_threads=True)  # see run_step
     ensure_packages()
     sys.path.insert(0, str(REPO))
     out = args.out or Path(os.environ.get("OUT") or REPO / "gpu-check-out")
     out.mkdir(parents=True, exist_ok=True)
     if args.step:
-        faulthandler.register(signal.SIGTERM, all_threads=True)  # see run_step
         step_here(args.step, args.device, out, args.work)
         return 0
     import torch

@@ -4,6 +4,7 @@ sizes, the same steps) keeps the script from rotting in between."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,13 +89,15 @@ def test_a_step_that_hangs_is_stopped_and_the_others_still_report(tmp_path):
     and reported with where it was, and the steps after it still run."""
     done = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--out",
                            str(tmp_path), "--steps", "job,colour", "--limit", "job=3"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "GPU_CHECK_HANG_IN": "job"})
     assert done.returncode == 1, done.stderr[-3000:]
     report = (tmp_path / "gpu-check.md").read_text()
     job = report.split("## A print end to end")[1].split("## Goals")[0]
     assert "FAILED: timed out after 3 s (whole output in job.log)" in job
     # its stack at the timeout, from the step's log
-    assert "most recent call first" in (tmp_path / "job.log").read_text()
+    stack = (tmp_path / "job.log").read_text()
+    assert "most recent call first" in stack and "in hang_until_killed" in stack, stack
     colour = report.split("## Colour")[1].split("## A print")[0]
     assert "| libvips icc_transform |" in colour and "FAILED" not in colour
     assert report.split("## CUDA tests")[1].split("## Render")[0].strip().endswith("not run")

@@ -118,12 +118,14 @@ def test_a_schedule_fires_and_a_worker_runs_it(prefect_server, tmp_path):
         assert started.returncode == 0, started.stderr
         failed = _wait_for_run(prefect_server, "every-few-seconds", "failed", timeout_s=90,
                                log=worker_log)
+        # its process sends its last logs as it exits: stopping the worker before then
+        # would kill it with them unsent
+        _wait_for_flow_run_processes_to_exit(worker.pid, timeout_s=60)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
         _pause_schedules(env, "generate-texture/every-few-seconds")
     assert not failed.auto_scheduled
-    time.sleep(3)  # the run's on_failure hook renames it, and its last logs arrive
     failed_logs = _run_logs(prefect_server, failed.id)
     assert _read_run(prefect_server, failed.id).name.endswith("-FAILED")
     errors = [(log.name, log.message[:300]) for log in failed_logs if log.level >= 40]
@@ -160,6 +162,31 @@ def _wait_for_run(server: PrefectServer, deployment: str, state: str, timeout_s:
                 f"{log.read_text()[-3000:]}\nserver log:\n{server.log.read_text()[-2000:]}")
 
 
+def _wait_for_flow_run_processes_to_exit(worker_pid: int, timeout_s: float) -> None:
+    """Until no `python -m prefect.engine` (a flow run) is left under the worker."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            below = psutil.Process(worker_pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        if not any("prefect.engine" in _cmdline(p) for p in below):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"a flow run process still runs {timeout_s} s after its run ended")
+
+
+def _cmdline(process) -> str:
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # it ended meanwhile
+        return ""
+
+
 def _read_run(server: PrefectServer, run_id):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -168,13 +195,24 @@ def _read_run(server: PrefectServer, run_id):
         return client.read_flow_run(run_id)
 
 
-def _run_logs(server: PrefectServer, run_id) -> list:
+def _run_logs(server: PrefectServer, run_id, timeout_s: float = 30) -> list:
+    """All of a finished run's logs: they arrive in batches, the last one being the flow's
+    "Finished in state ..." line."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    deadline = time.monotonic() + timeout_s
     with temporary_settings({PREFECT_API_URL: server.api_url}), \
             get_client(sync_client=True) as client:
-        return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        while True:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            if any(log.name == "prefect.flow_runs" and log.message.startswith("Finished in state")
+                   for log in logs):
+                return logs
+            if time.monotonic() > deadline:
+                pytest.fail(f"run {run_id}: its last log line has not arrived within "
+                            f"{timeout_s} s; it has {[log.message[:80] for log in logs]}")
+            time.sleep(0.5)
 
 
 def _pause_schedules(env: dict[str, str], deployment: str) -> None:
