@@ -85,6 +85,15 @@ def test_render_writes_an_rgb_tiff(model, tmp_path):
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of a temporary file
 
 
+def test_a_scratch_directory_made_for_a_render_goes_with_its_canvas(model, tmp_path):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert render(model, tmp_path / "a.tif", "--width", "40", "--height", "30", "--scratch",
+                  str(kept / "new" / "deeper")) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "kept"]
+    assert not any(kept.iterdir())  # what existed before stays, what was made is gone
+
+
 def test_tiled_cli_render_equals_the_one_pass_reference(model, tmp_path):
     common = ["--width", "90", "--height", "61", "--x0", "-5", "--y0", "-21", "--seed", "11"]
     assert render(model, tmp_path / "ref.tif", *common, "--tile", "0") == 0

@@ -40,6 +40,9 @@ class ScratchCanvas:
         self.journal = self.path.with_name(self.path.name + ".bands.json")
         self.identity = {"width": width, "height": height, "bands": bands,
                          "dtype": self.dtype.name, **(identity or {})}
+        # the directories made for it, removed with it when it is not kept for a resume
+        self._made_dirs = [d for d in (self.path.parent, *self.path.parent.parents)
+                           if not d.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._done: set[int] = self._read_journal()
         if not self._done:
@@ -102,6 +105,11 @@ class ScratchCanvas:
         if remove:
             self.path.unlink(missing_ok=True)
             self.journal.unlink(missing_ok=True)
+            for directory in self._made_dirs:  # deepest first; one in use since stays
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
 
     def __enter__(self) -> ScratchCanvas:
         return self
