@@ -145,8 +145,12 @@ def _macs(gen, rf, plan, cropped: bool) -> int:
 def plan_configs(device: str, size: int | None, quick: bool) -> list[Config]:
     """The default configurations for one device."""
     if device == "cpu":
+        from texprod.engine.render import native_on_cpu
+
         size = size or (1024 if quick else 2048)
-        precisions = ["fp32"]
+        # bf16 / fp16 only where this CPU has them in hardware (AMX, AVX-512 BF16 / FP16):
+        # emulated they are ~20x slower than fp32
+        precisions = ["fp32"] + [p for p in ("bf16", "fp16") if native_on_cpu(p)]
         tiles, batches = ([256, 512], [4]) if quick else ([256, 512, 1024, 2048], [1, 4])
     else:
         size = size or (2048 if quick else 8192)
