@@ -160,9 +160,9 @@ def plan_configs(device: str, size: int | None, quick: bool) -> list[Config]:
 
     from texprod.engine.render import default_tiling
 
-    default_tile, default_batch = default_tiling(torch.device(device))
     configs = []
     for precision in precisions:
+        default_tile, default_batch = default_tiling(torch.device(device), precision)
         configs.append(Config(device, precision, "reference", size))
         configs.append(Config(device, precision, "fast", size))
         for tile in tiles:

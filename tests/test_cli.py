@@ -182,8 +182,10 @@ def test_every_option_has_help_and_shows_its_default():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for option, default in [("--seed", "0"), ("--x0", "0"), ("--y0", "0"),
-                            ("--tile", "512 on the CPU, 2048 on CUDA"),
-                            ("--batch", "1 on the CPU, 4 on CUDA"), ("--device", "auto"),
+                            ("--tile", "512 on the CPU, 256 for bf16 on a CPU with bf16 in "
+                                       "hardware, 2048 on CUDA"),
+                            ("--batch", "1 on the CPU, 4 for bf16 on a CPU with bf16 in "
+                                        "hardware, 4 on CUDA"), ("--device", "auto"),
                             ("--precision", "fp32"), ("--bits", "8")]:
         assert option in text and f"(default: {default})" in text
     assert "(default: None)" not in text

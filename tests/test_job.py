@@ -398,6 +398,19 @@ def test_an_emulated_precision_on_the_cpu_is_warned_about(model, tmp_path, caplo
                           "and less exact; fp32 is the CPU's fast precision"]
 
 
+def test_auto_tiling_follows_the_precision_and_a_given_tiling_wins(model, tmp_path):
+    """bf16 in the CPU's hardware renders fastest in smaller batched tiles (BENCHMARKS.md);
+    fp32, and bf16 that is emulated, keep 512 px tiles one at a time."""
+    def tiling(**render):
+        render = {"tile_px": "auto", "batch": "auto", **render}
+        plan = plan_job(parse_spec(make_spec(model, tmp_path, render=render)))
+        return plan.tile_px, plan.batch
+
+    assert tiling(precision="fp32") == (512, 1)
+    assert tiling(precision="bf16") == ((256, 4) if native_on_cpu("bf16") else (512, 1))
+    assert tiling(precision="bf16", tile_px=128, batch=2) == (128, 2)
+
+
 def test_generate_on_a_terminal_shows_one_progress_bar_and_a_summary(model, tmp_path):
     import fcntl
     import os

@@ -158,9 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--tile", type=int, default=None,
                         help="tile side in output pixels, rounded to whole noise cells; "
                              "0 renders the one-pass reference (default: 512 on the CPU, "
-                             "2048 on CUDA)")
+                             "256 for bf16 on a CPU with bf16 in hardware, 2048 on CUDA)")
     render.add_argument("--batch", type=int, default=None,
-                        help="tiles per device batch (default: 1 on the CPU, 4 on CUDA)")
+                        help="tiles per device batch (default: 1 on the CPU, 4 for bf16 on "
+                             "a CPU with bf16 in hardware, 4 on CUDA)")
     render.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto picks CUDA when present")
     render.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
@@ -595,7 +596,7 @@ def _render(args: argparse.Namespace) -> int:
     period = repeat_period(args.width, args.height, cell) if args.repeat else None
     field = NoiseField(generator.config, args.seed, waves=generator.waves, period=period)
     renderer = Renderer(generator, device=args.device, precision=args.precision)
-    default_tile, default_batch = default_tiling(renderer.device)
+    default_tile, default_batch = default_tiling(renderer.device, renderer.precision)
     args.tile = default_tile if args.tile is None else args.tile
     args.batch = default_batch if args.batch is None else args.batch
     plan = renderer.plan(args.width, args.height, args.tile, x0=args.x0, y0=args.y0)

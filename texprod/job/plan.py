@@ -156,7 +156,7 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
         log.warning("render.precision: %s on this CPU is emulated (no %s convolutions in "
                     "hardware), about 20x slower than fp32 and less exact; fp32 is the "
                     "CPU's fast precision", precision, precision)
-    auto_tile, auto_batch = default_tiling(renderer_device)
+    auto_tile, auto_batch = default_tiling(renderer_device, precision)
     tile_px = auto_tile if spec.render.tile_px == "auto" else spec.render.tile_px
     batch = auto_batch if spec.render.batch == "auto" else spec.render.batch
     halo = receptive_field(checkpoint.generator.blocks).halo

@@ -234,10 +234,11 @@ class RenderSpec(_Strict):
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field("fp32", description="network "
                                                                                    "precision")
     tile_px: Literal["auto"] | Annotated[int, _between(0, 65_536)] = Field(
-        "auto", description="tile side in pixels (0: one pass); auto: 512 on the CPU, "
-                            "2048 on CUDA")
+        "auto", description="tile side in pixels (0: one pass); auto: 512 on the CPU (256 "
+                            "for bf16 on a CPU with bf16 in hardware), 2048 on CUDA")
     batch: Literal["auto"] | Annotated[int, _between(1, 256)] = Field(
-        "auto", description="tiles per device batch; auto: 1 on the CPU, 4 on CUDA")
+        "auto", description="tiles per device batch; auto: 1 on the CPU (4 for bf16 on a "
+                            "CPU with bf16 in hardware), 4 on CUDA")
     colour_engine: Literal["auto", "lut", "libvips"] = Field(
         "auto", description="who converts to the output colour space: lut (a 3D table sampled "
                             "from the ICC transform, applied on the render device, within "

@@ -476,7 +476,7 @@ def render_samples(model, *, seed: int = 0, latent=None, size: int | None = None
     generator = checkpoint.generator
     global_field = _global_field(checkpoint, latent)
     renderer = Renderer(generator, device=device)
-    tile_px, batch = default_tiling(renderer.device)
+    tile_px, batch = default_tiling(renderer.device, renderer.precision)
     plan = renderer.plan(size, size, tile_px)
     canvases = []
     for i in range(count):
