@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -359,10 +360,12 @@ def test_file_size_limit_mid_job_fails_cleanly(model, tmp_path):
     assert list(out.iterdir()) == []
 
 
-def test_generate_dry_run_prints_the_plan_and_writes_nothing(model, tmp_path, capsys):
+@pytest.mark.parametrize("engine", ["libvips", "lut"])
+def test_generate_dry_run_prints_the_plan_and_writes_nothing(model, tmp_path, capsys, engine):
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(make_spec(model, tmp_path / "out",
-                                                  print={"color": "cmyk"})))
+                                                  print={"color": "cmyk"},
+                                                  render={"colour_engine": engine})))
     assert main(["generate", str(spec_path), "--dry-run"]) == 0
     text = capsys.readouterr().out
     for fragment in ("201 x 142 px with bleed", "trim 177 x 118 px at (12, 12)",
@@ -371,7 +374,11 @@ def test_generate_dry_run_prints_the_plan_and_writes_nothing(model, tmp_path, ca
         assert fragment in text, fragment
     # the time comes from tiles rendered now, on this machine, not from an idle benchmark
     estimate = next(line for line in text.splitlines() if line.startswith("estimate"))
-    assert "Mpx/s, measured now on cpu over 1 tile(s)" in estimate, estimate
+    assert "measured now on cpu over 1 tile(s)" in estimate, estimate
+    # the stripes' whole work: the network, then colour conversion and encoding
+    times = re.search(r"network ([\d.e-]+) s, colour and encoding ([\d.e-]+) s of work",
+                      estimate)
+    assert times and float(times[2]) > 0, estimate
     assert not (tmp_path / "out").exists()
 
 

@@ -55,8 +55,9 @@ from texprod.job.plan import JobPlan, duration, make_renderer, noise_field, peri
 from texprod.job.plates import tint_preview
 from texprod.job.spec import JobSpec
 from texprod.job.spool import StripeSpool
-from texprod.job.stripes import StripeResult, single_threaded_torch
+from texprod.job.stripes import StripeResult, finishing_seconds, single_threaded_torch
 from texprod.models.references import resolve_model
+from texprod.press.colour_lut import colour_lut
 from texprod.press.preflight import InspectionReport, inspect_tiff
 from texprod.press.printfile import WrittenTiff, print_tags
 from texprod.press.promise import Promise
@@ -578,37 +579,72 @@ def job_summary(plan: JobPlan, outputs: list[dict], timings: dict[str, float],
 
 
 def measured_estimate(plan: JobPlan) -> str:
-    """The render time measured now, on this machine and device, from the plan's own tiles.
+    """The render stage's time measured now, on this machine and device, from the plan's
+    own tiles: the network, then the colour conversion and encoding the stripes do with
+    those pixels. It costs one stripe's conversion and a few batches, 1-3 s on a CPU.
 
     A recorded benchmark comes from an idle machine and was 4-5x optimistic on a loaded
-    one; one warm-up batch and one timed batch of real tiles cost about a second here.
+    one. Within 5 % of the render stage for the shipped box and city map prints on a
+    2-core Xeon.
     """
     if plan.tile_px == 0:  # sampling the one-pass render would be the whole render
         return f"at least {plan.estimate} (recorded on an idle machine; not measured now)"
-    single_threaded_torch()  # as the stripes render: per-tile figures, then x threads
+    kind, options = cluster_options(plan.spec.render)
+    threads = (options["threads"] if kind == "in-process" else
+               options["n_workers"] * options["threads_per_worker"] if kind == "local" else
+               1)  # a cluster elsewhere: its size is not known here, figures per thread
+    on_gpu = plan.device.startswith("cuda")
     renderer = make_renderer(plan)
+    network_s, band = _network_seconds(plan, renderer, 1 if on_gpu else threads)
+    # a stripe converts and encodes its whole width at once, and a narrow band pays the
+    # calls' fixed costs many times over: time a full-width stripe of the sample repeated
+    lut = colour_lut(plan.colour) if plan.colour_engine == "lut" else None
+    finishing_seconds(plan, band, lut, renderer.device)  # warm-up: profiles, the table
+    width = plan.geometry.width_px
+    stripe = np.ascontiguousarray(  # (h, W, 3)
+        np.tile(band, (1, -(-width // band.shape[1]), 1))[:, :width])
+    stripes = plan.geometry.height_px / band.shape[0]
+    device_s, host_s = (s * stripes for s in finishing_seconds(plan, stripe, lut,
+                                                              renderer.device))
+    on_device = network_s + device_s
+    # on a GPU the device works one stripe while the host threads finish others
+    seconds = (max(on_device, host_s / threads) if on_gpu
+               else (on_device + host_s) / threads)
+    per = f" x {threads} threads" if threads > 1 else (
+        " per worker thread" if kind not in ("in-process", "local") else "")
+    if kind == "local":
+        per += ", once its workers have started"
+    return (f"render ~{duration(seconds)} ({plan.geometry.megapixels / seconds:.2f} Mpx/s; "
+            f"network {_seconds(network_s)} s, colour and encoding "
+            f"{_seconds(device_s + host_s)} s of work{per}; measured now on {plan.device} over "
+            f"{min(plan.batch, len(plan.stripes[0].tiles.tiles))} tile(s))")
+
+
+def _network_seconds(plan: JobPlan, renderer, side_by_side: int) -> tuple[float, np.ndarray]:
+    """The whole plan's network seconds, from one batch of its first tiles rendered by
+    `side_by_side` threads at once (as the stripes render: CPU threads slow each other, in
+    caches and memory), and that batch's pixels (h, batch px, 3) sRGB."""
+    single_threaded_torch()  # as the stripes render
     field = noise_field(plan)
     first = plan.stripes[0].tiles
-    sample = dataclasses.replace(first, tiles=first.tiles[:plan.batch])
+    sample = dataclasses.replace(first, tiles=first.tiles[:plan.batch])  # one row of tiles
     output = "uint8" if plan.render_bits == 8 else "uint16"
-    for _ in renderer.tiles(field, sample, batch=plan.batch, output=output):  # warm-up
-        pass
-    started = time.perf_counter()
-    for _ in renderer.tiles(field, sample, batch=plan.batch, output=output):
-        pass
-    per_tile = (time.perf_counter() - started) / len(sample.tiles)
-    kind, options = cluster_options(plan.spec.render)
-    parallel = options["threads"] if kind == "in-process" and not plan.device.startswith(
-        "cuda") else 1  # on a cluster: a figure per worker thread
-    seconds = per_tile * plan.tile_count / parallel
-    text = (f"render ~{duration(seconds)} ({plan.geometry.megapixels / seconds:.2f} Mpx/s, "
-            f"measured now on {plan.device} over {len(sample.tiles)} tile(s)"
-            + (f", x {parallel} threads" if parallel > 1 else
-               ", per worker thread" if kind != "in-process" else "") + ")")
-    recorded = plan.estimate.split("; export ", 1)
-    if len(recorded) == 2:
-        text += f"; export at least {recorded[1].removeprefix('~')} (recorded on an idle machine)"
-    return text
+
+    def render_sample() -> tuple[float, np.ndarray]:
+        started = time.perf_counter()
+        band = np.concatenate([pixels.copy() for _, pixels in renderer.tiles(
+            field, sample, batch=plan.batch, output=output)], axis=1)  # (h, sample w, 3)
+        return time.perf_counter() - started, band
+
+    render_sample()  # warm-up
+    with ThreadPoolExecutor(side_by_side) as pool:
+        timed = list(pool.map(lambda _: render_sample(), range(side_by_side)))
+    per_sample = sum(t for t, _ in timed) / side_by_side
+    return per_sample * plan.tile_count / len(sample.tiles), timed[0][1]
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f}" if s >= 1 else f"{s:.2g}"  # a small job's parts too
 
 
 def _describe_repeat(plan: JobPlan) -> str:

@@ -148,6 +148,36 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
         colour_s=coloured - rendered, encode_s=time.perf_counter() - coloured)
 
 
+def finishing_seconds(plan: JobPlan, pixels: np.ndarray, lut: ColourLUT | None,
+                      device: torch.device) -> tuple[float, float]:
+    """(on the render device, on the host): the seconds of what `work_stripe` does with
+    rendered sRGB `pixels` (h, W, 3) before they leave it: the colour conversion, ink
+    check and preview (on the render device with the LUT, else on the host), then the
+    encoding. Timed for the dry run's estimate; spot plates are left out."""
+    device_s = host_s = 0.0
+    if lut is not None:
+        rows = torch.from_numpy(pixels).to(device)  # (h, W, 3)
+        _synchronize(device)
+        started = time.perf_counter()
+        out_on_device = lut.apply(rows)  # (h, W, bands)
+        if plan.colour.color == "cmyk":
+            ink_coverage(out_on_device)
+        shrink_preview_tensor(rows, plan.preview_factor)
+        _synchronize(device)
+        device_s = time.perf_counter() - started
+        out = out_on_device.cpu().numpy()
+    else:
+        started = time.perf_counter()
+        out = _to_output(pixels, plan)  # (h, W, bands)
+        if plan.colour.color == "cmyk":
+            ink_check(out[:, :, :4], 0, math.inf)
+        shrink_preview(pixels, plan.preview_factor)
+        host_s = time.perf_counter() - started
+    started = time.perf_counter()
+    encode_band(out, plan.tiff)
+    return device_s, host_s + time.perf_counter() - started
+
+
 def _render_rows(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer,
                  on_tile: TileDone | None) -> np.ndarray:
     output = "uint8" if plan.render_bits == 8 else "uint16"
