@@ -87,6 +87,23 @@ def test_a_cuda_job_matches_the_cpu_job(model, tmp_path):
     assert diff.mean() < 0.1 and diff.max() <= 4
 
 
+@pytest.mark.parametrize("engine", ["lut", "libvips"])
+def test_a_dry_run_on_cuda_measures_the_device_and_the_host(model, tmp_path, engine):
+    import re
+
+    from texprod.job.pipeline import measured_estimate
+    from texprod.job.plan import plan_job
+    from texprod.job.spec import parse_spec
+
+    plan = plan_job(parse_spec(spec(model, tmp_path, "cuda", render={"colour_engine": engine})))
+    estimate = measured_estimate(plan)
+    times = re.search(r"network ([\d.e-]+) s, colour and encoding ([\d.e-]+) s of work",
+                      estimate)
+    assert times and float(times[1]) > 0 and float(times[2]) > 0, estimate
+    assert "measured now on cuda" in estimate, estimate
+    assert not any(tmp_path.iterdir())
+
+
 def test_16_bit_prints_render_on_cuda(model, tmp_path):
     """uint16 through the device path (quantize, rows, the LUT, the preview)."""
     sixteen = {}

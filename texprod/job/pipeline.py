@@ -584,8 +584,7 @@ def measured_estimate(plan: JobPlan) -> str:
     those pixels. It costs one stripe's conversion and a few batches, 1-3 s on a CPU.
 
     A recorded benchmark comes from an idle machine and was 4-5x optimistic on a loaded
-    one. Within 5 % of the render stage for the shipped box and city map prints on a
-    2-core Xeon.
+    one. Within 15 % of the render stage for the shipped specs on a 2-core Xeon.
     """
     if plan.tile_px == 0:  # sampling the one-pass render would be the whole render
         return f"at least {plan.estimate} (recorded on an idle machine; not measured now)"
