@@ -57,7 +57,7 @@ from texprod.job.executors import (
     drain,
     run_stripe,
 )
-from texprod.job.pipeline import JobResult, run_job
+from texprod.job.pipeline import JobResult, describe_stripe_work, run_job
 from texprod.job.plan import JobPlan
 from texprod.job.spec import JobSpec, load_spec, parse_spec, resolve_spec_path
 from texprod.job.stripes import StripeResult
@@ -304,6 +304,8 @@ def _report(result: JobResult, summary: dict, akey: str, stripes: _PrefectStripe
         ("workers", summary["workers"]
                     + (f", [Dask dashboard]({stripes.dashboard})" if stripes.dashboard else "")),
         ("timings", stages),
+        ("stripe work", describe_stripe_work(summary["stripe_seconds"])
+                        + " (summed over the stripes, which overlap)"),
         ("throughput", f"{mpx / t['total']:.2f} Mpx/s end to end, "
                        f"{mpx / max(t.get('render', 0), 1e-9):.2f} Mpx/s render"),
         ("preflight", f"passed ({summary['preflight']['checks']} checks)"),

@@ -369,6 +369,8 @@ def test_the_report_shows_every_timing_size_checksum_and_the_files_bleed(
             rows[cells[1]] = cells[2]
     for stage in ("plan", "render", "export", "proof", "preflight", "total"):
         assert f"{stage} " in rows["timings"], rows["timings"]
+    assert re.match(r"network [\d.]+ s · colour [\d.]+ s · encode [\d.]+ s \(summed",
+                    rows["stripe work"]), rows["stripe work"]
     tiff = Path(summary["file"])
     assert rows["sha256"] == f"`{sha256_file(tiff)}`"
     assert f"({tiff.stat().st_size:,} bytes)" in rows["size"]

@@ -455,6 +455,9 @@ def test_generate_on_a_terminal_shows_one_progress_bar_and_a_summary(model, tmp_
     summary = text[text.index("texprod: job (seed 3) done in"):]
     for row in ("file", "pixels", "colour", "timings", "preflight  passed", "proof"):
         assert f"\n  {row}" in summary.replace("\r\n", "\n"), row
+    # which stage bounds the render: the stripes' seconds per stage
+    assert re.search(r"\n  work +network [\d.]+ s · colour [\d.]+ s · encode [\d.]+ s",
+                     summary.replace("\r\n", "\n")), summary
 
 
 def test_generate_and_inspect_cli(model, tmp_path, capsys):

@@ -366,6 +366,8 @@ class _TileBar:
 
 def format_summary(summary: dict) -> str:
     """The one-screen end of `texprod generate`: what was made, how long it took, where."""
+    from texprod.job.pipeline import describe_stripe_work
+
     t = summary["timings"]
     stages = " · ".join(f"{k} {v:.1f} s" for k, v in t.items() if k != "total")
     tac = (f"; TAC max {summary['tac_max']:.1f}% (limit {summary['tac_limit']:g}%)"
@@ -381,6 +383,9 @@ def format_summary(summary: dict) -> str:
         ("timings", f"{stages}; {summary['megapixels'] / t['total']:.2f} Mpx/s end to end"),
         *([("stripes", f"{summary['stripes']} on {summary['workers']}")]
           if summary.get("workers") else []),
+        *([("work", describe_stripe_work(summary["stripe_seconds"])
+            + " (summed over the stripes, which overlap)")]
+          if summary.get("stripe_seconds") else []),
         ("preflight", f"passed, {verdict['checks']} checks" if verdict["ok"]
          else f"FAILED: {', '.join(verdict['failed'])}"),
         ("proof", summary.get("proof") or "none (output.proof: false)"),

@@ -90,7 +90,8 @@ class JobResult:
 
     def summary(self) -> dict:
         return {**job_summary(self.plan, self.outputs, self.timings, self.tac_max,
-                              self.report), "workers": self.workers}
+                              self.report), "workers": self.workers,
+                "stripe_seconds": dict(self.stripe_seconds)}
 
 
 def check_directories(plan: JobPlan) -> None:
@@ -640,6 +641,14 @@ def _network_seconds(plan: JobPlan, renderer, side_by_side: int) -> tuple[float,
         timed = list(pool.map(lambda _: render_sample(), range(side_by_side)))
     per_sample = sum(t for t, _ in timed) / side_by_side
     return per_sample * plan.tile_count / len(sample.tiles), timed[0][1]
+
+
+def describe_stripe_work(stripe_seconds: dict[str, float]) -> str:
+    """The stripes' seconds per stage, summed over the stripes: which stage bounds the
+    render (stages overlap, so the render stage takes less than their sum)."""
+    labels = {"render": "network", "colour": "colour", "encode": "encode"}
+    return " · ".join(f"{label} {stripe_seconds[stage]:.1f} s"
+                      for stage, label in labels.items() if stage in stripe_seconds)
 
 
 def _seconds(s: float) -> str:
