@@ -510,7 +510,7 @@ def job_row(device: str, sizes: dict, work: Path) -> dict:
     the peak RSS is the job's)."""
     import torch
 
-    from texprod.job.pipeline import run_job
+    from texprod.job.pipeline import measured_estimate, run_job
     from texprod.job.spec import parse_spec
     from texprod.models import save_generator
 
@@ -528,14 +528,17 @@ def job_row(device: str, sizes: dict, work: Path) -> dict:
     })
     result = run_job(spec)
     summary = result.summary()
-    return {"side": side, "megapixels": result.plan.geometry.megapixels,
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # what `generate --dry-run` would have said (after the job: its stripe is not the job's
+    # memory), to check its model of the device and the host threads against the real run
+    estimate = measured_estimate(result.plan)
+    return {"side": side, "megapixels": result.plan.geometry.megapixels, "estimate": estimate,
             "precision": spec.render.precision, "colour_engine": result.plan.colour_engine,
             "tile_px": result.plan.tile_px, "batch": result.plan.batch,
             "stripes": len(result.plan.stripes), "timings": result.timings,
             "busy": result.stripe_seconds, "workers": result.workers,
             "bytes": summary["bytes"], "sha256": summary["sha256"], "tac_max": result.tac_max,
-            "preflight_ok": result.report.ok,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "preflight_ok": result.report.ok, "rss_mb": rss_mb,
             "gpu_mb": torch.cuda.max_memory_allocated() / 2**20
             if device == "cuda" else None}
 
@@ -743,7 +746,9 @@ def job_section(job: dict) -> list[str]:
                   f"file {job['bytes'] / 2**30:.2f} GiB, TAC max {job['tac_max']:.1f}%, "
                   f"preflight {'ok' if job['preflight_ok'] else 'FAILED'}; host peak RSS "
                   f"{job['rss_mb']:.0f} MB"
-                  + (f", GPU peak {job['gpu_mb']:.0f} MB" if job["gpu_mb"] else "") + "."]
+                  + (f", GPU peak {job['gpu_mb']:.0f} MB" if job["gpu_mb"] else "") + ".",
+                  *(["", f"`generate --dry-run` estimate, measured after the job: "
+                     f"{job['estimate']}"] if job.get("estimate") else [])]
 
 
 def best_tiling(render: list[dict]) -> list[dict]:
