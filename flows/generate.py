@@ -304,8 +304,9 @@ def _report(result: JobResult, summary: dict, akey: str, stripes: _PrefectStripe
         ("workers", summary["workers"]
                     + (f", [Dask dashboard]({stripes.dashboard})" if stripes.dashboard else "")),
         ("timings", stages),
-        ("stripe work", describe_stripe_work(summary["stripe_seconds"])
-                        + " (summed over the stripes, which overlap)"),
+        *([("stripe work", describe_stripe_work(summary["stripe_seconds"])
+                           + " (summed over the stripes, which overlap)")]
+          if summary["stripe_seconds"] else []),  # none when a resume found them all done
         ("throughput", f"{mpx / t['total']:.2f} Mpx/s end to end, "
                        f"{mpx / max(t.get('render', 0), 1e-9):.2f} Mpx/s render"),
         ("preflight", f"passed ({summary['preflight']['checks']} checks)"),
