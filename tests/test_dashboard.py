@@ -134,6 +134,10 @@ def test_the_proof_and_the_thumbnail_load_inline(prefect_api, runs, page, tmp_pa
     for stage in ("plan", "render", "export", "deliverables", "proof", "preflight", "total"):
         assert f"{stage} " in timings, timings
     assert "sha256" in text and "size" in text
+    # which stage bounds the render, as the operator reads it
+    work = next(line for line in text.splitlines() if line.startswith("stripe work"))
+    for stage in ("network", "colour", "encode"):
+        assert f"{stage} " in work, work
     plate = next(line for line in text.splitlines() if line.startswith("spot plate"))
     assert "Spot UV" in plate and "channel 5 of the TIFF" in plate, plate
     assert any(line.startswith("PDF/X-4") and ".pdf" in line for line in text.splitlines())
