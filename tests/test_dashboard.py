@@ -1,14 +1,16 @@
 """What an operator sees in the Prefect UI, in a real browser: Debian's Chromium driven by
 Playwright, against `make server` on a random (non-default) port.
 
-One good run and one failed run of generate-texture; then the run page, the Artifacts tab,
-the report with its thumbnail, the inline proof, the progress at 100 and the failed run's
-cause. Screenshots are kept in the test's tmp dir.
+One good run, one failed run and one that uploads to S3 (moto) of generate-texture; then the
+run page, the Artifacts tab, the report with its thumbnail, the inline proof, the S3 proof
+through its presigned link, the progress at 100 and the failed run's cause. Screenshots are
+kept in the test's tmp dir.
 """
 
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import pyvips
 import yaml
 
 import flows.generate as generate_flow
+from tests.s3_server import admin_client
 from texprod.engine import GeneratorConfig, random_generator
 from texprod.models import save_generator
 
@@ -26,13 +29,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
+# the S3 endpoint's name as the browser knows it: only Chromium resolves it (to the moto
+# server), as only the operator's browser knows the compose stack's public S3 address.
+# No dot: moto would read a dotted host as a virtual-hosted bucket
+S3_PUBLIC_HOST = "s3-public"
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium binary (install it with `make system-packages`)")
 
 
-def _spec(tmp_path: Path, name: str, model: str) -> Path:
-    """A CMYK print with a Spot UV plate over a rectangle, and its PDF/X-4."""
+def _spec(tmp_path: Path, name: str, model: str, out: str | None = None) -> Path:
+    """A CMYK print with a Spot UV plate over a rectangle, and its PDF/X-4, into `out`
+    (default: a local directory)."""
     mask = tmp_path / "varnish.png"
     pyvips.Image.new_from_array(np.full((10, 20), 255, np.uint8)).pngsave(str(mask))
     path = tmp_path / f"{name}.yaml"
@@ -40,7 +48,7 @@ def _spec(tmp_path: Path, name: str, model: str) -> Path:
         "name": name, "seed": 2, "model": model,
         "print": {"width_mm": 40, "height_mm": 30, "dpi": 150, "bleed_mm": 2, "color": "cmyk"},
         "render": {"device": "cpu", "tile_px": 64, "scratch_dir": str(tmp_path / "scratch")},
-        "output": {"dir": str(tmp_path / "out"), "formats": ["tiff", "pdf"]},
+        "output": {"dir": out or str(tmp_path / "out"), "formats": ["tiff", "pdf"]},
         "plates": [{"name": "Spot UV", "from": {"mask": str(mask),
                                                 "placement": {"box_mm": [10, 8, 20, 10]}}}],
     }))
@@ -48,16 +56,25 @@ def _spec(tmp_path: Path, name: str, model: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(prefect_api, tmp_path_factory) -> dict[str, str]:
-    """Flow run ids: one that succeeded, one whose model does not exist."""
+def runs(prefect_api, s3_server, tmp_path_factory) -> dict[str, str]:
+    """Flow run ids: one that succeeded, one whose model does not exist, and one whose
+    outputs went to S3, its links signed for the endpoint as the browser names it."""
     tmp = tmp_path_factory.mktemp("dashboard")
     model = save_generator(random_generator(TINY, 3), tmp / "tiny", name="tiny")
+    bucket = f"texprod-dash-{uuid.uuid4().hex[:8]}"
+    admin_client().create_bucket(Bucket=bucket)
     ids = {}
-    for kind, name, model_ref in (("ok", "dash-ok", str(model)),
-                                  ("failed", "dash-failed", str(tmp / "no-such-model"))):
-        state = generate_flow.generate_texture(spec=str(_spec(tmp, name, model_ref)),
-                                               return_state=True)
-        assert state.is_completed() == (kind == "ok"), state.message
+    for kind, name, model_ref, out in (
+            ("ok", "dash-ok", str(model), None),
+            ("failed", "dash-failed", str(tmp / "no-such-model"), None),
+            ("s3", "dash-s3", str(model), f"s3://{bucket}/prints/")):
+        with pytest.MonkeyPatch.context() as env:
+            if out:
+                env.setenv("TEXPROD_S3_PUBLIC_URL",
+                           s3_server.replace("127.0.0.1", S3_PUBLIC_HOST))
+            state = generate_flow.generate_texture(spec=str(_spec(tmp, name, model_ref, out)),
+                                                   return_state=True)
+        assert state.is_completed() == (kind != "failed"), state.message
         ids[kind] = str(state.state_details.flow_run_id)
     return ids
 
@@ -67,7 +84,8 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            *CHROMIUM_ARGS, f"--host-resolver-rules=MAP {S3_PUBLIC_HOST} 127.0.0.1"])
         yield browser
         browser.close()
 
@@ -142,6 +160,15 @@ def test_the_proof_and_the_thumbnail_load_inline(prefect_api, runs, page, tmp_pa
     assert "Spot UV" in plate and "channel 5 of the TIFF" in plate, plate
     assert any(line.startswith("PDF/X-4") and ".pdf" in line for line in text.splitlines())
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+
+
+def test_an_s3_proof_loads_through_the_public_endpoint(prefect_api, runs, page, tmp_path):
+    """An S3 output's proof is a presigned link, signed for TEXPROD_S3_PUBLIC_URL: it loads
+    from a host that only the browser can resolve."""
+    page.goto(_artifact_page(prefect_api, runs["s3"], "dash-s3-proof"))
+    proof = _wait_for_image(page, "proof of dash-s3-")
+    assert proof["width"] > 0 and proof["src"].startswith(f"http://{S3_PUBLIC_HOST}:"), proof
+    page.screenshot(path=str(tmp_path / "s3-proof.png"), full_page=True)
 
 
 def test_the_progress_shows_100(prefect_api, runs, page, tmp_path):

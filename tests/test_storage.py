@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import random
 import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -242,6 +244,66 @@ def test_list_exists_delete_presign(s3_bucket, tmp_path):
     assert "X-Amz-Expires=604800" in storage.presigned_url(f"{s3_bucket}/b/2")  # 7 days
     with pytest.raises(ConfigError, match="expires_s: got 604801"):
         storage.presigned_url(f"{s3_bucket}/b/2", expires_s=604801)
+
+
+def _signed_for(url: str, host: str, secret: str = "testing") -> bool:
+    """Whether S3 would accept presigned GET `url` sent with `host` as its Host header:
+    the SigV4 query signature recomputed from AWS's description of it (canonical request,
+    string to sign, derived key), independently of botocore."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    params = dict(query)
+    assert params["X-Amz-SignedHeaders"] == "host"  # a browser sends nothing else signed
+
+    def quote(text: str) -> str:
+        return urllib.parse.quote(text, safe="-_.~")
+
+    canonical_query = "&".join(f"{quote(k)}={quote(v)}" for k, v in sorted(query)
+                               if k != "X-Amz-Signature")
+    # S3 takes the path as sent (encoded once); the headers block ends with a newline
+    canonical = "\n".join(["GET", parts.path, canonical_query, f"host:{host}\n", "host",
+                           "UNSIGNED-PAYLOAD"])
+    scope = params["X-Amz-Credential"].split("/", 1)[1]  # date/region/s3/aws4_request
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", params["X-Amz-Date"], scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in scope.split("/"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, params["X-Amz-Signature"])
+
+
+def test_presigned_links_are_signed_for_the_endpoint_browsers_reach(s3_bucket, monkeypatch):
+    """Inside the compose stack texprod reaches S3 at http://minio:9000, a name the
+    operator's browser cannot resolve: TEXPROD_S3_PUBLIC_URL names the endpoint as browsers
+    reach it. Here 127.0.0.1 stands for the internal name and localhost for the public one:
+    the same moto server under two hosts."""
+    internal = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"]).netloc  # 127.0.0.1:PORT
+    public = internal.replace("127.0.0.1", "localhost")
+    uri = f"{s3_bucket}/proofs/box proof.jpg"  # a space: the path is encoded once
+    storage.upload_bytes(b"proof", uri)
+
+    plain = storage.presigned_url(uri)
+    assert urllib.parse.urlsplit(plain).netloc == internal
+    assert _signed_for(plain, internal)  # the checker agrees with botocore's signing
+    assert not _signed_for(plain, public)  # rewriting the host would break the signature
+
+    monkeypatch.setenv("TEXPROD_S3_PUBLIC_URL", f"http://{public}/")
+    url = storage.presigned_url(uri, expires_s=600)
+    assert urllib.parse.urlsplit(url).netloc == public
+    assert _signed_for(url, public) and not _signed_for(url, internal)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == b"proof"
+    storage.upload_bytes(b"still internal", f"{s3_bucket}/after")  # transfers are unchanged
+    assert admin_client().get_object(Bucket=s3_bucket[5:], Key="after")["Body"].read() \
+        == b"still internal"
+
+    for bad in ("minio:9000", "ftp://localhost:9000", "http://localhost:9000/s3",
+                "http://localhost:99999", "http://user@localhost:9000", "https://"):
+        monkeypatch.setenv("TEXPROD_S3_PUBLIC_URL", bad)
+        with pytest.raises(ConfigError, match=f"TEXPROD_S3_PUBLIC_URL: got '{bad}', must be "
+                                              r"http\(s\)://HOST\[:PORT\]"):
+            storage.presigned_url(uri)
 
 
 def test_local_paths_use_the_same_interface(tmp_path):

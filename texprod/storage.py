@@ -22,6 +22,8 @@ instance roles) plus these variables:
 ``TEXPROD_S3_PART_SIZE``       multipart part size and threshold in bytes (default 16 MiB)
 ``TEXPROD_S3_CONCURRENCY``     parallel part transfers (default 8)
 ``TEXPROD_S3_ADDRESSING_STYLE`` auto | path | virtual (default: path with a custom endpoint)
+``TEXPROD_S3_PUBLIC_URL``      the endpoint as browsers reach it, for presigned links (default:
+                               the endpoint itself)
 ``TEXPROD_CACHE``              local cache directory (default ~/.cache/texprod)
 ``TEXPROD_REGISTRY``           model registry, ``s3://BUCKET[/prefix]`` (texprod.models.registry)
 =============================  ==============================================================
@@ -39,6 +41,7 @@ import os
 import re
 import shutil
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -190,6 +193,26 @@ def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def s3_public_endpoint() -> str | None:
+    """``TEXPROD_S3_PUBLIC_URL``: the S3 endpoint as the operator's browser reaches it, where
+    that differs from the endpoint texprod uses (``http://minio:9000`` inside the compose
+    stack is ``http://localhost:9000`` on the host). None: the same endpoint."""
+    value = os.environ.get("TEXPROD_S3_PUBLIC_URL", "").strip()
+    if not value:
+        return None
+    url = urllib.parse.urlsplit(value)
+    try:
+        url.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+        valid = url.scheme in ("http", "https") and bool(url.hostname) \
+            and url.path in ("", "/") and not (url.query or url.fragment or url.username)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(f"TEXPROD_S3_PUBLIC_URL: got {value!r}, must be http(s)://HOST[:PORT] "
+                          "(the S3 endpoint as browsers reach it, e.g. http://localhost:9000)")
+    return value.rstrip("/")
+
+
 def s3_region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
 
@@ -198,16 +221,16 @@ def max_attempts() -> int:
     return _env_number("TEXPROD_S3_MAX_ATTEMPTS", 5, 1)
 
 
-def s3_client() -> Any:
+def s3_client(endpoint: str | None = None) -> Any:
     """A boto3 S3 client with texprod's settings, cached per endpoint and region.
 
-    Credentials and the endpoint come from boto3's standard chain (``AWS_ENDPOINT_URL`` is
-    honoured by boto3 itself). Requests are retried (standard mode: exponential backoff
+    Credentials come from boto3's standard chain, the endpoint from `endpoint` or else the
+    environment (``s3_endpoint``). Requests are retried (standard mode: exponential backoff
     with jitter on throttling, 5xx and connection errors) up to ``TEXPROD_S3_MAX_ATTEMPTS``
     attempts. Checksums are only computed or validated where texprod asks for them, so
     S3-compatible stores that reject the default CRC trailers work too.
     """
-    endpoint = s3_endpoint()
+    endpoint = endpoint or s3_endpoint()
     region = s3_region()
     attempts = max_attempts()
     connect = _env_number("TEXPROD_S3_CONNECT_TIMEOUT", 10, 0.1, float)
@@ -239,7 +262,8 @@ def s3_client() -> Any:
                 max_pool_connections=max(10, _concurrency() + 2),
             )
             try:  # sessions are not thread-safe: one per client, made under the lock
-                client = boto3.session.Session(region_name=region).client("s3", config=config)
+                client = boto3.session.Session(region_name=region).client(
+                    "s3", endpoint_url=endpoint, config=config)
             except BotoCoreError as e:  # e.g. AWS_PROFILE names no profile
                 raise CredentialsError(f"cannot set up the S3 client: {e}") from None
             _clients[key] = client
@@ -665,10 +689,12 @@ def delete(uri: str) -> None:
 
 
 def presigned_url(uri: str, expires_s: int = MAX_PRESIGN_S) -> str:
-    """A URL anyone can GET the object with, for `expires_s` seconds (at most 7 days).
+    """A URL anyone can GET the object with, for `expires_s` seconds (at most 7 days), at
+    the endpoint browsers reach (``TEXPROD_S3_PUBLIC_URL``, else texprod's own).
 
-    It is signed locally: it does not check that the object exists. A local path gives
-    its file:// URI.
+    It is signed locally: it does not check that the object exists. SigV4 signs the host,
+    so the link is signed for the public endpoint, not rewritten to it afterwards. A local
+    path gives its file:// URI.
     """
     check_location(uri)
     if not 1 <= expires_s <= MAX_PRESIGN_S:
@@ -677,7 +703,7 @@ def presigned_url(uri: str, expires_s: int = MAX_PRESIGN_S) -> str:
     if not is_s3(uri):
         return Path(uri).resolve().as_uri()
     bucket, key = split_object(uri)
-    client = s3_client()
+    client = s3_client(s3_public_endpoint())
     with _s3_errors(uri, "presign", client):
         return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
                                              ExpiresIn=int(expires_s))
