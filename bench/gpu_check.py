@@ -240,6 +240,18 @@ def flops_per_px(renderer, plan) -> float:
     return 2 * macs * len(plan.tiles) / (plan.width * plan.height)
 
 
+def planned_bytes(renderer, plan, batch: int) -> int:
+    """What the job's memory check plans for `renderer.rows` over `plan`: the tensors of one
+    batch at their peak (`texprod.engine.memory`), the canvas and the weights; set beside
+    the measured peak, it shows how far cuDNN's workspaces and the allocator's rounding
+    take the device above that lower bound."""
+    from texprod.engine.memory import render_bytes
+
+    model = renderer.generator if plan.one_pass else renderer.model
+    weights = sum(p.numel() for p in model.parameters()) * renderer.dtype.itemsize
+    return render_bytes(renderer, plan, batch) + plan.width * plan.height * 3 + weights
+
+
 def ceilings(device: str, sizes: dict) -> dict:
     """What the device can do at best, measured here (METHOD: datasheets are only leads):
     TFLOP/s of a large random matrix product per precision, and GB/s of a device copy
@@ -333,6 +345,7 @@ def render_rows(device: str, sizes: dict) -> Iterator[dict]:
                                     upsampling=upsampling)
                 plan = renderer.plan(side, side, tile)
                 row["flop_px"] = flops_per_px(renderer, plan)
+                row["planned_mb"] = planned_bytes(renderer, plan, batch) / 2**20
                 seconds = _time_rows(renderer, field, plan, batch, sizes["repeats"])
                 row.update(seconds=seconds, mpx_s=side * side / seconds / 1e6,
                            tflops=row["flop_px"] * side * side / seconds / 1e12,
@@ -639,7 +652,7 @@ def render_table(render: list[dict], peaks: dict) -> list[str]:
         layers = "" if r["upsampling"] == "subpixel" else r["upsampling"]
         if "error" in r:
             rows.append([r["precision"], r["tile"] or "one pass", r["batch"], layers,
-                         "yes" if r["autotune"] else "", r["error"], *[""] * 6])
+                         "yes" if r["autotune"] else "", r["error"], *[""] * 7])
             continue
         ratio = r["mpx_s"] / one_pass[r["precision"]] if one_pass.get(r["precision"]) else None
         peak = peaks.get(r["precision"])
@@ -648,16 +661,20 @@ def render_table(render: list[dict], peaks: dict) -> list[str]:
                      f"{r['mpx_s']:.1f}", f"{ratio:.2f}" if ratio else "-",
                      f"{r['flop_px'] / 1e3:.0f}", f"{r['tflops']:.3g}",
                      f"{r['tflops'] / peak:.0%}" if peak else "-",
-                     f"{r['gpu_mb']:.0f}" if r["gpu_mb"] is not None else "-"])
+                     f"{r['gpu_mb']:.0f}" if r["gpu_mb"] is not None else "-",
+                     f"{r['planned_mb']:.0f}" if r.get("planned_mb") else "-"])
     out = _table(["precision", "tile px", "batch", "layers", "autotune", "s", "Mpx/s",
-                  "tiled/one-pass", "kFLOP/px", "TFLOP/s", "% matmul", "GPU peak MB"], rows)
+                  "tiled/one-pass", "kFLOP/px", "TFLOP/s", "% matmul", "GPU peak MB",
+                  "planned MB"], rows)
     out += ["", f"Canvas {render[0]['side']}² px; median of {render[0]['repeats']} after a "
             "warm-up. Tiled rows compute the upsampling layers in sub-pixel form (the "
             "default: dense 3x3 convolutions and a pixel shuffle, with the zero taps of the "
             "5x5 stride-2 kernels' phases) unless `layers` says native (transposed "
             "convolutions, as trained) or phases (one convolution per output phase, no "
             "zero taps); one pass is the unmodified network. kFLOP/px counts "
-            "what the convolutions compute per canvas pixel, halos included.", "",
+            "what the convolutions compute per canvas pixel, halos included. Planned MB is "
+            "the job's memory check's lower bound for the same work (tensors at their peak, "
+            "canvas, weights), beside the measured GPU peak.", "",
             "Fastest tiling per precision (the candidates for `default_tiling`):", ""]
     out += _table(["precision", "tile px", "batch", "Mpx/s", "GPU peak MB"],
                   [[b["precision"], b["tile"], b["batch"], f"{b['mpx_s']:.1f}",

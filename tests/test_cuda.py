@@ -104,6 +104,35 @@ def test_a_dry_run_on_cuda_measures_the_device_and_the_host(model, tmp_path, eng
     assert not any(tmp_path.iterdir())
 
 
+# run_job in a process that may use only `argv[2]` bytes of the GPU (the caching
+# allocator's own limit: a real CUDA out-of-memory error, whatever the device's size)
+RUN_CAPPED = ("import json, sys, torch; from texprod.job.pipeline import run_job; "
+              "from texprod.job.spec import parse_spec; "
+              "torch.cuda.set_per_process_memory_fraction(int(sys.argv[2]) / "
+              "torch.cuda.get_device_properties(0).total_memory); "
+              "run_job(parse_spec(json.loads(sys.argv[1])))")
+
+
+def test_a_gpu_out_of_memory_fails_the_job_in_one_line_that_says_what_to_change(model,
+                                                                                tmp_path):
+    out = tmp_path / "out"
+    job = spec(model, out, "cuda", render={"tile_px": 2048, "batch": 4})
+    from texprod.job.memory import memory_need
+    from texprod.job.plan import plan_job
+    from texprod.job.spec import parse_spec
+
+    need = memory_need(plan_job(parse_spec(job)))
+    assert need.total > need.need  # the device is big enough: the plan passes its check
+    cap = need.maps // 4  # the process may not use that much: the render runs out
+    done = subprocess.run([sys.executable, "-c", RUN_CAPPED, json.dumps(job), str(cap)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "JobFailure: render: cuda ran out of memory on stripe 0" in last, done.stderr[-3000:]
+    assert "lower render.tile_px or render.batch" in last and "(CUDA: " in last, last
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_16_bit_prints_render_on_cuda(model, tmp_path):
     """uint16 through the device path (quantize, rows, the LUT, the preview)."""
     sixteen = {}

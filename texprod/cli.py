@@ -412,9 +412,11 @@ def _generate(args: argparse.Namespace) -> int:
     spec_path = resolve_spec_path(args.spec)
     spec = load_spec(spec_path, args.overrides)  # spec errors stop here, before any run
     if args.dry_run:
+        from texprod.job.memory import check_memory
         from texprod.job.pipeline import describe_plan, measured_estimate
 
         plan = plan_job(spec, spec_path.parent)
+        check_memory(plan)  # before the estimate renders a batch of the plan's tiles
         plan.estimate = measured_estimate(plan)
         print(describe_plan(plan))
         check_disk_space(plan)

@@ -51,6 +51,7 @@ from texprod.job.executors import (
     stripe_executor,
 )
 from texprod.job.joblock import JobLock, sweep_dead_temporaries
+from texprod.job.memory import check_memory, memory_need
 from texprod.job.plan import JobPlan, duration, make_renderer, noise_field, period_box, plan_job
 from texprod.job.plates import tint_preview
 from texprod.job.spec import JobSpec
@@ -428,6 +429,7 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         model_path = stage("fetch-model", lambda: resolve_model(spec.model, spec_dir,
                                                                 registry=spec.registry))
         plan = stage("plan", lambda: plan_job(spec, spec_dir, model_path))
+    check_memory(plan)
     check_disk_space(plan)
     check_destination(plan)
     prepare_directories(plan)
@@ -714,6 +716,7 @@ def describe_plan(plan: JobPlan) -> str:
                  f"assembled), output at most "
                  f"{_size(plan.output_bytes + plan.deliverable_bytes)} in "
                  f"{plan.outputs.tiff.parent}"),
+        ("memory", memory_need(plan).describe()),
         ("estimate", plan.estimate),
         ("outputs", ", ".join(plan.outputs.final(p) for p in plan.outputs.local)
          + (f" (staged in {plan.outputs.tiff.parent})" if plan.outputs.remote_dir else "")),

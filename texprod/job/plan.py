@@ -102,6 +102,13 @@ class JobPlan:
         return tx * self.stripes[0].tiles.cell_px, ty * self.stripes[0].tiles.cell_px
 
     @property
+    def tiling(self) -> str:
+        """How the stripes are rendered, in words: their tiles and batch, or one pass."""
+        if self.tile_px == 0:
+            return "a one-pass render"
+        return "{} x {} px tiles in batches of {}".format(*self.tile_px_shape, self.batch)
+
+    @property
     def preview_factor(self) -> int:
         return preview_factor(self.geometry.width_px, self.geometry.height_px)
 

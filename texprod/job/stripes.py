@@ -28,7 +28,7 @@ import torch
 
 from texprod.engine.render import Renderer
 from texprod.engine.tiling import TilePlan, check_tile_count, plan_tiles, tiles_across
-from texprod.errors import TexprodError
+from texprod.errors import JobFailure, TexprodError
 from texprod.job import stop
 from texprod.job.plates import knock_out
 from texprod.press.colour import to_output
@@ -120,7 +120,7 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
     # knockout plates change the process inks after conversion: then ink is measured last
     ink_at_the_end = any(p.knockout for p in plan.plates.plates)
     if plan.colour_engine == "lut":
-        with render_lock or contextlib.nullcontext():
+        with render_lock or contextlib.nullcontext(), _device_memory_named(plan, stripe):
             rows = _render_on_device(plan, stripe, field, renderer, on_tile)  # (h, W, 3)
             rendered = time.perf_counter()
             out_dev, preview_dev, tac = _colour_on_device(plan, stripe, rows, lut,
@@ -129,7 +129,7 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
         # the copies overlap the next stripe's render
         out, preview = to_host(out_dev, ready), to_host(preview_dev, ready)
     else:
-        with render_lock or contextlib.nullcontext():
+        with render_lock or contextlib.nullcontext(), _device_memory_named(plan, stripe):
             pixels = _render_rows(plan, stripe, field, renderer, on_tile)  # (h, W, 3) sRGB
         rendered = time.perf_counter()
         out = _to_output(pixels, plan)  # (h, W, bands) in the print's colour space, depth
@@ -146,6 +146,21 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
         preview=preview.tobytes(), preview_shape=preview.shape[:2], tac_max=tac,
         tiles=len(stripe.tiles.tiles), render_s=rendered - started,
         colour_s=coloured - rendered, encode_s=time.perf_counter() - coloured)
+
+
+@contextlib.contextmanager
+def _device_memory_named(plan: JobPlan, stripe: Stripe):
+    """A GPU out of memory fails the job in one line that says what to change, and the
+    planned figures (`texprod.job.memory`) to compare with (they are lower bounds: the
+    device may also hold other processes' memory and cuDNN's workspaces)."""
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        raise JobFailure(
+            f"render: {plan.device} ran out of memory on stripe {stripe.index} ({plan.tiling}, "
+            f"{plan.spec.render.precision}): lower render.tile_px or render.batch, or free the "
+            f"device; `texprod generate SPEC --dry-run` shows what the job needs (CUDA: "
+            f"{(str(e).splitlines() or [''])[0]})") from None
 
 
 def finishing_seconds(plan: JobPlan, pixels: np.ndarray, lut: ColourLUT | None,

@@ -1,0 +1,114 @@
+"""The memory a job's stripes hold at once, checked against the machine before rendering.
+
+A tiling (or a one-pass render) too big for the device used to be found out by the
+kernel's OOM killer on the CPU, which ends the process without a word, or by CUDA
+midway through a job. Now the plan's figures are compared with the device's memory first:
+more than it has is refused with the figures and what to change; more than is free now is
+a warning. The figures are lower bounds (`texprod.engine.memory`): the convolution
+libraries add their buffers on top.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psutil
+import torch
+
+from texprod.engine.memory import render_bytes
+from texprod.engine.render import Renderer
+from texprod.errors import RenderError
+from texprod.job.executors import cluster_options
+from texprod.job.plan import JobPlan
+
+log = logging.getLogger(__name__)
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    device: str  # "cpu", "cuda", "cuda:1"
+    maps: int  # bytes: the network's tensors at the peak of one batch
+    pixels: int  # bytes: a stripe's rendered rows and its converted print pixels
+    at_once: int  # stripes worked at the same time on one device
+    total: int | None  # bytes the device has; None: on a cluster elsewhere, not known here
+
+    @property
+    def need(self) -> int:
+        return (self.maps + self.pixels) * self.at_once
+
+    def describe(self) -> str:
+        each = f"{_gib(self.maps)} network + {_gib(self.pixels)} stripe pixels"
+        text = (f"at least {_gib(self.need)} of {self.device} memory ("
+                + (f"{self.at_once} stripes at once x ({each})" if self.at_once > 1
+                   else each) + ")")
+        if self.total is None:
+            return text + " on each worker of the cluster"
+        return text + f"; the device has {_gib(self.total)}"
+
+
+def memory_need(plan: JobPlan) -> MemoryNeed:
+    """What the plan's stripes need in memory at once on the device that renders them."""
+    # the shapes do not depend on the device: measured with a CPU copy of the network, so
+    # that planning never initialises CUDA
+    renderer = Renderer(plan.checkpoint.generator, "cpu", plan.spec.render.precision)
+    stripe = plan.stripes[0]  # the tallest: the others are as high or less
+    output = "uint8" if plan.render_bits == 8 else "uint16"
+    maps = render_bytes(renderer, stripe.tiles, plan.batch, output)
+    bands = plan.colour.bands + (len(plan.plates.plates) if plan.plates_in_tiff else 0)
+    pixels = stripe.h * plan.geometry.width_px * (3 * plan.render_bits + bands
+                                                  * plan.colour.bits) // 8
+    kind, options = cluster_options(plan.spec.render)
+    on_gpu = plan.device.startswith("cuda")
+    if kind == "in-process":  # a GPU renders one stripe at a time (the render lock)
+        at_once, here = (1 if on_gpu else options["threads"]), True
+    elif kind == "local":
+        at_once, here = options["n_workers"] * options["threads_per_worker"], True
+    elif kind == "local-cuda":  # one worker per GPU, each rendering one stripe at a time
+        at_once, here = 1, True
+    else:  # a scheduler elsewhere: its workers' devices are not known here
+        at_once, here = 1, False
+    device = "cuda" if kind == "local-cuda" else plan.device
+    return MemoryNeed(device, maps, pixels, min(at_once, len(plan.stripes)),
+                      _device_total(device) if here else None)
+
+
+def check_memory(plan: JobPlan) -> MemoryNeed:
+    """Refuse a plan whose stripes need more memory than the device has; warn when they
+    need more than it has free now."""
+    need = memory_need(plan)
+    if need.total is None:
+        return need
+    if need.need > need.total:
+        render = plan.spec.render
+        if plan.tile_px == 0:
+            fix = ("render in tiles (render.tile_px: got 0, the whole canvas in one pass; "
+                   "use auto or a tile size)")
+        else:
+            threads = need.at_once > 1
+            fix = (f"lower render.tile_px, render.batch{' or render.threads' if threads else ''}"
+                   f" (got tile_px {render.tile_px}, batch {render.batch}"
+                   f"{f', threads {render.threads}' if threads else ''})")
+        raise RenderError(f"render: {plan.tiling} needs {need.describe()}: {fix}")
+    free = _device_free(need.device)
+    if need.need > free:
+        log.warning("render: %s needs %s, and %s is free now: the job may run out of memory "
+                    "or swap", plan.tiling, need.describe(), _gib(free))
+    return need
+
+
+def _device_total(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return psutil.virtual_memory().total
+
+
+def _device_free(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    return psutil.virtual_memory().available
+
+
+def _gib(n: float) -> str:
+    return f"{n / GiB:.1f} GiB" if n >= GiB / 10 else f"{n / 2**20:.0f} MiB"
