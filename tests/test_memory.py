@@ -54,7 +54,7 @@ print(json.dumps({"estimate": render_bytes(renderer, plan, batch), "grown": peak
 @pytest.mark.parametrize(("tile", "batch"), [(1024, 1), (768, 2)])
 def test_the_estimate_is_what_a_real_render_holds(tile, batch):
     """The tensors it counts are the bulk of a render's memory: the peak RSS grows by at
-    least 90 % of the estimate (a missed map would fall below) and at most 2x (oneDNN's
+    least 90 % of the estimate (a missed map would fall below) and at most 2.5x (oneDNN's
     reordered copies come on top: 1.3-1.4x measured on a Xeon)."""
     done = subprocess.run([sys.executable, "-c", MEASURE, str(tile), str(batch),
                            json.dumps(WIDE)], capture_output=True, text=True, timeout=300)
@@ -62,7 +62,7 @@ def test_the_estimate_is_what_a_real_render_holds(tile, batch):
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     estimate, grown = figures["estimate"], figures["grown"]
     assert estimate > 100 * MiB  # large enough to stand out of the allocator's noise
-    assert 0.9 * estimate <= grown <= 2.0 * estimate, (estimate / MiB, grown / MiB)
+    assert 0.9 * estimate <= grown <= 2.5 * estimate, (estimate / MiB, grown / MiB)
 
 
 def test_the_estimate_scales_with_batch_and_precision_and_counts_one_pass_whole():
