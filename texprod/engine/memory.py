@@ -1,13 +1,15 @@
 """How much memory a render needs, known before it runs.
 
 `render_bytes` runs a plan's network on an empty batch (every shape but the batch is the
-real one, and nothing is computed: milliseconds; the meta device would do the same but
-its first convolution imports 1 s of symbolic-shape machinery) and follows every tensor
-it makes, from its creation until its last reference goes, counting each at the size it
-has in a real batch: the largest total alive at once is the batch's peak. That is the tensors alone. The convolution libraries add their own buffers: on a
-2-core Xeon the process's peak RSS grew by 1.3-1.4x this figure for 1024-px tiles of the
-reference generator (oneDNN's reordered copies), and cuDNN takes workspaces as well, so
-callers compare it with what a device has as a lower bound, never as a promise.
+real one, and nothing is computed: milliseconds; the meta device would do the same, but its
+first convolution imports 1 s of symbolic-shape machinery) and follows every tensor it
+makes, from its creation until its last reference goes, counting each at the size it has
+in a real batch: the largest total alive at once is the batch's peak.
+
+That is the tensors alone. The convolution libraries add their own buffers: on a 2-core
+Xeon the process's heap (anonymous RSS) grew by 1.3-1.4x this figure for 1024-px tiles of
+the reference generator (oneDNN's reordered copies), and cuDNN takes workspaces as well,
+so callers compare it with what a device has as a lower bound, never as a promise.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ import weakref
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_leaves
 
 from texprod.engine.render import Renderer, forward_interior, quantize
 from texprod.engine.tiling import TilePlan
 
 
-class _LiveTensors(TorchFunctionMode):
+class _LiveTensors(TorchFunctionMode):  # a TorchDispatchMode would import dynamo: 1.5 s
     """Counts the bytes of the storages that are alive, and their peak, as ops run, each
     at its size in a batch of `batch` (the tensors themselves have an empty batch).
 
@@ -59,9 +60,9 @@ class _LiveTensors(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor):
-                self.track(leaf)
+        for tensor in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(tensor, torch.Tensor):
+                self.track(tensor)
         return out
 
 

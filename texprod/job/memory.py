@@ -70,6 +70,8 @@ def memory_need(plan: JobPlan) -> MemoryNeed:
     else:  # a scheduler elsewhere: its workers' devices are not known here
         at_once, here = 1, False
     device = "cuda" if kind == "local-cuda" else plan.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        here = False  # local-cuda on a machine without CUDA: the cluster's start says so
     return MemoryNeed(device, maps, pixels, min(at_once, len(plan.stripes)),
                       _device_total(device) if here else None)
 

@@ -150,9 +150,9 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
 
 @contextlib.contextmanager
 def _device_memory_named(plan: JobPlan, stripe: Stripe):
-    """A GPU out of memory fails the job in one line that says what to change, and the
-    planned figures (`texprod.job.memory`) to compare with (they are lower bounds: the
-    device may also hold other processes' memory and cuDNN's workspaces)."""
+    """A GPU out of memory fails the job in one line that says what to change. The plan's
+    check (`texprod.job.memory`) lets through what it cannot see: other processes on the
+    device, cuDNN's workspaces."""
     try:
         yield
     except torch.OutOfMemoryError as e:
