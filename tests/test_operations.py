@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -243,3 +244,18 @@ def test_make_buckets_creates_the_readme_buckets_once(s3_server, tmp_path):
     planned = subprocess.run(["make", "-n", "-C", str(REPO), "buckets", f"VENV={VENV}"],
                              capture_output=True, text=True)
     assert "texprod-models texprod-outputs" in planned.stdout
+
+
+def test_every_setting_the_compose_stack_reads_is_in_the_env_example():
+    """An operator configures the stack by copying infra/.env.example: a variable the
+    compose file reads that is missing there is a setting nobody finds. The worker's links
+    must follow the browser's addresses, not the stack's own host names."""
+    compose = (REPO / "infra" / "docker-compose.yml").read_text()
+    example = (REPO / "infra" / ".env.example").read_text()
+    read = set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", compose))  # $${X}: the shell's
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    assert read - documented == set(), read - documented
+    worker = yaml.safe_load(compose)["services"]["worker"]["environment"]
+    assert worker["TEXPROD_S3_PUBLIC_URL"] == "${S3_PUBLIC_URL:-http://localhost:9000}"
+    assert worker["DASK_DISTRIBUTED__DASHBOARD__LINK"].startswith(
+        "http://${DASK_DASHBOARD_HOST:-localhost}:{port}")
