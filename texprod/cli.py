@@ -416,9 +416,9 @@ def _generate(args: argparse.Namespace) -> int:
         from texprod.job.pipeline import describe_plan, measured_estimate
 
         plan = plan_job(spec, spec_path.parent)
-        check_memory(plan)  # before the estimate renders a batch of the plan's tiles
+        memory = check_memory(plan)  # before the estimate renders a batch of its tiles
         plan.estimate = measured_estimate(plan)
-        print(describe_plan(plan))
+        print(describe_plan(plan, memory))
         check_disk_space(plan)
         return 0
     if not args.verbose:  # a flow run's logs go to its API; the terminal gets bar and summary

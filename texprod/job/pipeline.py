@@ -51,7 +51,7 @@ from texprod.job.executors import (
     stripe_executor,
 )
 from texprod.job.joblock import JobLock, sweep_dead_temporaries
-from texprod.job.memory import check_memory, memory_need
+from texprod.job.memory import MemoryNeed, check_memory
 from texprod.job.plan import JobPlan, duration, make_renderer, noise_field, period_box, plan_job
 from texprod.job.plates import tint_preview
 from texprod.job.spec import JobSpec
@@ -670,8 +670,9 @@ def _describe_repeat(plan: JobPlan) -> str:
     return text
 
 
-def describe_plan(plan: JobPlan) -> str:
-    """The dry-run text: what the job would do, and what it would cost."""
+def describe_plan(plan: JobPlan, memory: MemoryNeed) -> str:
+    """The dry-run text: what the job would do, and what it would cost (`memory`: what
+    `check_memory` found)."""
     g, c = plan.geometry, plan.colour
     trim_w, trim_h = g.trim_mm
     size_w, size_h = g.size_mm
@@ -716,7 +717,7 @@ def describe_plan(plan: JobPlan) -> str:
                  f"assembled), output at most "
                  f"{_size(plan.output_bytes + plan.deliverable_bytes)} in "
                  f"{plan.outputs.tiff.parent}"),
-        ("memory", memory_need(plan).describe()),
+        ("memory", memory.describe()),
         ("estimate", plan.estimate),
         ("outputs", ", ".join(plan.outputs.final(p) for p in plan.outputs.local)
          + (f" (staged in {plan.outputs.tiff.parent})" if plan.outputs.remote_dir else "")),
