@@ -306,6 +306,24 @@ def test_presigned_links_are_signed_for_the_endpoint_browsers_reach(s3_bucket, m
             storage.presigned_url(uri)
 
 
+def test_a_bad_public_url_stops_an_s3_job_before_it_renders(s3_bucket, tmp_path, monkeypatch):
+    """The links are signed at the end, for the report: the setting is checked when the job
+    is planned, so a typo costs no render and leaves nothing behind."""
+    from texprod.job.pipeline import run_job
+    from texprod.job.spec import parse_spec
+
+    model = save_generator(random_generator(TINY, 1), tmp_path / "model")
+    monkeypatch.setenv("TEXPROD_S3_PUBLIC_URL", "minio:9000")
+    spec = parse_spec({"name": "linked", "model": str(model), "seed": 1,
+                       "print": {"width_mm": 20, "height_mm": 20, "dpi": 150},
+                       "render": {"device": "cpu", "scratch_dir": str(tmp_path / "scratch")},
+                       "output": {"dir": f"{s3_bucket}/prints/"}})
+    with pytest.raises(ConfigError, match="^TEXPROD_S3_PUBLIC_URL: got 'minio:9000', must be"):
+        run_job(spec)
+    assert storage.list_keys(s3_bucket) == []
+    assert not (tmp_path / "scratch").exists()
+
+
 def test_local_paths_use_the_same_interface(tmp_path):
     data = _write(tmp_path / "src.bin", 1000)
     result = storage.upload_file(tmp_path / "src.bin", str(tmp_path / "out" / "dst.bin"))

@@ -30,7 +30,7 @@ from texprod.models.references import resolve_model
 from texprod.press.colour import OutputColour, resolve_colour
 from texprod.press.geometry import PrintGeometry, RepeatPeriod, print_geometry, repeat_period
 from texprod.press.printfile import TiffOptions, bigtiff_decision, worst_case_size
-from texprod.storage import is_s3, split_s3
+from texprod.storage import is_s3, s3_public_endpoint, split_s3
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ def plan_job(spec: JobSpec, spec_dir: Path | None = None, model_path: Path | Non
     remote_dir = None
     if is_s3(spec.output.dir):
         split_s3(spec.output.dir)  # validates the URI
+        s3_public_endpoint()  # a bad TEXPROD_S3_PUBLIC_URL fails now, not after the upload
         remote_dir = spec.output.dir.rstrip("/") + "/"
         # staged locally, uploaded when complete: in a directory private to this user
         # (made and checked by prepare_directories), one per output name
