@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 DEVICE ?= cuda
 GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
 
-.PHONY: gpu-check gpu-record gpu-wheels golden install test bench generate lint clean
+.PHONY: gpu-check gpu-record gpu-wheels golden install lock test bench generate lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,15 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(PY) -c "import torch, pyvips, texprod; print('texprod', texprod.__version__, \
 	  '| torch', torch.__version__, '| CUDA', torch.cuda.is_available(), \
 	  '| libvips', pyvips.version(0), pyvips.version(1), sep=' ')"
+
+# Re-resolve every dependency at its newest allowed release into constraints.txt (what
+# `make install` installs); then `make install test` and commit it with the passing run
+lock: $(PY)
+	$(PY) scripts/lock_dependencies.py --torch "$(TORCH)"
 
 test: $(PY)
 	$(PY) -m pytest -q

@@ -1,0 +1,74 @@
+"""Write constraints.txt: the exact versions `make install` gives every dependency.
+
+pyproject.toml says what texprod works with (lower bounds, and upper bounds where a
+release is known to break it); the lock says what was tested. Without it a fresh machine
+resolves the newest releases of the day, and a new release of any of ~170 distributions
+(Prefect's server alone pulls fastapi, SQLAlchemy, uvicorn, ...) can change a result or
+break the install long after the last change here: two such breakages are pinned in
+pyproject.toml already.
+
+This asks pip's resolver for a fresh resolve of torch (the Makefile's TORCH) and
+texprod[dev,cuda], ignoring what is installed (`pip install --dry-run --report`, so nothing is
+installed, in seconds), and writes every distribution it picks except torch and texprod:
+torch comes from the Makefile (or a CUDA index, or the base image), so only its own
+needs are pinned. The cuda extra is resolved with the rest although the CPU install
+leaves it out: dask-cuda holds Dask to one release, and so the tests here run the Dask
+that the GPU worker image (`pip install '.[cuda]'` under the same lock) runs. Then run the tests on it (`make install test`, or CI from a fresh clone)
+and commit constraints.txt with that run.
+
+    python scripts/lock_dependencies.py [--torch torch==2.13.0]     # make lock
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LOCK = REPO / "constraints.txt"
+UNLOCKED = {"torch", "texprod"}
+HEADER = """\
+# The versions `make install` installs (pip -c constraints.txt): every distribution that
+# texprod[dev,cuda] and torch need on Linux x86_64, CPython {python}, except torch itself
+# (the Makefile's TORCH) and texprod; the GPU worker image (infra/Dockerfile) uses it too. Made by `make lock` (scripts/lock_dependencies.py) from a
+# fresh resolve of pyproject.toml; commit it with the test run that passed on it.
+"""
+
+
+def canonical(name: str) -> str:
+    """A distribution's name as pip compares it (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def resolve(torch: str) -> dict[str, str]:
+    """{name: version} of a fresh resolve of `torch` and texprod[dev,cuda] for this
+    Python."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
+                        "--ignore-installed", "--report", str(report), torch,
+                        f"{REPO}[dev,cuda]"], check=True)
+        picked = json.loads(report.read_text())["install"]
+    return {canonical(p["metadata"]["name"]): p["metadata"]["version"] for p in picked}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--torch", default="torch==2.13.0",
+                    help="the torch requirement resolved with the rest (default: %(default)s)")
+    args = ap.parse_args()
+    versions = resolve(args.torch)
+    pins = [f"{name}=={versions[name]}" for name in sorted(versions) if name not in UNLOCKED]
+    python = ".".join(map(str, sys.version_info[:2]))
+    LOCK.write_text(HEADER.format(python=python) + "\n".join(pins) + "\n")
+    print(f"{LOCK.name}: {len(pins)} distributions pinned for CPython {python}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
