@@ -48,10 +48,9 @@ from prefect.utilities.urls import url_for
 
 from flows.logs import quiet_expected_errors
 from texprod import __version__
+from texprod.job.cluster import cluster_class, cluster_options
 from texprod.job.executors import (
     StripeJob,
-    cluster_class,
-    cluster_options,
     cluster_threads,
     describe_workers,
     drain,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pyvips
 import yaml
 
 from texprod.engine import GeneratorConfig, random_generator
-from texprod.errors import TexprodError
+from texprod.errors import RenderError, TexprodError
 from texprod.job.pipeline import run_job
 from texprod.job.spec import parse_spec
 from texprod.models import save_generator
@@ -165,6 +166,30 @@ def test_a_worker_that_cannot_load_the_model_fails_the_job_naming_it(s3_bucket, 
     assert "worker tcp://127.0.0.1:" in message and "cannot prepare the job" in message
     assert f"{s3_bucket}/models/tiny" in message and "127.0.0.1:9" in message
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_worker_refuses_stripes_beyond_its_memory_limit_naming_the_settings(tmp_path):
+    """The driver cannot see a remote worker's memory; the worker checks the job against
+    its own limit before its first stripe (else its nanny would restart it at the limit,
+    stripe after stripe, and the job end in a KilledWorker). Nothing is left behind. The
+    worker has TEXPROD_DASK_ADDRESS set, as the stack's containers do."""
+    wide = save_generator(random_generator(GeneratorConfig(filters=(512, 256, 128, 64)), 1),
+                          tmp_path / "wide")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  memory_limit="1GiB", dashboard_address=":0",
+                                  env={"TEXPROD_DASK_ADDRESS": "tcp://127.0.0.1:9"}) as cluster:
+        spec = job_spec(wide, tmp_path / "out", print={"width_px": 4096, "height_px": 2048},
+                        render={"cluster": cluster.scheduler_address, "tile_px": 1024,
+                                "batch": 4})
+        with pytest.raises(RenderError) as refused:
+            run_job(parse_spec(spec))
+    message = str(refused.value)
+    assert message.startswith("render: 1024 x 1024 px tiles in batches of 4 needs at least ")
+    assert re.search(r"2 stripes at once x \(\d+\.\d GiB network \+ \d+ MiB stripe pixels\)"
+                     r"\); Dask worker tcp://127\.0\.0\.1:\d+'s memory limit is 1\.0 GiB: "
+                     r"lower render\.tile_px, render\.batch or the workers' threads \(got "
+                     r"tile_px 1024, batch 4, 2 thread\(s\) here\)$", message), message
+    assert list((tmp_path / "out").iterdir()) == []  # no spool, no lock, no partial file
 
 
 def test_an_unreachable_scheduler_is_a_clear_error_and_leaves_nothing(model, tmp_path):

@@ -33,13 +33,12 @@ from texprod.engine.noise import NoiseField
 from texprod.engine.render import Renderer
 from texprod.errors import ConfigError, JobFailure, TexprodError
 from texprod.job import stop
+from texprod.job.cluster import cluster_class, cluster_options
+from texprod.job.memory import check_worker_memory
 from texprod.job.plan import JobPlan, make_renderer, noise_field, plan_job
 from texprod.job.spec import parse_spec
 from texprod.job.stripes import StripeResult, work_stripe
 from texprod.press.colour_lut import ColourLUT, colour_lut
-
-DASK_ADDRESS_ENV = "TEXPROD_DASK_ADDRESS"
-GPU_WORKER_THREADS = 4  # per GPU worker: one renders on the device, the rest encode
 
 OnResult = Callable[[StripeResult], None]
 
@@ -118,16 +117,26 @@ def _prepared_for(job: StripeJob) -> _Prepared:
         raise JobFailure(f"worker {where} resolved model {job.spec['model']} to other "
                          f"content (spec digest {plan.spec_digest[:12]}, the driver's "
                          f"{job.spec_digest[:12]}): give every host the same model")
+    worker = _dask_worker()
+    if worker is not None:  # the driver cannot see a worker's memory: checked here, once
+        check_worker_memory(plan, worker.address, worker.state.nthreads,
+                            worker.memory_manager.memory_limit)
     return prepare(plan)
 
 
-def _worker_name() -> str:
+def _dask_worker():
+    """The Dask worker running this code, or None (a thread of the driver)."""
     try:
         from distributed import get_worker  # lazy: see stripe_executor
 
-        return f"{get_worker().address} ({socket.gethostname()}, pid {os.getpid()})"
+        return get_worker()
     except (ImportError, ValueError):
-        return f"{socket.gethostname()} (pid {os.getpid()})"
+        return None
+
+
+def _worker_name() -> str:
+    host, pid, worker = socket.gethostname(), os.getpid(), _dask_worker()
+    return f"{worker.address} ({host}, pid {pid})" if worker else f"{host} (pid {pid})"
 
 
 def run_stripe(job: StripeJob, index: int) -> StripeResult:
@@ -237,67 +246,6 @@ def cluster_threads(client) -> int:
 def describe_workers(client) -> str:
     workers = client.scheduler_info().get("workers", {})
     return f"{len(workers)} worker(s), {cluster_threads(client)} thread(s)"
-
-
-def describe_cluster(render) -> str:
-    """Who render.cluster says works the stripes, before anything is started (dry run)."""
-    kind, options = cluster_options(render)
-    if kind == "in-process":
-        return f"in-process on {options['threads']} thread(s)"
-    if kind == "address":
-        return f"on the Dask cluster at {options['address']}"
-    if kind == "local":
-        return (f"on a local Dask cluster of {options['n_workers']} worker(s) x "
-                f"{options['threads_per_worker']} thread(s)")
-    return "on a local Dask cluster of one worker per GPU"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cluster_address(render) -> str | None:
-    """The scheduler a job joins: render.cluster's address, else TEXPROD_DASK_ADDRESS
-    (only when render.cluster is null)."""
-    if render.cluster and "://" in render.cluster:
-        return render.cluster
-    if render.cluster is None:
-        return os.environ.get(DASK_ADDRESS_ENV) or None
-    return None
-
-
-def cluster_options(render) -> tuple[str, dict]:
-    """("address"|"local"|"local-cuda"|"in-process", options) for render.cluster."""
-    address = cluster_address(render)
-    if address:
-        return "address", {"address": address}
-    if render.cluster == "local":
-        workers = available_cores() if render.workers == "auto" else render.workers
-        threads = 1 if render.threads == "auto" else render.threads
-        return "local", {"n_workers": workers, "threads_per_worker": threads,
-                         "processes": True, "dashboard_address": ":0"}
-    if render.cluster == "local-cuda":
-        threads = GPU_WORKER_THREADS if render.threads == "auto" else render.threads
-        return "local-cuda", {"threads_per_worker": threads, "dashboard_address": ":0"}
-    threads = available_cores() if render.threads == "auto" else render.threads
-    return "in-process", {"threads": threads}
-
-
-def cluster_class(kind: str):
-    """The Dask cluster class of a kind, with a clear error when it is not installed."""
-    if kind == "local":
-        from distributed import LocalCluster  # lazy: see stripe_executor
-
-        return LocalCluster
-    try:  # lazy: an optional dependency (texprod[cuda])
-        from dask_cuda import LocalCUDACluster
-    except ImportError:
-        raise ConfigError("render.cluster: got 'local-cuda', but dask-cuda is not installed "
-                          "here (pip install 'texprod[cuda]' on a CUDA machine)") from None
-    return LocalCUDACluster
 
 
 @contextlib.contextmanager

@@ -4,14 +4,15 @@ A tiling (or a one-pass render) too big for the device used to be found out by t
 kernel's OOM killer on the CPU, which ends the process without a word, or by CUDA
 midway through a job. Now the plan's figures are compared with the device's memory first:
 more than it has is refused with the figures and what to change; more than is free now is
-a warning. The figures are lower bounds (`texprod.engine.memory`): the convolution
-libraries add their buffers on top.
+a warning. A Dask worker checks the same against its own memory limit (or GPU) before its
+first stripe of a job, where the driver cannot see the devices. The figures are lower
+bounds (`texprod.engine.memory`): the convolution libraries add their buffers on top.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 import torch
@@ -19,7 +20,7 @@ import torch
 from texprod.engine.memory import render_bytes
 from texprod.engine.render import Renderer
 from texprod.errors import RenderError
-from texprod.job.executors import cluster_options
+from texprod.job.cluster import cluster_options
 from texprod.job.plan import JobPlan
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class MemoryNeed:
     pixels: int  # bytes: a stripe's rendered rows and its converted print pixels
     at_once: int  # stripes worked at the same time on one device
     total: int | None  # bytes the device has; None: on a cluster elsewhere, not known here
+    holder: str = "the device has"  # who has `total`, in words
 
     @property
     def need(self) -> int:
@@ -45,7 +47,7 @@ class MemoryNeed:
                    else each) + ")")
         if self.total is None:
             return text + " on each worker of the cluster"
-        return text + f"; the device has {_gib(self.total)}"
+        return text + f"; {self.holder} {_gib(self.total)}"
 
 
 def memory_need(plan: JobPlan) -> MemoryNeed:
@@ -82,22 +84,47 @@ def check_memory(plan: JobPlan) -> MemoryNeed:
     need = memory_need(plan)
     if need.total is None:
         return need
-    if need.need > need.total:
-        render = plan.spec.render
-        if plan.tile_px == 0:
-            fix = ("render in tiles (render.tile_px: got 0, the whole canvas in one pass; "
-                   "use auto or a tile size)")
-        else:
-            threads = need.at_once > 1
-            fix = (f"lower render.tile_px, render.batch{' or render.threads' if threads else ''}"
-                   f" (got tile_px {render.tile_px}, batch {render.batch}"
-                   f"{f', threads {render.threads}' if threads else ''})")
-        raise RenderError(f"render: {plan.tiling} needs {need.describe()}: {fix}")
+    render = plan.spec.render
+    _refuse_beyond_total(plan, need, "render.threads", f"threads {render.threads}")
     free = _device_free(need.device)
     if need.need > free:
         log.warning("render: %s needs %s, and %s is free now: the job may run out of memory "
                     "or swap", plan.tiling, need.describe(), _gib(free))
     return need
+
+
+def check_worker_memory(plan: JobPlan, worker: str, threads: int,
+                        memory_limit: int | None) -> None:
+    """On a Dask worker, before its first stripe of a job: refuse the job if its stripes
+    need more than this worker may use, its `memory_limit` (or the host's memory) for the
+    `threads` stripes it renders at once on a CPU, the GPU's memory for the one it renders
+    there. Without it the nanny restarts the worker at its limit, the stripe moves to the
+    next worker, and the job ends minutes later in a KilledWorker that names no setting."""
+    need = memory_need(plan)  # its sizes; where and how many at once are the worker's
+    if need.device.startswith("cuda"):
+        total, at_once, holder = _device_total(need.device), 1, "GPU has"
+    else:
+        total, at_once = memory_limit or _device_total("cpu"), min(threads, len(plan.stripes))
+        holder = "memory limit is" if memory_limit else "host has"
+    need = replace(need, at_once=at_once, total=total, holder=f"Dask worker {worker}'s {holder}")
+    _refuse_beyond_total(plan, need, "the workers' threads", f"{threads} thread(s) here")
+
+
+def _refuse_beyond_total(plan: JobPlan, need: MemoryNeed, threads: str, got: str) -> None:
+    """A RenderError naming what to change when `need` is more than its device has;
+    `threads` names the setting of the stripes at once (`got`: its value)."""
+    if need.need <= need.total:
+        return
+    render = plan.spec.render
+    if plan.tile_px == 0:
+        fix = ("render in tiles (render.tile_px: got 0, the whole canvas in one pass; "
+               "use auto or a tile size)")
+    else:
+        several = need.at_once > 1
+        fix = (f"lower render.tile_px, render.batch{f' or {threads}' if several else ''}"
+               f" (got tile_px {render.tile_px}, batch {render.batch}"
+               f"{f', {got}' if several else ''})")
+    raise RenderError(f"render: {plan.tiling} needs {need.describe()}: {fix}")
 
 
 def _device_total(device: str) -> int:

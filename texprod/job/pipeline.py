@@ -37,19 +37,14 @@ from texprod import __version__
 from texprod.errors import JobFailure, SpecError, TexprodError
 from texprod.files import directory_problem, existing_ancestor, fsync_directory, sha256_file
 from texprod.job import stop
+from texprod.job.cluster import cluster_options, describe_cluster
 from texprod.job.deliverables import (
     check_plates,
     write_pdf,
     write_plate_file,
     write_region_map,
 )
-from texprod.job.executors import (
-    StripeJob,
-    cluster_options,
-    describe_cluster,
-    prepare,
-    stripe_executor,
-)
+from texprod.job.executors import StripeJob, prepare, stripe_executor
 from texprod.job.joblock import JobLock, sweep_dead_temporaries
 from texprod.job.memory import MemoryNeed, check_memory
 from texprod.job.plan import JobPlan, duration, make_renderer, noise_field, period_box, plan_job
