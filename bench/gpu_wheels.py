@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 WHEELS = REPO / ".whl"
 BUDGET = 64 * 2**20  # the working tree and the wheels, together
-# what texprod imports at its top and the device does not have (its package list:
-# /work/.library/device/KINDS.md), with their own needs
+# what texprod imports at its top and the device does not have (its image's package list:
+# device_packages.txt), with their own needs
 PACKAGES = [
     "pyvips", "pyvips-binary", "cffi", "pycparser",
     "imagecodecs",

@@ -3,10 +3,13 @@ sizes, the same steps) keeps the script from rotting in between."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -14,10 +17,39 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def modules_not_on_the_device() -> list[str]:
+    """The top-level modules of the distributions installed here that the GPU machine's
+    image lacks (bench/device_packages.txt) and `make gpu-wheels` does not carry."""
+    listed = (REPO / "bench" / "device_packages.txt").read_text().splitlines()
+    spec = importlib.util.spec_from_file_location("gpu_wheels", REPO / "bench/gpu_wheels.py")
+    gpu_wheels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_wheels)
+    there = {canonical(n) for n in listed if n and not n.startswith("#")} | {"texprod"}
+    there |= {canonical(n) for n in gpu_wheels.PACKAGES}
+    return sorted(module for module, dists in metadata.packages_distributions().items()
+                  if not any(canonical(d) in there for d in dists))
+
+
 def test_gpu_check_dry_run_on_the_cpu(tmp_path):
+    """The whole check at tiny sizes, every process it starts importing only what the GPU
+    machine will have (tests/device_only hides the rest), so that a new top-level import
+    of, say, Prefect or Dask on the check's path fails here and not in the device's
+    minutes."""
+    hidden = modules_not_on_the_device()
+    assert {"prefect", "distributed", "moto", "fastapi"} <= set(hidden)
+    assert not {"torch", "numpy", "pyvips", "imagecodecs", "boto3", "texprod"} & set(hidden)
+    env = {**os.environ, "TEXPROD_HIDDEN_MODULES": ",".join(hidden),
+           "PYTHONPATH": str(REPO / "tests" / "device_only")}
+    blocked = subprocess.run([sys.executable, "-c", "import distributed"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert "not on the GPU machine" in blocked.stderr  # the hiding itself works
     done = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--out",
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report = (tmp_path / "gpu-check.md").read_text()
     assert report in done.stdout  # the same table on stdout and in the file
