@@ -62,12 +62,23 @@ def main() -> int:
     ap.add_argument("--torch", default="torch==2.13.0",
                     help="the torch requirement resolved with the rest (default: %(default)s)")
     args = ap.parse_args()
-    versions = resolve(args.torch)
-    pins = [f"{name}=={versions[name]}" for name in sorted(versions) if name not in UNLOCKED]
+    versions = {n: v for n, v in resolve(args.torch).items() if n not in UNLOCKED}
+    before = locked(LOCK) if LOCK.exists() else {}
     python = ".".join(map(str, sys.version_info[:2]))
-    LOCK.write_text(HEADER.format(python=python) + "\n".join(pins) + "\n")
-    print(f"{LOCK.name}: {len(pins)} distributions pinned for CPython {python}")
+    LOCK.write_text(HEADER.format(python=python)
+                    + "".join(f"{name}=={versions[name]}\n" for name in sorted(versions)))
+    for name in sorted(before.keys() | versions.keys()):  # what a review of the lock reads
+        if before.get(name) != versions.get(name):
+            print(f"  {name}: {before.get(name, '-')} -> {versions.get(name, '-')}")
+    print(f"{LOCK.name}: {len(versions)} distributions pinned for CPython {python}")
     return 0
+
+
+def locked(path: Path) -> dict[str, str]:
+    """{name: version} of a constraints file's NAME==VERSION lines."""
+    pins = (line.partition("==") for line in path.read_text().splitlines()
+            if line and not line.startswith("#"))
+    return {name: version for name, _, version in pins}
 
 
 if __name__ == "__main__":
