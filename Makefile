@@ -79,10 +79,11 @@ PORT ?= 4200
 NEED_API = @$(PY) -c "import sys; from prefect.settings import get_current_settings as s; \
   sys.exit(0 if s().api.url else 'PREFECT_API_URL is not set: run make server, then export PREFECT_API_URL=http://$(HOST):$(PORT)/api')"
 
-.PHONY: server server-objects worker deploy buckets up down system-packages install-ci
+.PHONY: server server-objects worker deploy buckets alerts up down system-packages install-ci
 
 # The address the UI (in the operator's browser) calls the API at: the server's own, unless
-# it listens on all interfaces (then the host name; set UI_API_URL for a proxy or other name)
+# it listens on all interfaces (then the host name; set UI_API_URL for a proxy or other name).
+# Without /api it is the UI's address, which the server puts in alerts' links to a run.
 UI_HOST = $(if $(filter 0.0.0.0 ::,$(HOST)),$(shell hostname -f),$(HOST))
 UI_API_URL ?= http://$(UI_HOST):$(PORT)/api
 # GPUs that may render at once across all deployments (the texprod-gpu concurrency limit)
@@ -94,7 +95,7 @@ GPU_LIMIT ?= texprod-gpu
 server: $(PY)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_API_HOST=$(HOST) \
 	  PREFECT_SERVER_API_PORT=$(PORT) PREFECT_UI_API_URL=$(UI_API_URL) \
-	  $(PREFECT) server start --host $(HOST) --port $(PORT)
+	  PREFECT_UI_URL=$(UI_API_URL:/api=) $(PREFECT) server start --host $(HOST) --port $(PORT)
 
 # What deployments and workers need on the server, created when missing (idempotent):
 # the process work pool `gpu` and the global concurrency limit the flow holds while rendering
@@ -118,6 +119,13 @@ deploy: server-objects
 BUCKETS ?= texprod-models texprod-outputs
 buckets: $(PY)
 	$(PY) scripts/create_buckets.py $(BUCKETS)
+
+# Failed or crashed texprod runs post to a webhook (Slack, Mattermost, ...), sent by the
+# Prefect server: make alerts ALERT_URL=https://hooks.slack.com/services/...
+alerts: $(PY)
+	$(NEED_API)
+	@test -n "$(ALERT_URL)" || { echo "make alerts ALERT_URL=https://... (the webhook to post to)"; exit 2; }
+	$(PY) -m flows.alerts "$(ALERT_URL)"
 
 # Debian packages the tests use (run as root): Chromium for the dashboard test (Playwright
 # drives this binary, it never downloads a browser), Ghostscript and libtiff's tiffinfo as

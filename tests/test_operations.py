@@ -1,15 +1,19 @@
 """Operating texprod as the README says, against a real `prefect server start` (via
 `make server`) and moto's S3 server: the UI on any port, `make deploy` on an empty server,
-a schedule that the server's own scheduler fires and a `make worker` runs, `make buckets`.
+a schedule that the server's own scheduler fires and a `make worker` runs, the alert a
+failed run posts (`make alerts`), `make buckets`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +23,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 
+from flows.alerts import AUTOMATION
 from tests.prefect_server import REPO, VENV, PrefectServer, server_env
 from tests.s3_server import TEST_ENV, admin_client
 from texprod.engine import GeneratorConfig, random_generator
@@ -92,12 +97,32 @@ def _tiny_deployment(tmp_path: Path, interval_s: int) -> tuple[Path, Path]:
     return config, out
 
 
-def test_a_schedule_fires_and_a_worker_runs_it(prefect_server, tmp_path):
+def test_a_schedule_fires_a_worker_runs_it_and_a_failed_run_alerts(prefect_server, tmp_path):
+    """The operator's night: `make alerts`, a deployment whose schedule the server fires, a
+    worker that runs it, then a run that fails: one alert reaches the webhook, naming the
+    run, its cause and its page."""
     env = server_env(prefect_server, PREFECT_WORKER_QUERY_SECONDS="1",
                      PREFECT_WORKER_PREFETCH_SECONDS="5")
     config, out = _tiny_deployment(tmp_path, interval_s=10)
     done = make("server-objects", env)
     assert done.returncode == 0, done.stderr
+    with _webhook() as (hook_url, posts):
+        try:
+            _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path,
+                                           hook_url, posts)
+        finally:
+            _alerts(prefect_server, delete=True)  # the server outlives this test
+
+
+def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, hook_url, posts):
+    refused = make("alerts", env, "ALERT_URL=hooks.example.com/x")
+    assert refused.returncode == 2 and "ALERT_URL: got 'hooks.example.com/x', must be the " \
+        "http(s):// URL of a webhook" in refused.stderr
+    assert _alerts(prefect_server) == []  # nothing made
+    for _ in range(2):  # a second time replaces the first: still one automation
+        done = make("alerts", env, f"ALERT_URL={hook_url}")
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert len(_alerts(prefect_server)) == 1
     deployed = subprocess.run(
         [str(VENV / "bin" / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
          str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -140,6 +165,52 @@ def test_a_schedule_fires_and_a_worker_runs_it(prefect_server, tmp_path):
     assert not warnings, warnings
     server_log = prefect_server.log.read_text()
     assert "InvalidRequestError" not in server_log, server_log[-3000:]
+    # the failed run, and only it, posted one alert: from the server, with cause and link
+    deadline = time.monotonic() + 60
+    while not posts and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)  # room for a wrong second post to arrive
+    assert len(posts) == 1, posts or server_log[-3000:]
+    text = posts[0]["text"]
+    assert text.startswith(f"texprod: generate-texture run {failed.name}")
+    assert "no such checkpoint" in text and "/no/such/model" in text
+    assert "Deployment generate-texture/every-few-seconds." in text
+    assert text.endswith(f"{prefect_server.url}/runs/flow-run/{failed.id}")
+
+
+@contextlib.contextmanager
+def _webhook():
+    """A webhook receiver on loopback: (its URL, the JSON bodies POSTed to it so far)."""
+    posts: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook) as receiver:
+        thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{receiver.server_port}/hook", posts
+        finally:
+            receiver.shutdown()
+
+
+def _alerts(server: PrefectServer, delete: bool = False) -> list:
+    """The server's texprod alert automations (deleted, with `delete`)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}), \
+            get_client(sync_client=True) as client:
+        found = client.read_automations_by_name(AUTOMATION)
+        for automation in found if delete else []:
+            client.delete_automation(automation.id)
+        return found
 
 
 def _wait_for_run(server: PrefectServer, deployment: str, state: str, timeout_s: float,
