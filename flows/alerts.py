@@ -16,11 +16,13 @@ import sys
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import httpx
 from prefect import get_client
 from prefect.automations import Automation
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.settings import get_current_settings
 
 BLOCK = "texprod-alerts"
 AUTOMATION = "texprod: a run failed"
@@ -70,7 +72,13 @@ def main(argv: list[str]) -> int:
     if problem := bad_url(argv[0]):
         print(f"alerts: {problem}", file=sys.stderr)
         return 2
-    automation = save_alerts(argv[0])
+    try:
+        automation = save_alerts(argv[0])
+    except httpx.HTTPError as e:  # the API down, or refusing: one line, no traceback
+        api = get_current_settings().api.url
+        print(f"alerts: the Prefect API at {api} did not take them: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return 1
     print(f"alerts: failed or crashed runs of {', '.join(FLOWS)} post to "
           f"{urlsplit(argv[0]).hostname} (block {BLOCK}, automation {automation.name!r})")
     return 0

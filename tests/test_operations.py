@@ -178,6 +178,15 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     assert text.endswith(f"{prefect_server.url}/runs/flow-run/{failed.id}")
 
 
+def test_make_alerts_with_the_api_down_fails_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path), PREFECT_API_URL="http://127.0.0.1:9/api")
+    done = make("alerts", env, "ALERT_URL=http://127.0.0.1:9/hook", timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert "alerts: the Prefect API at http://127.0.0.1:9/api did not take them: " \
+        "ConnectError" in done.stderr
+
+
 @contextlib.contextmanager
 def _webhook():
     """A webhook receiver on loopback: (its URL, the JSON bodies POSTed to it so far)."""
