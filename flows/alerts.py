@@ -46,7 +46,9 @@ def bad_url(url: str) -> str | None:
 
 def save_alerts(url: str) -> Automation:
     """The block and the automation, replacing any earlier ones of the same names."""
-    webhook = CustomWebhookNotificationBlock(name=BLOCK, url=url,
+    # a webhook URL is a credential: kept among the block's secrets, shown masked
+    webhook = CustomWebhookNotificationBlock(name=BLOCK, url="{{webhook_url}}",
+                                             secrets={"webhook_url": url},
                                              json_data={"text": "{{subject}}\n{{body}}"})
     block_id = webhook.save(BLOCK, overwrite=True)
     with get_client(sync_client=True) as client:

@@ -23,7 +23,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 
-from flows.alerts import AUTOMATION
+from flows.alerts import AUTOMATION, BLOCK
 from tests.prefect_server import REPO, VENV, PrefectServer, server_env
 from tests.s3_server import TEST_ENV, admin_client
 from texprod.engine import GeneratorConfig, random_generator
@@ -123,6 +123,7 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
         done = make("alerts", env, f"ALERT_URL={hook_url}")
         assert done.returncode == 0, done.stdout + done.stderr
     assert len(_alerts(prefect_server)) == 1
+    assert hook_url not in _alert_block(prefect_server)  # a credential: masked by the API
     deployed = subprocess.run(
         [str(VENV / "bin" / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
          str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -208,6 +209,17 @@ def _webhook():
             yield f"http://127.0.0.1:{receiver.server_port}/hook", posts
         finally:
             receiver.shutdown()
+
+
+def _alert_block(server: PrefectServer) -> str:
+    """The alert block's data as the API shows it to any client."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}), \
+            get_client(sync_client=True) as client:
+        block = client.read_block_document_by_name(BLOCK, "custom-webhook",
+                                                   include_secrets=False)
+    return json.dumps(block.data, default=str)
 
 
 def _alerts(server: PrefectServer, delete: bool = False) -> list:
