@@ -120,12 +120,14 @@ BUCKETS ?= texprod-models texprod-outputs
 buckets: $(PY)
 	$(PY) scripts/create_buckets.py $(BUCKETS)
 
-# Failed or crashed texprod runs post to a webhook (Slack, Mattermost, ...), sent by the
-# Prefect server: make alerts ALERT_URL=https://hooks.slack.com/services/...
+# Failed or crashed texprod runs, and runs still Late ALERT_LATE_S after Prefect marked them
+# (no worker took them), post to a webhook (Slack, Mattermost, ...), sent by the Prefect
+# server: make alerts ALERT_URL=https://hooks.slack.com/services/...
+ALERT_LATE_S ?= 600
 alerts: $(PY)
 	$(NEED_API)
 	@test -n "$(ALERT_URL)" || { echo "make alerts ALERT_URL=https://... (the webhook to post to)"; exit 2; }
-	$(PY) -m flows.alerts "$(ALERT_URL)"
+	$(PY) -m flows.alerts "$(ALERT_URL)" --late-after "$(ALERT_LATE_S)"
 
 # Debian packages the tests use (run as root): Chromium for the dashboard test (Playwright
 # drives this binary, it never downloads a browser), Ghostscript and libtiff's tiffinfo as

@@ -23,7 +23,7 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 
-from flows.alerts import AUTOMATION, BLOCK
+from flows.alerts import AUTOMATION, BLOCK, LATE_AUTOMATION
 from tests.prefect_server import REPO, VENV, PrefectServer, server_env
 from tests.s3_server import TEST_ENV, admin_client
 from texprod.engine import GeneratorConfig, random_generator
@@ -119,10 +119,11 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     assert refused.returncode == 2 and "ALERT_URL: got 'hooks.example.com/x', must be the " \
         "http(s):// URL of a webhook" in refused.stderr
     assert _alerts(prefect_server) == []  # nothing made
-    for _ in range(2):  # a second time replaces the first: still one automation
+    for _ in range(2):  # a second time replaces the first: still one of each automation
         done = make("alerts", env, f"ALERT_URL={hook_url}")
         assert done.returncode == 0, done.stdout + done.stderr
-    assert len(_alerts(prefect_server)) == 1
+    assert sorted(a.name for a in _alerts(prefect_server)) == sorted([AUTOMATION,
+                                                                      LATE_AUTOMATION])
     assert hook_url not in _alert_block(prefect_server)  # a credential: masked by the API
     deployed = subprocess.run(
         [str(VENV / "bin" / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
@@ -181,9 +182,13 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     assert text.endswith(f"{prefect_server.url}/runs/flow-run/{failed.id}")
 
 
-def test_make_alerts_with_the_api_down_fails_in_one_line(tmp_path):
+def test_make_alerts_refuses_a_short_window_and_fails_in_one_line_with_the_api_down(
+        tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path), PREFECT_API_URL="http://127.0.0.1:9/api")
+    short = make("alerts", env, "ALERT_URL=http://127.0.0.1:9/hook", "ALERT_LATE_S=5")
+    assert short.returncode != 0 and "alerts: ALERT_LATE_S: got 5, must be at least 10 " \
+        "seconds" in short.stderr, short.stderr
     done = make("alerts", env, "ALERT_URL=http://127.0.0.1:9/hook", timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert "alerts: the Prefect API at http://127.0.0.1:9/api did not take them: " \
@@ -230,10 +235,49 @@ def _alerts(server: PrefectServer, delete: bool = False) -> list:
 
     with temporary_settings({PREFECT_API_URL: server.api_url}), \
             get_client(sync_client=True) as client:
-        found = client.read_automations_by_name(AUTOMATION)
+        found = [a for name in (AUTOMATION, LATE_AUTOMATION)
+                 for a in client.read_automations_by_name(name)]
         for automation in found if delete else []:
             client.delete_automation(automation.id)
         return found
+
+
+def test_a_run_no_worker_takes_alerts_once_it_stays_late(prefect_server, tmp_path):
+    """The GPU host is down: a run of a pool no worker polls goes Late (Prefect's
+    late-runs service, 15 s), and when it is still Late ALERT_LATE_S later the server
+    posts that it has not started."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Cancelled
+
+    env = server_env(prefect_server)
+    with _webhook() as (hook_url, posts), \
+            temporary_settings({PREFECT_API_URL: prefect_server.api_url}), \
+            get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="no-worker", type="process"))
+        deployment = client.create_deployment(
+            flow_id=client.create_flow_from_name("generate-texture"), name="unattended",
+            work_pool_name="no-worker")
+        try:
+            done = make("alerts", env, f"ALERT_URL={hook_url}", "ALERT_LATE_S=10")
+            assert done.returncode == 0, done.stdout + done.stderr
+            run = client.create_flow_run_from_deployment(deployment)
+            deadline = time.monotonic() + 120
+            while not posts and time.monotonic() < deadline:
+                time.sleep(1)
+            state = client.read_flow_run(run.id).state
+            client.set_flow_run_state(run.id, Cancelled(), force=True)
+        finally:  # the server outlives this test
+            _alerts(prefect_server, delete=True)
+            client.delete_deployment(deployment)
+            client.delete_work_pool("no-worker")
+    assert state.name == "Late"
+    assert len(posts) == 1, posts or prefect_server.log.read_text()[-3000:]
+    text = posts[0]["text"]
+    assert text.startswith(f"texprod: generate-texture run {run.name} has not started\n")
+    assert "no worker has taken it" in text
+    assert "Deployment generate-texture/unattended." in text
+    assert text.endswith(f"{prefect_server.url}/runs/flow-run/{run.id}")
 
 
 def _wait_for_run(server: PrefectServer, deployment: str, state: str, timeout_s: float,
