@@ -9,6 +9,8 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+import yaml
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,13 +92,21 @@ def test_the_lock_keeps_within_pyproject_bounds():
     assert checked >= 20 and "dask-cuda" in pins
 
 
-def test_the_worker_image_installs_under_the_same_lock():
-    """The GPU worker image's build context carries the lock and its pip obeys it."""
-    dockerfile = (REPO / "infra/Dockerfile").read_text()
-    ignore = (REPO / "infra/Dockerfile.dockerignore").read_text().splitlines()
+@pytest.mark.parametrize("dockerfile", ["infra/Dockerfile", "infra/Dockerfile.server"])
+def test_the_stack_images_install_under_the_same_lock(dockerfile):
+    """The GPU worker's and the Prefect server's images: their build context (the
+    repository root, as docker-compose.yml says) carries the lock, and their pip obeys it."""
+    text = (REPO / dockerfile).read_text()
+    ignore = (REPO / f"{dockerfile}.dockerignore").read_text().splitlines()
     assert "!constraints.txt" in ignore
-    copied = re.search(r"^COPY constraints.txt (\S+)$", dockerfile, re.M)
-    assert copied, "infra/Dockerfile does not copy constraints.txt"
-    assert f"cat {copied[1]} >> /etc/texprod-constraints.txt" in dockerfile
-    assert "ENV PIP_CONSTRAINT=/etc/texprod-constraints.txt" in dockerfile
-    assert dockerfile.index("PIP_CONSTRAINT") < dockerfile.index("pip install -e")
+    copied = re.search(r"^COPY constraints.txt (\S+)$", text, re.M)
+    assert copied, f"{dockerfile} does not copy constraints.txt"
+    lock, install = copied[1], text.index("RUN python -m pip install")
+    obeyed = f"pip install --no-cache-dir -c {lock} " in text or (  # the server's one pip
+        f"cat {lock} >> /etc/texprod-constraints.txt" in text  # the worker: every pip
+        and text.index("ENV PIP_CONSTRAINT=/etc/texprod-constraints.txt") < install)
+    assert obeyed, f"{dockerfile}'s pip does not install under {lock}"
+    compose = yaml.safe_load((REPO / "infra/docker-compose.yml").read_text())
+    builds = [service["build"] for service in compose["services"].values()
+              if service.get("build", {}).get("dockerfile") == dockerfile]
+    assert builds and all(build["context"] == ".." for build in builds)
