@@ -8,13 +8,14 @@ break the install long after the last change here: two such breakages are pinned
 pyproject.toml already.
 
 This asks pip's resolver for a fresh resolve of torch (the Makefile's TORCH) and
-texprod[dev,cuda], ignoring what is installed (`pip install --dry-run --report`, so nothing is
-installed, in seconds), and writes every distribution it picks except torch and texprod:
-torch comes from the Makefile (or a CUDA index, or the base image), so only its own
-needs are pinned. The cuda extra is resolved with the rest although the CPU install
+texprod[dev,cuda], ignoring what is installed (`pip install --dry-run --report`: nothing
+is installed, it takes seconds), and writes every distribution it picks except torch and
+texprod: torch comes from the Makefile (or a CUDA index, or the base image), so only its
+own needs are pinned. The cuda extra is resolved with the rest although the CPU install
 leaves it out: dask-cuda holds Dask to one release, and so the tests here run the Dask
-that the GPU worker image (`pip install '.[cuda]'` under the same lock) runs. Then run the tests on it (`make install test`, or CI from a fresh clone)
-and commit constraints.txt with that run.
+that the GPU worker image (`pip install '.[cuda]'` under the same lock) runs. Then run
+the tests on it (`make install test`, or CI from a fresh clone) and commit
+constraints.txt with that run.
 
     python scripts/lock_dependencies.py [--torch torch==2.13.0]     # make lock
 """
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "constraints.txt"
@@ -35,14 +37,10 @@ UNLOCKED = {"torch", "texprod"}
 HEADER = """\
 # The versions `make install` installs (pip -c constraints.txt): every distribution that
 # texprod[dev,cuda] and torch need on Linux x86_64, CPython {python}, except torch itself
-# (the Makefile's TORCH) and texprod; the GPU worker image (infra/Dockerfile) uses it too. Made by `make lock` (scripts/lock_dependencies.py) from a
-# fresh resolve of pyproject.toml; commit it with the test run that passed on it.
+# (the Makefile's TORCH) and texprod; the stack's images (infra/) install under it too.
+# Made by `make lock` (scripts/lock_dependencies.py) from a fresh resolve of
+# pyproject.toml; commit it with the test run that passed on it.
 """
-
-
-def canonical(name: str) -> str:
-    """A distribution's name as pip compares it (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def resolve(torch: str) -> dict[str, str]:
@@ -54,7 +52,7 @@ def resolve(torch: str) -> dict[str, str]:
                         "--ignore-installed", "--report", str(report), torch,
                         f"{REPO}[dev,cuda]"], check=True)
         picked = json.loads(report.read_text())["install"]
-    return {canonical(p["metadata"]["name"]): p["metadata"]["version"] for p in picked}
+    return {canonicalize_name(p["metadata"]["name"]): p["metadata"]["version"] for p in picked}
 
 
 def main() -> int:

@@ -6,19 +6,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def modules_not_on_the_device() -> list[str]:
@@ -28,10 +24,10 @@ def modules_not_on_the_device() -> list[str]:
     spec = importlib.util.spec_from_file_location("gpu_wheels", REPO / "bench/gpu_wheels.py")
     gpu_wheels = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_wheels)
-    there = {canonical(n) for n in listed if n and not n.startswith("#")} | {"texprod"}
-    there |= {canonical(n) for n in gpu_wheels.PACKAGES}
+    there = {canonicalize_name(n) for n in listed if n and not n.startswith("#")} | {"texprod"}
+    there |= {canonicalize_name(n) for n in gpu_wheels.PACKAGES}
     return sorted(module for module, dists in metadata.packages_distributions().items()
-                  if not any(canonical(d) in there for d in dists))
+                  if not any(canonicalize_name(d) in there for d in dists))
 
 
 def test_gpu_check_dry_run_on_the_cpu(tmp_path):

@@ -12,13 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
 PIN = re.compile(r"^([a-z0-9]+(?:-[a-z0-9]+)*)==(\S+)$")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def locked() -> dict[str, str]:
@@ -41,7 +38,7 @@ def installed_needs(root: str, extras: set[str]) -> set[str]:
     each requirement's markers and extras; torch's own needs are left out (a CUDA build of
     torch needs packages the CPU lock never names)."""
     seen: dict[str, set[str]] = {}
-    todo = [(canonical(root), extras)]
+    todo = [(canonicalize_name(root), extras)]
     while todo:
         name, wanted = todo.pop()
         if name in seen and wanted <= seen[name]:
@@ -53,8 +50,8 @@ def installed_needs(root: str, extras: set[str]) -> set[str]:
             req = Requirement(line)
             if req.marker is None or any(req.marker.evaluate({"extra": e})
                                          for e in wanted | {""}):
-                todo.append((canonical(req.name), set(req.extras)))
-    return set(seen) - {canonical(root)}
+                todo.append((canonicalize_name(req.name), set(req.extras)))
+    return set(seen) - {canonicalize_name(root)}
 
 
 def test_the_environment_is_the_locked_one():
@@ -82,7 +79,7 @@ def test_the_lock_keeps_within_pyproject_bounds():
                                        for d in deps]
     checked = 0
     for req in map(Requirement, lines):
-        name = canonical(req.name)
+        name = canonicalize_name(req.name)
         if name == "torch":
             continue
         assert name in pins, f"{req} from pyproject.toml is not in constraints.txt"
