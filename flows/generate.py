@@ -42,7 +42,6 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
-from prefect.settings import get_current_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.urls import url_for
 
@@ -195,9 +194,11 @@ class _PrefectStripes:
         if self.cluster == "address":
             return DaskTaskRunner(address=self.options["address"])
         kwargs = dict(self.options)
-        api = get_current_settings().api.url
-        if self.cluster == "local" and api:  # its workers report task runs to this API
-            kwargs["env"] = {"PREFECT_API_URL": api}
+        if self.cluster == "local":  # its workers report task runs to this flow's API, a
+            # throwaway one included: else each worker would start a throwaway server of
+            # its own, and one killed with its worker would outlive the job
+            with get_client(sync_client=True) as client:
+                kwargs["env"] = {"PREFECT_API_URL": str(client.api_url)}
         return DaskTaskRunner(cluster_class=cluster_class(self.cluster), cluster_kwargs=kwargs)
 
     def run(self, job: StripeJob, indices: list[int], on_result) -> None:
