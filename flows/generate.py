@@ -195,8 +195,7 @@ class _PrefectStripes:
             return DaskTaskRunner(address=self.options["address"])
         kwargs = dict(self.options)
         if self.cluster == "local":  # its workers report task runs to this flow's API, a
-            # throwaway one included: else each worker would start a throwaway server of
-            # its own, and one killed with its worker would outlive the job
+            # throwaway one included: else each worker starts a throwaway server of its own
             with get_client(sync_client=True) as client:
                 kwargs["env"] = {"PREFECT_API_URL": str(client.api_url)}
         return DaskTaskRunner(cluster_class=cluster_class(self.cluster), cluster_kwargs=kwargs)

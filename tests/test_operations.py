@@ -118,7 +118,9 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     refused = make("alerts", env, "ALERT_URL=hooks.example.com/x")
     assert refused.returncode == 2 and "ALERT_URL: got 'hooks.example.com/x', must be the " \
         "http(s):// URL of a webhook" in refused.stderr
-    assert _alerts(prefect_server) == []  # nothing made
+    short = make("alerts", env, f"ALERT_URL={hook_url}", "ALERT_LATE_S=5")
+    assert short.returncode == 2 and "ALERT_LATE_S: got 5, must be at least 10" in short.stderr
+    assert _alerts(prefect_server) == []  # nothing made by either
     for _ in range(2):  # a second time replaces the first: still one of each automation
         done = make("alerts", env, f"ALERT_URL={hook_url}")
         assert done.returncode == 0, done.stdout + done.stderr
