@@ -147,9 +147,10 @@ def test_a_worker_killed_mid_job_costs_only_its_stripes(model, tmp_path):
 
 
 def test_a_worker_that_cannot_load_the_model_fails_the_job_naming_it(s3_bucket, model,
-                                                                      tmp_path):
+                                                                      tmp_path, capsys):
     """The driver reads the model from S3; the workers' S3 endpoint is dead and their
-    model cache empty: the job fails with one error naming the worker and the cause."""
+    model cache empty: the job (and its dry run, first) fails with one error naming the
+    worker and the cause."""
     from texprod.storage import upload_file
 
     for path in model.iterdir():
@@ -160,19 +161,24 @@ def test_a_worker_that_cannot_load_the_model_fails_the_job_naming_it(s3_bucket, 
                                   dashboard_address=":0", env=dead) as cluster:
         spec = job_spec(f"{s3_bucket}/models/tiny", tmp_path / "out",
                         render={"cluster": cluster.scheduler_address})
+        assert dry_run(spec, tmp_path) == 1  # found before any job, by asking the worker
+        dry_run_error = capsys.readouterr().err
         with pytest.raises(TexprodError) as failure:
             run_job(parse_spec(spec))
     message = str(failure.value)
+    assert "cannot prepare the job" in dry_run_error and "127.0.0.1:9" in dry_run_error
     assert "worker tcp://127.0.0.1:" in message and "cannot prepare the job" in message
     assert f"{s3_bucket}/models/tiny" in message and "127.0.0.1:9" in message
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_a_worker_refuses_stripes_beyond_its_memory_limit_naming_the_settings(tmp_path):
+def test_a_worker_refuses_stripes_beyond_its_memory_limit_naming_the_settings(tmp_path,
+                                                                               capsys):
     """The driver cannot see a remote worker's memory; the worker checks the job against
     its own limit before its first stripe (else its nanny would restart it at the limit,
-    stripe after stripe, and the job end in a KilledWorker). Nothing is left behind. The
-    worker has TEXPROD_DASK_ADDRESS set, as the stack's containers do."""
+    stripe after stripe, and the job end in a KilledWorker); a dry run asks it first and
+    refuses the same. Nothing is left behind. The worker has TEXPROD_DASK_ADDRESS set, as
+    the stack's containers do."""
     wide = save_generator(random_generator(GeneratorConfig(filters=(512, 256, 128, 64)), 1),
                           tmp_path / "wide")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
@@ -181,9 +187,12 @@ def test_a_worker_refuses_stripes_beyond_its_memory_limit_naming_the_settings(tm
         spec = job_spec(wide, tmp_path / "out", print={"width_px": 4096, "height_px": 2048},
                         render={"cluster": cluster.scheduler_address, "tile_px": 1024,
                                 "batch": 4})
+        assert dry_run(spec, tmp_path) == 2  # the dry run asks the worker the same
+        dry_run_error = capsys.readouterr().err
         with pytest.raises(RenderError) as refused:
             run_job(parse_spec(spec))
     message = str(refused.value)
+    assert dry_run_error == f"texprod: error: {message}\n"
     assert message.startswith("render: 1024 x 1024 px tiles in batches of 4 needs at least ")
     assert re.search(r"2 stripes at once x \(\d+\.\d GiB network \+ \d+ MiB stripe pixels\)"
                      r"\); Dask worker tcp://127\.0\.0\.1:\d+'s memory limit is 1\.0 GiB: "
@@ -192,8 +201,49 @@ def test_a_worker_refuses_stripes_beyond_its_memory_limit_naming_the_settings(tm
     assert list((tmp_path / "out").iterdir()) == []  # no spool, no lock, no partial file
 
 
-def test_an_unreachable_scheduler_is_a_clear_error_and_leaves_nothing(model, tmp_path):
+def dry_run(spec: dict, tmp_path: Path) -> int:
+    """`texprod generate SPEC --dry-run`, its exit status."""
+    from texprod.cli import main
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return main(["generate", str(path), "--dry-run"])
+
+
+def test_a_dry_run_on_a_cluster_elsewhere_asks_each_worker(model, cluster, tmp_path, capsys):
+    """Each worker builds the job's plan and checks it against its own memory; the rows
+    name them, their threads and limits, and the estimate is spread over their threads."""
+    spec = job_spec(model, tmp_path / "out", render={"cluster": cluster.scheduler_address})
+    assert dry_run(spec, tmp_path) == 0
+    text = capsys.readouterr().out
+    assert "workers   2 joined, 2 thread(s) in all; each built the job's plan and checked " \
+           "its memory" in text
+    for address, worker in cluster.scheduler_info["workers"].items():
+        limit = worker["memory_limit"] / 2**30
+        assert re.search(rf"\n +{re.escape(address)} on \S+, cpu, 1 thread\(s\): at least "
+                         rf"\d+ MiB of cpu memory \(\d+ MiB network \+ \d+ MiB stripe pixels\); "
+                         rf"its memory limit is {limit:.1f} GiB\n", text), text
+    assert re.search(r"estimate  render ~\d+ s .* per worker thread; .*\); ~\d+ s over the "
+                     r"cluster's 2 thread\(s\) if they are as fast as this machine's", text), text
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dry_run_says_when_no_worker_has_joined(model, tmp_path, capsys):
+    with distributed.LocalCluster(n_workers=0, dashboard_address=":0") as cluster:
+        spec = job_spec(model, tmp_path / "out", render={"cluster": cluster.scheduler_address})
+        assert dry_run(spec, tmp_path) == 0
+    text = capsys.readouterr().out
+    assert "workers   none has joined the scheduler: the stripes would wait until one " \
+           "does" in text
+    assert "over the cluster's" not in text
+
+
+def test_an_unreachable_scheduler_is_a_clear_error_and_leaves_nothing(model, tmp_path,
+                                                                       capsys):
     spec = job_spec(model, tmp_path / "out", render={"cluster": "tcp://127.0.0.1:9"})
+    assert dry_run(spec, tmp_path) == 2
+    assert capsys.readouterr().err.startswith("texprod: error: render.cluster: cannot reach "
+                                              "the Dask scheduler at tcp://127.0.0.1:9: ")
     with pytest.raises(TexprodError, match=r"render.cluster: cannot reach the Dask "
                                            r"scheduler at tcp://127.0.0.1:9"):
         run_job(parse_spec(spec))

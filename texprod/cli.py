@@ -412,13 +412,15 @@ def _generate(args: argparse.Namespace) -> int:
     spec_path = resolve_spec_path(args.spec)
     spec = load_spec(spec_path, args.overrides)  # spec errors stop here, before any run
     if args.dry_run:
+        from texprod.job.executors import check_cluster
         from texprod.job.memory import check_memory
         from texprod.job.pipeline import describe_plan, measured_estimate
 
         plan = plan_job(spec, spec_path.parent)
         memory = check_memory(plan)  # before the estimate renders a batch of its tiles
-        plan.estimate = measured_estimate(plan)
-        print(describe_plan(plan, memory))
+        workers = check_cluster(plan, spec_path.parent)  # a cluster elsewhere: its workers
+        plan.estimate = measured_estimate(plan, workers)
+        print(describe_plan(plan, memory, workers))
         check_disk_space(plan)
         return 0
     if not args.verbose:  # a flow run's logs go to its API; the terminal gets bar and summary

@@ -16,6 +16,7 @@ paths, and S3 when the model lives there. Nothing else is shared: no disk, no sc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -29,12 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from texprod.engine.noise import NoiseField
 from texprod.engine.render import Renderer
 from texprod.errors import ConfigError, JobFailure, TexprodError
 from texprod.job import stop
 from texprod.job.cluster import cluster_class, cluster_options
-from texprod.job.memory import check_worker_memory
+from texprod.job.memory import MemoryNeed, check_worker_memory
 from texprod.job.plan import JobPlan, make_renderer, noise_field, plan_job
 from texprod.job.spec import parse_spec
 from texprod.job.stripes import StripeResult, work_stripe
@@ -106,7 +109,15 @@ def _prepared_for(job: StripeJob) -> _Prepared:
         ready = _prepared.get(job.key)
     if ready is not None:
         return ready
-    where = _worker_name()
+    plan, _ = _checked_plan(job, _dask_worker())
+    return prepare(plan)
+
+
+def _checked_plan(job: StripeJob, worker) -> tuple[JobPlan, MemoryNeed | None]:
+    """The job's plan built here from its spec, checked to be the driver's image and, on a
+    Dask `worker`, to fit the worker's memory (the driver cannot see it); what the stripes
+    need there."""
+    where = _worker_name(worker)
     try:
         plan = plan_job(parse_spec(job.spec, "spec"),
                         Path(job.spec_dir) if job.spec_dir else None)
@@ -117,11 +128,10 @@ def _prepared_for(job: StripeJob) -> _Prepared:
         raise JobFailure(f"worker {where} resolved model {job.spec['model']} to other "
                          f"content (spec digest {plan.spec_digest[:12]}, the driver's "
                          f"{job.spec_digest[:12]}): give every host the same model")
-    worker = _dask_worker()
-    if worker is not None:  # the driver cannot see a worker's memory: checked here, once
-        check_worker_memory(plan, worker.address, worker.state.nthreads,
-                            worker.memory_manager.memory_limit)
-    return prepare(plan)
+    if worker is None:
+        return plan, None
+    return plan, check_worker_memory(plan, worker.address, worker.state.nthreads,
+                                     worker.memory_manager.memory_limit)
 
 
 def _dask_worker():
@@ -134,8 +144,8 @@ def _dask_worker():
         return None
 
 
-def _worker_name() -> str:
-    host, pid, worker = socket.gethostname(), os.getpid(), _dask_worker()
+def _worker_name(worker=None) -> str:
+    host, pid, worker = socket.gethostname(), os.getpid(), worker or _dask_worker()
     return f"{worker.address} ({host}, pid {pid})" if worker else f"{host} (pid {pid})"
 
 
@@ -248,6 +258,67 @@ def describe_workers(client) -> str:
     return f"{len(workers)} worker(s), {cluster_threads(client)} thread(s)"
 
 
+@dataclass(frozen=True)
+class WorkerReport:
+    """What one worker of a cluster elsewhere found when it checked a job (dry run)."""
+
+    address: str
+    host: str
+    threads: int
+    device: str  # "cpu", "cuda (NVIDIA H100 80GB HBM3)"
+    memory: MemoryNeed
+
+    def describe(self) -> str:
+        return (f"{self.address} on {self.host}, {self.device}, {self.threads} thread(s): "
+                f"{self.memory.describe()}")
+
+
+def check_cluster(plan: JobPlan, spec_dir: Path | None) -> list[WorkerReport] | None:
+    """For a dry run on a cluster elsewhere (a tcp:// render.cluster or
+    TEXPROD_DASK_ADDRESS): every worker builds the job's plan and checks its memory, as it
+    would before its first stripe, so a worker that cannot load the model or hold the
+    stripes is found now rather than minutes into the job. The first refusal is raised as
+    the job would raise it. None for the other executors, which the driver checks itself."""
+    kind, options = cluster_options(plan.spec.render)
+    if kind != "address":
+        return None
+    with _connect(options["address"]) as client:
+        found = client.run(_report_here, StripeJob.of(plan, spec_dir), on_error="return")
+    for address in sorted(found):  # {worker address: WorkerReport | the exception it raised}
+        if isinstance(found[address], TexprodError):
+            raise found[address]
+        if isinstance(found[address], BaseException):
+            raise JobFailure(f"worker {address} cannot check the job: "
+                             f"{type(found[address]).__name__}: {found[address]}")
+    return [found[address] for address in sorted(found)]
+
+
+async def _report_here(job: StripeJob, dask_worker) -> WorkerReport:
+    """Run by `Client.run` on each worker; off its event loop, since building the plan may
+    download the model."""
+    return await asyncio.to_thread(_report, job, dask_worker)
+
+
+def _report(job: StripeJob, worker) -> WorkerReport:
+    plan, need = _checked_plan(job, worker)
+    device = plan.device
+    if device.startswith("cuda"):
+        device += f" ({torch.cuda.get_device_name(torch.device(device))})"
+    return WorkerReport(worker.address, socket.gethostname(), worker.state.nthreads, device,
+                        need)
+
+
+def _connect(address: str):
+    """A Dask client of the scheduler at `address`, or a ConfigError saying it is not there."""
+    from distributed import Client  # lazy: see stripe_executor
+
+    try:
+        return Client(address, timeout="20s")
+    except OSError as e:
+        raise ConfigError(f"render.cluster: cannot reach the Dask scheduler at {address}: "
+                          f"{e}") from None
+
+
 @contextlib.contextmanager
 def stripe_executor(render) -> Iterator[ThreadStripes | DaskStripes]:
     """The executor render.cluster asks for, for the length of one job."""
@@ -260,12 +331,7 @@ def stripe_executor(render) -> Iterator[ThreadStripes | DaskStripes]:
     from distributed import Client
 
     if kind == "address":
-        try:
-            client = Client(options["address"], timeout="20s")
-        except OSError as e:
-            raise ConfigError(f"render.cluster: cannot reach the Dask scheduler at "
-                              f"{options['address']}: {e}") from None
-        with client:
+        with _connect(options["address"]) as client:
             yield DaskStripes(client, f"Dask cluster at {options['address']}")
         return
     with cluster_class(kind)(**options) as cluster, Client(cluster) as client:

@@ -94,20 +94,23 @@ def check_memory(plan: JobPlan) -> MemoryNeed:
 
 
 def check_worker_memory(plan: JobPlan, worker: str, threads: int,
-                        memory_limit: int | None) -> None:
-    """On a Dask worker, before its first stripe of a job: refuse the job if its stripes
-    need more than this worker may use, its `memory_limit` (or the host's memory) for the
-    `threads` stripes it renders at once on a CPU, the GPU's memory for the one it renders
-    there. Without it the nanny restarts the worker at its limit, the stripe moves to the
-    next worker, and the job ends minutes later in a KilledWorker that names no setting."""
+                        memory_limit: int | None) -> MemoryNeed:
+    """On a Dask worker, before its first stripe of a job (and for a dry run): refuse the
+    job if its stripes need more than this worker may use, its `memory_limit` (or the
+    host's memory) for the `threads` stripes it renders at once on a CPU, the GPU's memory
+    for the one it renders there. Without it the nanny restarts the worker at its limit,
+    the stripe moves to the next worker, and the job ends minutes later in a KilledWorker
+    that names no setting. Returns what the worker needs and has."""
     need = memory_need(plan)  # its sizes; where and how many at once are the worker's
     if need.device.startswith("cuda"):
         total, at_once, holder = _device_total(need.device), 1, "GPU has"
     else:
         total, at_once = memory_limit or _device_total("cpu"), min(threads, len(plan.stripes))
         holder = "memory limit is" if memory_limit else "host has"
-    need = replace(need, at_once=at_once, total=total, holder=f"Dask worker {worker}'s {holder}")
-    _refuse_beyond_total(plan, need, "the workers' threads", f"{threads} thread(s) here")
+    need = replace(need, at_once=at_once, total=total)
+    _refuse_beyond_total(plan, replace(need, holder=f"Dask worker {worker}'s {holder}"),
+                         "the workers' threads", f"{threads} thread(s) here")
+    return replace(need, holder=f"its {holder}")
 
 
 def _refuse_beyond_total(plan: JobPlan, need: MemoryNeed, threads: str, got: str) -> None:

@@ -44,7 +44,7 @@ from texprod.job.deliverables import (
     write_plate_file,
     write_region_map,
 )
-from texprod.job.executors import StripeJob, prepare, stripe_executor
+from texprod.job.executors import StripeJob, WorkerReport, prepare, stripe_executor
 from texprod.job.joblock import JobLock, sweep_dead_temporaries
 from texprod.job.memory import MemoryNeed, check_memory
 from texprod.job.plan import JobPlan, duration, make_renderer, noise_field, period_box, plan_job
@@ -576,10 +576,11 @@ def job_summary(plan: JobPlan, outputs: list[dict], timings: dict[str, float],
 # ------------------------------------------------------------------------------ estimates
 
 
-def measured_estimate(plan: JobPlan) -> str:
+def measured_estimate(plan: JobPlan, workers: list[WorkerReport] | None = None) -> str:
     """The render stage's time measured now, on this machine and device, from the plan's
     own tiles: the network, then the colour conversion and encoding the stripes do with
     those pixels. It costs one stripe's conversion and a few batches, 1-3 s on a CPU.
+    `workers`: those of a cluster elsewhere (`check_cluster`), measured per thread here.
 
     A recorded benchmark comes from an idle machine and was 4-5x optimistic on a loaded
     one. Within 15 % of the render stage for the shipped specs on a 2-core Xeon.
@@ -614,7 +615,25 @@ def measured_estimate(plan: JobPlan) -> str:
     return (f"render ~{duration(seconds)} ({plan.geometry.megapixels / seconds:.2f} Mpx/s; "
             f"network {_seconds(network_s)} s, colour and encoding "
             f"{_seconds(device_s + host_s)} s of work{per}; measured now on {plan.device} over "
-            f"{min(plan.batch, len(plan.stripes[0].tiles.tiles))} tile(s))")
+            f"{min(plan.batch, len(plan.stripes[0].tiles.tiles))} tile(s))"
+            + _over_workers(plan, seconds, workers))
+
+
+def _over_workers(plan: JobPlan, seconds: float, workers: list[WorkerReport] | None) -> str:
+    """What `seconds` of one thread (one GPU) measured here means on a cluster elsewhere:
+    spread over its CPU threads (its GPUs) only when they render on the kind of device this
+    machine measured on."""
+    if not workers:
+        return ""
+    devices = sorted({w.device.split(" ")[0] for w in workers})
+    if devices != [plan.device]:
+        return f"; the workers render on {' and '.join(devices)}, not measured here"
+    if plan.device.startswith("cuda"):  # a GPU worker renders one stripe at a time
+        side_by_side, what = len(workers), "GPU(s)"
+    else:
+        side_by_side, what = sum(w.threads for w in workers), "thread(s)"
+    return (f"; ~{duration(seconds / side_by_side)} over the cluster's {side_by_side} {what} "
+            f"if they are as fast as this machine's")
 
 
 def _network_seconds(plan: JobPlan, renderer, side_by_side: int) -> tuple[float, np.ndarray]:
@@ -665,9 +684,22 @@ def _describe_repeat(plan: JobPlan) -> str:
     return text
 
 
-def describe_plan(plan: JobPlan, memory: MemoryNeed) -> str:
+def _worker_rows(workers: list[WorkerReport] | None) -> list[tuple[str, str]]:
+    if workers is None:
+        return []
+    if not workers:
+        return [("workers", "none has joined the scheduler: the stripes would wait until one "
+                            "does")]
+    threads = sum(w.threads for w in workers)
+    return [("workers", f"{len(workers)} joined, {threads} thread(s) in all; each built the "
+                        f"job's plan and checked its memory"),
+            *(("", worker.describe()) for worker in workers)]
+
+
+def describe_plan(plan: JobPlan, memory: MemoryNeed,
+                  workers: list[WorkerReport] | None = None) -> str:
     """The dry-run text: what the job would do, and what it would cost (`memory`: what
-    `check_memory` found)."""
+    `check_memory` found; `workers`: what each worker of a cluster elsewhere found)."""
     g, c = plan.geometry, plan.colour
     trim_w, trim_h = g.trim_mm
     size_w, size_h = g.size_mm
@@ -713,6 +745,7 @@ def describe_plan(plan: JobPlan, memory: MemoryNeed) -> str:
                  f"{_size(plan.output_bytes + plan.deliverable_bytes)} in "
                  f"{plan.outputs.tiff.parent}"),
         ("memory", memory.describe()),
+        *_worker_rows(workers),
         ("estimate", plan.estimate),
         ("outputs", ", ".join(plan.outputs.final(p) for p in plan.outputs.local)
          + (f" (staged in {plan.outputs.tiff.parent})" if plan.outputs.remote_dir else "")),
