@@ -238,6 +238,26 @@ def test_a_dry_run_says_when_no_worker_has_joined(model, tmp_path, capsys):
     assert "over the cluster's" not in text
 
 
+def test_a_job_waits_for_a_first_worker_and_says_so(model, tmp_path, caplog):
+    """A scheduler no worker has joined yet (an adaptive cluster at zero): the job logs
+    that its stripes wait, and finishes once a worker joins."""
+    caplog.set_level("INFO", logger="texprod.job.pipeline")
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster:
+        spec = job_spec(model, tmp_path / "out", render={"cluster": cluster.scheduler_address})
+        job = threading.Thread(target=lambda: done.append(run_job(parse_spec(spec))))
+        done: list = []
+        job.start()
+        for _ in range(300):  # 30 s at most
+            if "no worker has joined yet" in caplog.text or not job.is_alive():
+                break
+            job.join(timeout=0.1)
+        assert "stripes wait until one does" in caplog.text and not done
+        cluster.scale(1)
+        job.join(timeout=120)
+    assert done and done[0].tiff.path.exists()
+
+
 def test_an_unreachable_scheduler_is_a_clear_error_and_leaves_nothing(model, tmp_path,
                                                                        capsys):
     spec = job_spec(model, tmp_path / "out", render={"cluster": "tcp://127.0.0.1:9"})

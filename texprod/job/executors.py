@@ -255,6 +255,8 @@ def cluster_threads(client) -> int:
 
 def describe_workers(client) -> str:
     workers = client.scheduler_info().get("workers", {})
+    if not workers:  # e.g. an adaptive cluster scaled to zero: Dask holds the tasks
+        return "no worker has joined yet: the stripes wait until one does"
     return f"{len(workers)} worker(s), {cluster_threads(client)} thread(s)"
 
 
