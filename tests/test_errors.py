@@ -165,6 +165,65 @@ def test_an_s3_output_that_cannot_be_reached_fails_before_rendering(model, tmp_p
     storage.clear_client_cache()
 
 
+def test_a_failed_upload_keeps_the_checked_print_and_the_rerun_only_uploads_it(
+        model, s3_bucket, tmp_path, caplog):
+    """A store that fails once the print is checked must not cost the render: the outputs
+    stay in the private staging directory, the error says so, and the next run of the job
+    verifies and uploads them without rendering a tile. Kept outputs changed meanwhile are
+    dropped and rendered anew. The outage is real: the bucket is deleted on the moto
+    server as the upload stage starts."""
+    from tests.s3_server import admin_client
+    from texprod.files import sha256_file
+    from texprod.job.pipeline import inline, run_job
+    from texprod.job.spec import load_spec
+    from texprod.storage import StorageError
+
+    bucket = s3_bucket.removeprefix("s3://")
+    spec = load_spec(_spec(tmp_path, model, output={"dir": f"{s3_bucket}/prints/"}))
+    staging = tmp_path / "out" / f"texprod-staging-{os.getuid()}"
+
+    def store_gone_at_upload(name, work):
+        if name == "upload":
+            for listed in admin_client().list_objects_v2(Bucket=bucket).get("Contents", []):
+                admin_client().delete_object(Bucket=bucket, Key=listed["Key"])
+            admin_client().delete_bucket(Bucket=bucket)
+        return inline(name, work)
+
+    def tiles_of_a_run() -> tuple[list, object]:
+        tiles: list = []
+        return tiles, run_job(spec, progress=lambda *done: tiles.append(done))
+
+    with pytest.raises(StorageError) as failed:
+        run_job(spec, stage=store_gone_at_upload)
+    (job_dir,) = staging.iterdir()
+    assert str(failed.value).endswith(f"; the checked outputs are kept in {job_dir}: run the "
+                                      "same job again to upload them without rendering")
+    kept = {p.name: sha256_file(p) for p in job_dir.iterdir() if p.suffix != ".json"}
+    assert sorted(kept) == sorted(f"{job_dir.name}{ext}" for ext in (
+        ".tif", ".proof.jpg", ".thumb.jpg"))
+    admin_client().create_bucket(Bucket=bucket)
+    tiles, result = tiles_of_a_run()
+    assert tiles == [] and "render" not in result.timings and result.report.ok
+    uploaded = admin_client().list_objects_v2(Bucket=bucket)["Contents"]
+    assert sorted(o["Key"] for o in uploaded) == sorted(f"prints/{name}" for name in kept)
+    local = tmp_path / "uploaded.tif"
+    admin_client().download_file(bucket, f"prints/{job_dir.name}.tif", str(local))
+    assert sha256_file(local) == kept[f"{job_dir.name}.tif"]
+    assert list(staging.iterdir()) == []  # nothing left once uploaded
+
+    # kept again, then a kept file changes on disk: the rerun renders and uploads anew
+    with pytest.raises(StorageError):
+        run_job(spec, stage=store_gone_at_upload)
+    admin_client().create_bucket(Bucket=bucket)
+    with open(job_dir / f"{job_dir.name}.proof.jpg", "ab") as proof:
+        proof.write(b"changed")
+    tiles, result = tiles_of_a_run()
+    assert tiles and "render" in result.timings and "incomplete or changed" in caplog.text
+    admin_client().download_file(bucket, f"prints/{job_dir.name}.tif", str(local))
+    assert sha256_file(local) == kept[f"{job_dir.name}.tif"]  # the same bytes, rendered again
+    assert list(staging.iterdir()) == []
+
+
 def test_a_full_disk_while_writing_is_a_job_failure(model, tmp_path):
     def limit():  # the file system refuses writes past 200 kB: EFBIG, as on a full disk
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -25,7 +25,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,13 @@ from texprod.job.deliverables import (
 )
 from texprod.job.executors import StripeJob, WorkerReport, prepare, stripe_executor
 from texprod.job.joblock import JobLock, sweep_dead_temporaries
+from texprod.job.kept import (
+    is_kept,
+    keep_for_rerun,
+    kept_note,
+    release_kept,
+    take_kept,
+)
 from texprod.job.memory import MemoryNeed, check_memory
 from texprod.job.plan import JobPlan, duration, make_renderer, noise_field, period_box, plan_job
 from texprod.job.plates import tint_preview
@@ -417,7 +424,8 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
     (each rendered, converted and encoded by the executor: threads here or a Dask cluster,
     as render.cluster says, unless `executor` is given), assemble the file, proof,
     preflight, upload. The CLI, tests and benchmarks run it inline, the flow through
-    Prefect tasks. On failure it leaves no spool and no output."""
+    Prefect tasks. On failure it leaves no spool and no output, except the checked
+    outputs of an s3:// job whose upload failed, which its next run uploads (`kept`)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if plan is None:
@@ -425,66 +433,109 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
                                                                 registry=spec.registry))
         plan = stage("plan", lambda: plan_job(spec, spec_dir, model_path))
     check_memory(plan)
-    check_disk_space(plan)
+    was_kept = is_kept(plan)  # an earlier run's checked outputs need no room to render
+    if was_kept:
+        check_directories(plan)
+    else:
+        check_disk_space(plan)
     check_destination(plan)
     prepare_directories(plan)
     lock = job_lock(plan).acquire()  # another live job on the same name is refused here
     try:
         sweep_dead_temporaries(plan.outputs.tiff.parent)
-        spool = open_spool(plan)
+        kept = take_kept(plan)  # checked outputs an earlier run could not upload
+        if kept is None and was_kept:  # they were dropped: the render needs its room
+            check_disk_space(plan)
+        spool = open_spool(plan) if kept is None else None
     except BaseException:
         lock.release()
         remove_staging(plan)
         raise
     timings["plan"] = time.perf_counter() - started
-    written_paths: list[Path] = []
+    written_paths: list[Path] = list(kept.hashes) if kept else []
     # the print's SHA-256 is read while the proof and preflight run (a 1 Gpx file: ~4 s)
     hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+    workers, busy = "", {}
     try:
-        t = time.perf_counter()
-        busy: dict[str, float] = {}
-        workers = stage("render", lambda: _render_on(plan, spool, executor, spec_dir,
-                                                     progress, busy))
-        timings["render"] = time.perf_counter() - t  # rendering, colour and encoding
-        preview = spool.preview(len(plan.stripes))
-        tac = spool.tac_max()
-        t = time.perf_counter()
-        written = stage("export", lambda: assemble_job(plan, spool))
-        written_paths.append(written.path)
-        timings["export"] = time.perf_counter() - t  # assembling the file
-        tiff_sha256 = hashing.submit(sha256_file, written.path)
-        stop.check()
-        if plan.outputs.plate_files or plan.outputs.region_map or plan.outputs.pdf:
-            t = time.perf_counter()
-            stage("deliverables", lambda: deliverables_job(plan, written_paths))
-            timings["deliverables"] = time.perf_counter() - t  # plate files, map, PDF
-            stop.check()
-        t = time.perf_counter()
-        written_paths += stage("proof", lambda: proof_job(plan, preview)) or []
-        timings["proof"] = time.perf_counter() - t
-        stop.check()
+        if kept is None:
+            written, tac, tiff_sha256, workers = _make_outputs(
+                plan, spool, executor, spec_dir, progress, stage, timings, busy,
+                written_paths, hashing)
+        else:
+            written = WrittenTiff(plan.outputs.tiff, plan.outputs.tiff.stat().st_size,
+                                  plan.bigtiff, plan.bigtiff_reason, 0.0)
+            tac = kept.tac_max
         t = time.perf_counter()
         report = stage("preflight", lambda: _preflight_or_fail(plan))
         timings["preflight"] = time.perf_counter() - t
-        outputs = output_records(plan, {written.path: tiff_sha256.result()})
+        outputs = output_records(plan, kept.hashes if kept else
+                                 {written.path: tiff_sha256.result()})
         stop.check()  # the last safe point: after the upload the job is done
+        keep_for_rerun(plan, outputs, tac)  # if the store fails, the next run uploads them
         t = time.perf_counter()
         uploaded = {u["uri"]: u for u in stage("upload", lambda: upload_job(plan, outputs))}
+        release_kept(plan)
         if uploaded:
             timings["upload"] = time.perf_counter() - t
         for row in outputs:
             row["etag"] = uploaded.get(row["uri"], {}).get("etag", "")
-    except BaseException:
-        for path in written_paths:  # a failed job leaves no output behind
-            path.unlink(missing_ok=True)
+    except BaseException as error:
+        if is_kept(plan) and not isinstance(error, PreflightError):
+            # the upload failed (or was stopped): the checked outputs wait for the next run
+            _add_note(error, kept_note(plan))
+        else:
+            release_kept(plan)
+            for path in written_paths:  # a failed job leaves no output behind
+                path.unlink(missing_ok=True)
         raise
     finally:
         hashing.shutdown(wait=False, cancel_futures=True)
-        spool.remove()
+        if spool is not None:
+            spool.remove()
         lock.release()
         remove_staging(plan)
     timings["total"] = time.perf_counter() - started
     return JobResult(plan, written, tac, report, timings, outputs, workers or "", busy)
+
+
+def _make_outputs(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | None,
+                  progress: Progress | None, stage: StageRunner, timings: dict[str, float],
+                  busy: dict[str, float], written_paths: list[Path], hashing
+                  ) -> tuple[WrittenTiff, float | None, Future, str]:
+    """Render the stripes, assemble the print, make the deliverables and the proof; each
+    file made is added to `written_paths` as it appears. Returns the print, its ink
+    maximum, its SHA-256 being read by `hashing`, and who worked the stripes."""
+    t = time.perf_counter()
+    workers = stage("render", lambda: _render_on(plan, spool, executor, spec_dir,
+                                                 progress, busy))
+    timings["render"] = time.perf_counter() - t  # rendering, colour and encoding
+    preview = spool.preview(len(plan.stripes))
+    tac = spool.tac_max()
+    t = time.perf_counter()
+    written = stage("export", lambda: assemble_job(plan, spool))
+    written_paths.append(written.path)
+    timings["export"] = time.perf_counter() - t  # assembling the file
+    tiff_sha256 = hashing.submit(sha256_file, written.path)
+    stop.check()
+    if plan.outputs.plate_files or plan.outputs.region_map or plan.outputs.pdf:
+        t = time.perf_counter()
+        stage("deliverables", lambda: deliverables_job(plan, written_paths))
+        timings["deliverables"] = time.perf_counter() - t  # plate files, map, PDF
+        stop.check()
+    t = time.perf_counter()
+    written_paths += stage("proof", lambda: proof_job(plan, preview)) or []
+    timings["proof"] = time.perf_counter() - t
+    stop.check()
+    return written, tac, tiff_sha256, workers
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """Append `note` to an expected error's one-line message (the CLI and the flow print
+    str(error)); any other exception carries it as a note under its traceback."""
+    if isinstance(error, TexprodError) and error.args:
+        error.args = (f"{error.args[0]}; {note}", *error.args[1:])
+    else:
+        error.add_note(note)
 
 
 def _render_on(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | None,
