@@ -223,6 +223,55 @@ def test_failed_upload_leaves_nothing(prefect_api, s3_bucket, tiny_model, tmp_pa
     assert not any(p.is_file() for p in (tmp_path / "scratch").rglob("*"))
 
 
+def test_a_denied_upload_keeps_the_print_and_the_next_run_only_uploads_it(
+        prefect_api, s3_server, s3_bucket, tiny_model, tmp_path, monkeypatch):
+    """Credentials that may do anything but write objects (moto's real IAM checks): the
+    run fails after the render, saying where the checked outputs wait; once the policy
+    allows writing, the next run uploads them and renders no stripe."""
+    import uuid
+
+    from tests.s3_server import moto_auth
+
+    iam, user = boto3.client("iam"), f"reader-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+
+    def allow(*denied: str) -> None:
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                          *({"Effect": "Deny", "Action": action, "Resource": "*"}
+                            for action in denied)]}))
+
+    allow("s3:PutObject")  # but writing
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    path = spec_file(tmp_path, model=str(tiny_model), output={"dir": f"{s3_bucket}/prints/"})
+    moto_auth(s3_server, True)
+    try:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        state, run_id = run_flow(path)
+        assert state.is_failed()
+        assert "render-stripe" in task_runs(run_id)
+        assert "access denied to" in state.message, state.message
+        assert state.message.rstrip(".").endswith(
+            ": run the same job again to upload them without rendering"), state.message
+        moto_auth(s3_server, False)  # with it on, moto takes only its IAM users' keys
+        allow()
+        moto_auth(s3_server, True)
+        state, run_id = run_flow(path)
+    finally:
+        moto_auth(s3_server, False)
+    assert state.is_completed(), state.message
+    assert "render-stripe" not in task_runs(run_id)
+    summary = state.result()
+    assert "render" not in summary["timings"] and summary["preflight"]["ok"]
+    assert s3_keys(s3_bucket) == sorted(f"prints/{o['name']}" for o in summary["outputs"])
+    local = tmp_path / "downloaded.tif"
+    download_file(summary["file"], local, expected_sha256=summary["sha256"])
+    assert inspect_tiff(local).ok
+    assert not any(p.is_file() for p in (tmp_path / "scratch").rglob("*"))
+
+
 def test_make_generate_works_on_a_busy_machine_with_no_server(tiny_model, tmp_path):
     """A fresh machine with every core busy: no PREFECT_API_URL, a fresh PREFECT_HOME, local
     model and output. The job runs in-process, with no throwaway Prefect server to wait for."""
