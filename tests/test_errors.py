@@ -166,13 +166,14 @@ def test_an_s3_output_that_cannot_be_reached_fails_before_rendering(model, tmp_p
 
 
 def test_a_failed_upload_keeps_the_checked_print_and_the_rerun_only_uploads_it(
-        model, s3_bucket, tmp_path, caplog):
+        model, s3_bucket, tmp_path, caplog, capsys):
     """A store that fails once the print is checked must not cost the render: the outputs
     stay in the private staging directory, the error says so, and the next run of the job
     verifies and uploads them without rendering a tile. Kept outputs changed meanwhile are
     dropped and rendered anew. The outage is real: the bucket is deleted on the moto
     server as the upload stage starts."""
     from tests.s3_server import admin_client
+    from texprod.cli import main
     from texprod.files import sha256_file
     from texprod.job.pipeline import inline, run_job
     from texprod.job.spec import load_spec
@@ -201,6 +202,9 @@ def test_a_failed_upload_keeps_the_checked_print_and_the_rerun_only_uploads_it(
     kept = {p.name: sha256_file(p) for p in job_dir.iterdir() if p.suffix != ".json"}
     assert sorted(kept) == sorted(f"{job_dir.name}{ext}" for ext in (
         ".tif", ".proof.jpg", ".thumb.jpg"))
+    assert main(["generate", str(tmp_path / "spec.yaml"), "--dry-run"]) == 0
+    assert "an earlier run's checked outputs wait there: the job would verify and upload " \
+           "them, rendering nothing" in capsys.readouterr().out
     admin_client().create_bucket(Bucket=bucket)
     tiles, result = tiles_of_a_run()
     assert tiles == [] and "render" not in result.timings and result.report.ok

@@ -799,7 +799,9 @@ def describe_plan(plan: JobPlan, memory: MemoryNeed,
         *_worker_rows(workers),
         ("estimate", plan.estimate),
         ("outputs", ", ".join(plan.outputs.final(p) for p in plan.outputs.local)
-         + (f" (staged in {plan.outputs.tiff.parent})" if plan.outputs.remote_dir else "")),
+         + (f" (staged in {plan.outputs.tiff.parent})" if plan.outputs.remote_dir else "")
+         + ("; an earlier run's checked outputs wait there: the job would verify and "
+            "upload them, rendering nothing" if is_kept(plan) else "")),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
