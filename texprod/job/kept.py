@@ -52,10 +52,10 @@ def take_kept(plan: JobPlan) -> KeptOutputs | None:
     None, with the record and the leftovers removed so that the job renders anew."""
     if not is_kept(plan):
         return None
-    record_path = _record_path(plan)
+    directory, expected = plan.outputs.tiff.parent, {}
     try:
-        record = json.loads(record_path.read_text())
-        expected = record["outputs"]
+        record = json.loads(_record_path(plan).read_text())
+        expected = dict(record["outputs"])
         hashes = {p: sha256_file(p) for p in plan.outputs.local}
         intact = (record["spec_digest"] == plan.spec_digest
                   and {p.name: h for p, h in hashes.items()} == expected)
@@ -64,8 +64,9 @@ def take_kept(plan: JobPlan) -> KeptOutputs | None:
     if not intact:
         release_kept(plan)
         log.warning("output: the outputs an earlier run kept in %s are incomplete or "
-                    "changed: rendering them again", plan.outputs.tiff.parent)
-        for path in plan.outputs.local:
+                    "changed: rendering them again", directory)
+        # this plan's outputs, and those of the record that this plan no longer makes
+        for path in {*plan.outputs.local, *(directory / Path(name).name for name in expected)}:
             path.unlink(missing_ok=True)
         return None
     log.info("output: uploading the checked outputs an earlier run kept in %s, without "
