@@ -5,8 +5,10 @@ machine refused before anything is rendered or written."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import psutil
@@ -140,3 +142,100 @@ def test_the_dry_run_shows_the_memory_and_refuses_what_cannot_fit(model, tmp_pat
     assert main(["generate", str(spec_path), "--dry-run"]) == 2
     assert "texprod: error: render: a one-pass render needs" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def memory_cgroup():
+    """A real memory cgroup limited to 1 GiB, as a container's, made where this machine
+    mounts the memory controller (cgroup v2 or v1; needs root); a child joins it before it
+    runs texprod."""
+    from texprod.job.host_memory import _cgroup_mounts
+
+    mounts = _cgroup_mounts(Path("/proc/self/mountinfo"))
+    for version, limit_file in (("v2", "memory.max"), ("v1", "memory.limit_in_bytes")):
+        if version not in mounts:
+            continue
+        directory = mounts[version][0] / f"texprod-test-{uuid.uuid4().hex[:8]}"
+        try:
+            directory.mkdir()
+            (directory / limit_file).write_text(str(2**30))
+        except OSError:  # not ours to make, or no memory controller in this hierarchy
+            if directory.exists():
+                directory.rmdir()
+            continue
+        yield directory
+        directory.rmdir()  # its processes have exited
+        return
+    pytest.skip("no memory cgroup can be made here (root and a cgroup memory controller)")
+
+
+def test_a_container_memory_limit_is_what_the_plan_is_checked_against(memory_cgroup,
+                                                                      tmp_path):
+    """On a 23 GiB host, a job in a 1 GiB cgroup (a container's limit) needing ~2.5 GiB:
+    before, the plan passed against the host's memory and the kernel killed the job
+    without a word (exit 137); now it is refused in one line naming the cgroup, and a
+    tiling that fits shows the cgroup's limit in the dry run."""
+    wide = save_generator(random_generator(make_config(**WIDE), 1), tmp_path / "wide")
+    spec = _spec(wide, tmp_path / "out", tile_px=2048, batch=4, threads=2)
+    spec["print"] = {"width_px": 8192, "height_px": 4096, "dpi": 300, "color": "rgb"}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    texprod = str(Path(sys.executable).with_name("texprod"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no API: the job runs in-process
+
+    def in_the_cgroup(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([texprod, "generate", str(path), *args], capture_output=True,
+                              text=True, timeout=300, env=env,
+                              preexec_fn=lambda: (memory_cgroup / "cgroup.procs").write_text(
+                                  str(os.getpid())))
+
+    refused = in_the_cgroup()
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.startswith("texprod: error: render: 2048 x 2048 px tiles in batches "
+                                     "of 4 needs at least ")
+    assert f"; the memory cgroup {memory_cgroup} allows 1.0 GiB: lower render.tile_px, " \
+           "render.batch or render.threads (got tile_px 2048, batch 4, threads 2)" \
+           in refused.stderr, refused.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    fits = in_the_cgroup("--dry-run", "--set", "render.tile_px=256", "--set", "render.batch=1")
+    assert fits.returncode == 0, fits.stderr[-2000:]
+    memory = next(row for row in fits.stdout.splitlines() if row.startswith("memory"))
+    assert memory.endswith(f"; the memory cgroup {memory_cgroup} allows 1.0 GiB"), memory
+
+
+@pytest.mark.parametrize(("cgroup", "mount_root", "files", "expected"), [
+    # Docker on cgroup v2 with its own namespace: the container's cgroup is the mount's root
+    ("0::/\n", "/", {"memory.max": "536870912"}, (536870912, "")),
+    # Docker on cgroup v1 without one: /docker/ID is both the process's and the mount's root
+    ("4:memory:/docker/abc\n", "/docker/abc", {"memory.limit_in_bytes": "268435456"},
+     (268435456, "")),
+    # a systemd slice's tighter limit above the process's unlimited service
+    ("0::/jobs.slice/render.service\n", "/",
+     {"jobs.slice/render.service/memory.max": "max", "jobs.slice/memory.max": "1073741824"},
+     (1073741824, "jobs.slice")),
+    # no limit anywhere (v1's "unlimited" is the page counter's maximum): the host's memory
+    ("4:memory:/\n", "/", {"memory.limit_in_bytes": "9223372036854771712"}, None),
+])
+def test_the_memory_limit_is_read_from_the_process_cgroup_and_its_parents(
+        tmp_path, cgroup, mount_root, files, expected):
+    """The layouts this machine cannot make for real (containers, cgroup v2 slices), as
+    /proc/self/cgroup, /proc/self/mountinfo and the cgroup files show them."""
+    from texprod.job.host_memory import memory_limit
+
+    version = "cgroup2 cgroup2 rw" if cgroup.startswith("0::") else "cgroup cgroup rw,memory"
+    mount = tmp_path / "sys-fs-cgroup"
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_text(cgroup)
+    (proc / "mountinfo").write_text(f"35 31 0:32 {mount_root} {mount} rw,relatime - {version}\n")
+    for name, value in files.items():
+        (mount / name).parent.mkdir(parents=True, exist_ok=True)
+        (mount / name).write_text(value + "\n")
+    limit = memory_limit(proc)
+    if expected is None:
+        assert not limit.limited and limit.total == psutil.virtual_memory().total
+    else:
+        total, where = expected
+        assert (limit.total, limit.holder) == (total, f"the memory cgroup {mount / where}")
+        assert 0 < limit.free <= total

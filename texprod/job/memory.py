@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-import psutil
 import torch
 
 from texprod.engine.memory import render_bytes
 from texprod.engine.render import Renderer
 from texprod.errors import RenderError
+from texprod.job import host_memory
 from texprod.job.cluster import cluster_options
 from texprod.job.plan import JobPlan
 
@@ -74,8 +74,11 @@ def memory_need(plan: JobPlan) -> MemoryNeed:
     device = "cuda" if kind == "local-cuda" else plan.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         here = False  # local-cuda on a machine without CUDA: the cluster's start says so
-    return MemoryNeed(device, maps, pixels, min(at_once, len(plan.stripes)),
-                      _device_total(device) if here else None)
+    need = MemoryNeed(device, maps, pixels, min(at_once, len(plan.stripes)), None)
+    if not here:
+        return need
+    total, holder = _device_total(device)
+    return replace(need, total=total, holder=f"the {holder}")
 
 
 def check_memory(plan: JobPlan) -> MemoryNeed:
@@ -102,11 +105,15 @@ def check_worker_memory(plan: JobPlan, worker: str, threads: int,
     the stripe moves to the next worker, and the job ends minutes later in a KilledWorker
     that names no setting. Returns what the worker needs and has."""
     need = memory_need(plan)  # its sizes; where and how many at once are the worker's
-    if need.device.startswith("cuda"):
-        total, at_once, holder = _device_total(need.device), 1, "GPU has"
-    else:
-        total, at_once = memory_limit or _device_total("cpu"), min(threads, len(plan.stripes))
-        holder = "memory limit is" if memory_limit else "host has"
+    on_gpu = need.device.startswith("cuda")
+    at_once = 1 if on_gpu else min(threads, len(plan.stripes))
+    if on_gpu:
+        total, holder = _device_total(need.device)[0], "GPU has"
+    elif memory_limit:
+        total, holder = memory_limit, "memory limit is"
+    else:  # no Dask limit: the host's memory, or its container's
+        total, holder = _device_total("cpu")
+        holder = holder.replace("device", "host")
     need = replace(need, at_once=at_once, total=total)
     _refuse_beyond_total(plan, replace(need, holder=f"Dask worker {worker}'s {holder}"),
                          "the workers' threads", f"{threads} thread(s) here")
@@ -130,16 +137,20 @@ def _refuse_beyond_total(plan: JobPlan, need: MemoryNeed, threads: str, got: str
     raise RenderError(f"render: {plan.tiling} needs {need.describe()}: {fix}")
 
 
-def _device_total(device: str) -> int:
+def _device_total(device: str) -> tuple[int, str]:
+    """The bytes the device has for this process, and who sets them in words ("device
+    has", or on the CPU "memory cgroup PATH allows" where a container limits it)."""
     if device.startswith("cuda"):
-        return torch.cuda.get_device_properties(torch.device(device)).total_memory
-    return psutil.virtual_memory().total
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory, "device has"
+    limit = host_memory.memory_limit()
+    return limit.total, (limit.holder.removeprefix("the ") + " allows" if limit.limited
+                         else "device has")
 
 
 def _device_free(device: str) -> int:
     if device.startswith("cuda"):
         return torch.cuda.mem_get_info(torch.device(device))[0]
-    return psutil.virtual_memory().available
+    return host_memory.memory_limit().free
 
 
 def _gib(n: float) -> str:
