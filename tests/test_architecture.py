@@ -13,8 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # what each wing may import besides itself (ARCHITECTURE.md); the shared floor
-# (texprod, texprod.errors, texprod.files) may be imported by anyone
-SHARED = {"texprod", "texprod.errors", "texprod.files"}
+# (texprod, texprod.errors, texprod.files, texprod.host) may be imported by anyone
+SHARED = {"texprod", "texprod.errors", "texprod.files", "texprod.host"}
 ALLOWED = {
     "texprod.engine": set(),
     "texprod.press": {"texprod.engine"},

@@ -8,13 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 
+from tests.cgroups import joining, made_cgroup
 from texprod.cli import main
 from texprod.engine import GeneratorConfig, make_config, random_generator
 from texprod.engine.memory import render_bytes
@@ -146,27 +146,10 @@ def test_the_dry_run_shows_the_memory_and_refuses_what_cannot_fit(model, tmp_pat
 
 @pytest.fixture
 def memory_cgroup():
-    """A real memory cgroup limited to 1 GiB, as a container's, made where this machine
-    mounts the memory controller (cgroup v2 or v1; needs root); a child joins it before it
-    runs texprod."""
-    from texprod.job.host_memory import _cgroup_mounts
-
-    mounts = _cgroup_mounts(Path("/proc/self/mountinfo"))
-    for version, limit_file in (("v2", "memory.max"), ("v1", "memory.limit_in_bytes")):
-        if version not in mounts:
-            continue
-        directory = mounts[version][0] / f"texprod-test-{uuid.uuid4().hex[:8]}"
-        try:
-            directory.mkdir()
-            (directory / limit_file).write_text(str(2**30))
-        except OSError:  # not ours to make, or no memory controller in this hierarchy
-            if directory.exists():
-                directory.rmdir()
-            continue
+    """A real memory cgroup limited to 1 GiB, as a container's."""
+    with made_cgroup("memory", {"v2": {"memory.max": str(2**30)},
+                                "v1": {"memory.limit_in_bytes": str(2**30)}}) as directory:
         yield directory
-        directory.rmdir()  # its processes have exited
-        return
-    pytest.skip("no memory cgroup can be made here (root and a cgroup memory controller)")
 
 
 def test_a_container_memory_limit_is_what_the_plan_is_checked_against(memory_cgroup,
@@ -187,8 +170,7 @@ def test_a_container_memory_limit_is_what_the_plan_is_checked_against(memory_cgr
     def in_the_cgroup(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([texprod, "generate", str(path), *args], capture_output=True,
                               text=True, timeout=300, env=env,
-                              preexec_fn=lambda: (memory_cgroup / "cgroup.procs").write_text(
-                                  str(os.getpid())))
+                              preexec_fn=joining(memory_cgroup))
 
     refused = in_the_cgroup()
     assert refused.returncode == 2, refused.stderr[-2000:]
@@ -202,40 +184,3 @@ def test_a_container_memory_limit_is_what_the_plan_is_checked_against(memory_cgr
     assert fits.returncode == 0, fits.stderr[-2000:]
     memory = next(row for row in fits.stdout.splitlines() if row.startswith("memory"))
     assert memory.endswith(f"; the memory cgroup {memory_cgroup} allows 1.0 GiB"), memory
-
-
-@pytest.mark.parametrize(("cgroup", "mount_root", "files", "expected"), [
-    # Docker on cgroup v2 with its own namespace: the container's cgroup is the mount's root
-    ("0::/\n", "/", {"memory.max": "536870912"}, (536870912, "")),
-    # Docker on cgroup v1 without one: /docker/ID is both the process's and the mount's root
-    ("4:memory:/docker/abc\n", "/docker/abc", {"memory.limit_in_bytes": "268435456"},
-     (268435456, "")),
-    # a systemd slice's tighter limit above the process's unlimited service
-    ("0::/jobs.slice/render.service\n", "/",
-     {"jobs.slice/render.service/memory.max": "max", "jobs.slice/memory.max": "1073741824"},
-     (1073741824, "jobs.slice")),
-    # no limit anywhere (v1's "unlimited" is the page counter's maximum): the host's memory
-    ("4:memory:/\n", "/", {"memory.limit_in_bytes": "9223372036854771712"}, None),
-])
-def test_the_memory_limit_is_read_from_the_process_cgroup_and_its_parents(
-        tmp_path, cgroup, mount_root, files, expected):
-    """The layouts this machine cannot make for real (containers, cgroup v2 slices), as
-    /proc/self/cgroup, /proc/self/mountinfo and the cgroup files show them."""
-    from texprod.job.host_memory import memory_limit
-
-    version = "cgroup2 cgroup2 rw" if cgroup.startswith("0::") else "cgroup cgroup rw,memory"
-    mount = tmp_path / "sys-fs-cgroup"
-    proc = tmp_path / "proc"
-    proc.mkdir()
-    (proc / "cgroup").write_text(cgroup)
-    (proc / "mountinfo").write_text(f"35 31 0:32 {mount_root} {mount} rw,relatime - {version}\n")
-    for name, value in files.items():
-        (mount / name).parent.mkdir(parents=True, exist_ok=True)
-        (mount / name).write_text(value + "\n")
-    limit = memory_limit(proc)
-    if expected is None:
-        assert not limit.limited and limit.total == psutil.virtual_memory().total
-    else:
-        total, where = expected
-        assert (limit.total, limit.holder) == (total, f"the memory cgroup {mount / where}")
-        assert 0 < limit.free <= total

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from texprod.errors import ConfigError
+from texprod.host import available_cores
 
 DASK_ADDRESS_ENV = "TEXPROD_DASK_ADDRESS"
 GPU_WORKER_THREADS = 4  # per GPU worker: one renders on the device, the rest encode
@@ -24,13 +25,6 @@ def describe_cluster(render) -> str:
         return (f"on a local Dask cluster of {options['n_workers']} worker(s) x "
                 f"{options['threads_per_worker']} thread(s)")
     return "on a local Dask cluster of one worker per GPU"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def cluster_address(render) -> str | None:

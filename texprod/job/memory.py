@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from texprod import host
 from texprod.engine.memory import render_bytes
 from texprod.engine.render import Renderer
 from texprod.errors import RenderError
-from texprod.job import host_memory
 from texprod.job.cluster import cluster_options
 from texprod.job.plan import JobPlan
 
@@ -142,7 +142,7 @@ def _device_total(device: str) -> tuple[int, str]:
     has", or on the CPU "memory cgroup PATH allows" where a container limits it)."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_properties(torch.device(device)).total_memory, "device has"
-    limit = host_memory.memory_limit()
+    limit = host.memory_limit()
     return limit.total, (limit.holder.removeprefix("the ") + " allows" if limit.limited
                          else "device has")
 
@@ -150,7 +150,7 @@ def _device_total(device: str) -> tuple[int, str]:
 def _device_free(device: str) -> int:
     if device.startswith("cuda"):
         return torch.cuda.mem_get_info(torch.device(device))[0]
-    return host_memory.memory_limit().free
+    return host.memory_limit().free
 
 
 def _gib(n: float) -> str:

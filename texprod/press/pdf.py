@@ -74,6 +74,7 @@ from pikepdf import Array, Dictionary, Name, Stream, String
 from texprod import __version__
 from texprod.errors import ConfigError, JobFailure, shorten
 from texprod.files import atomic_output
+from texprod.host import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def write_pdfx4(path: str | os.PathLike, bands: Iterable[np.ndarray], *, width_p
     if max(media) > MAX_PAGE_PT:
         log.warning("the page is %.0f x %.0f pt, beyond Acrobat's 14400 pt (200 in) page "
                     "limit: some viewers may refuse it", *media)
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or available_cores()
     with ExitStack() as stack:
         out = stack.enter_context(atomic_output(path))
         # anonymous files beside the output (same disk), gone on close even after a crash

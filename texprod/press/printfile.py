@@ -30,6 +30,7 @@ import pyvips
 
 from texprod.errors import ConfigError
 from texprod.files import atomic_output, fsync_directory
+from texprod.host import available_cores
 from texprod.press.tiff_stream import GrowingTiff, TiffTags
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -296,7 +297,7 @@ def write_print_tiff(image: pyvips.Image, path: str | os.PathLike, *, options: T
         raise ConfigError(f"dpi: got {dpi!r}, must be a positive number")
     if band_height <= 0 or band_height % TILE:
         raise ValueError(f"band_height: got {band_height}, must be a positive multiple of {TILE}")
-    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    workers = max(1, workers if workers is not None else available_cores())
     width, height, bands, bits = image.width, image.height, image.bands, dtype.itemsize * 8
     rows_per_strip = _rows_per_strip(width, bands, bits)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="tiff-encode")

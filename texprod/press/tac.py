@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pyvips
 
+from texprod.host import available_cores
+
 BAND_MIN_PX = 32 * 2**20  # a child process starts in ~0.2 s: not worth it for less
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # so children import this texprod
 
@@ -59,7 +61,7 @@ def bands(height: int, width: int, chunk_rows: int, workers: int | None = None,
           min_px: int = BAND_MIN_PX) -> list[tuple[int, int]]:
     """(first row, rows) per band: whole TIFF chunk rows, one band per worker, at least
     `min_px` pixels each (one band for a small image)."""
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or available_cores()
     count = max(1, min(workers, height * width // min_px))
     rows = math.ceil(height / count / chunk_rows) * chunk_rows
     return [(y, min(rows, height - y)) for y in range(0, height, rows)]
