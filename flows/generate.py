@@ -236,7 +236,9 @@ def generate_texture(spec: str | dict, overrides: list[str] | None = None) -> di
     logger = get_run_logger()
     logger.info("preflight of %s:\n%s", result.tiff.path, result.report.table())
     summary = result.summary()
-    summary["workers"] = stripes.workers or f"in-process, {stripes.options['threads']} thread(s)"
+    summary["workers"] = stripes.workers or (
+        "none (nothing rendered)" if result.uploaded_kept
+        else f"in-process, {stripes.options['threads']} thread(s)")
     _report(result, summary, akey, stripes)
     summary["run_url"] = url_for(FlowRunContext.get().flow_run)  # the CLI shows it
     logger.info("done: %s", ", ".join(o["uri"] for o in summary["outputs"]))
@@ -307,7 +309,9 @@ def _report(result: JobResult, summary: dict, akey: str, stripes: _PrefectStripe
                            + " (summed over the stripes, which overlap)")]
           if summary["stripe_seconds"] else []),  # none when a resume found them all done
         ("throughput", f"{mpx / t['total']:.2f} Mpx/s end to end, "
-                       f"{mpx / max(t.get('render', 0), 1e-9):.2f} Mpx/s render"),
+                       f"{mpx / max(t.get('render', 0), 1e-9):.2f} Mpx/s render"
+                       if "render" in t else "nothing rendered: uploaded the checked outputs "
+                       f"an earlier run kept in {summary['uploaded_kept']}"),
         ("preflight", f"passed ({summary['preflight']['checks']} checks)"),
         ("texprod", __version__),
     ]

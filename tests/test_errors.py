@@ -173,7 +173,7 @@ def test_a_failed_upload_keeps_the_checked_print_and_the_rerun_only_uploads_it(
     dropped and rendered anew. The outage is real: the bucket is deleted on the moto
     server as the upload stage starts."""
     from tests.s3_server import admin_client
-    from texprod.cli import main
+    from texprod.cli import format_summary, main
     from texprod.files import sha256_file
     from texprod.job.pipeline import inline, run_job
     from texprod.job.spec import load_spec
@@ -208,6 +208,8 @@ def test_a_failed_upload_keeps_the_checked_print_and_the_rerun_only_uploads_it(
     admin_client().create_bucket(Bucket=bucket)
     tiles, result = tiles_of_a_run()
     assert tiles == [] and "render" not in result.timings and result.report.ok
+    assert f"  render     none: uploaded the checked outputs an earlier run kept in {job_dir}\n" \
+           in format_summary(result.summary())
     uploaded = admin_client().list_objects_v2(Bucket=bucket)["Contents"]
     assert sorted(o["Key"] for o in uploaded) == sorted(f"prints/{name}" for name in kept)
     local = tmp_path / "uploaded.tif"

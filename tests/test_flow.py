@@ -266,6 +266,10 @@ def test_a_denied_upload_keeps_the_print_and_the_next_run_only_uploads_it(
     summary = state.result()
     assert "render" not in summary["timings"] and summary["preflight"]["ok"]
     assert s3_keys(s3_bucket) == sorted(f"prints/{o['name']}" for o in summary["outputs"])
+    report = next(a.data for a in artifacts(run_id) if a.key == "flow-job-report")
+    assert "| workers | none (nothing rendered) |" in report
+    assert "| throughput | nothing rendered: uploaded the checked outputs an earlier run kept " \
+           f"in {summary['uploaded_kept']} |" in report
     local = tmp_path / "downloaded.tif"
     download_file(summary["file"], local, expected_sha256=summary["sha256"])
     assert inspect_tiff(local).ok

@@ -380,7 +380,10 @@ def format_summary(summary: dict) -> str:
                    f"({summary['megapixels']:.1f} Mpx) at {summary['dpi']:g} dpi, "
                    f"{summary['bleed_mm']:g} mm bleed ({summary['bleed_px']} px)"),
         ("colour", summary["colour"] + tac),
-        ("timings", f"{stages}; {summary['megapixels'] / t['total']:.2f} Mpx/s end to end"),
+        ("timings", f"{stages}; {summary['megapixels'] / t['total']:.2f} Mpx/s end to end"
+                    if not summary.get("uploaded_kept") else stages),
+        *([("render", f"none: uploaded the checked outputs an earlier run kept in "
+                      f"{summary['uploaded_kept']}")] if summary.get("uploaded_kept") else []),
         *([("stripes", f"{summary['stripes']} on {summary['workers']}")]
           if summary.get("workers") else []),
         *([("work", describe_stripe_work(summary["stripe_seconds"])

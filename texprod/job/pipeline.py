@@ -90,11 +90,14 @@ class JobResult:
     # seconds the stripes spent in each stage, summed over stripes worked in parallel
     # (a stage's busy time; with overlap the job's render time is near the largest)
     stripe_seconds: dict[str, float] = field(default_factory=dict)
+    uploaded_kept: bool = False  # nothing rendered: an earlier run's checked outputs uploaded
 
     def summary(self) -> dict:
         return {**job_summary(self.plan, self.outputs, self.timings, self.tac_max,
                               self.report), "workers": self.workers,
-                "stripe_seconds": dict(self.stripe_seconds)}
+                "stripe_seconds": dict(self.stripe_seconds),
+                "uploaded_kept": (str(self.plan.outputs.tiff.parent) if self.uploaded_kept
+                                  else None)}
 
 
 def check_directories(plan: JobPlan) -> None:
@@ -495,7 +498,8 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         lock.release()
         remove_staging(plan)
     timings["total"] = time.perf_counter() - started
-    return JobResult(plan, written, tac, report, timings, outputs, workers or "", busy)
+    return JobResult(plan, written, tac, report, timings, outputs, workers or "", busy,
+                     uploaded_kept=kept is not None)
 
 
 def _make_outputs(plan: JobPlan, spool: StripeSpool, executor, spec_dir: Path | None,
