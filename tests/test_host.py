@@ -52,10 +52,10 @@ def test_the_memory_limit_is_read_from_the_process_cgroup_and_its_parents(
     proc, mount = _layout(tmp_path, cgroup, mount_root, files, "memory")
     limit = memory_limit(proc)
     if expected is None:
-        assert not limit.limited and limit.total == psutil.virtual_memory().total
+        assert limit.cgroup is None and limit.total == psutil.virtual_memory().total
     else:
         total, where = expected
-        assert (limit.total, limit.holder) == (total, f"the memory cgroup {mount / where}")
+        assert (limit.total, limit.cgroup) == (total, mount / where)
         assert 0 < limit.free <= total
 
 

@@ -31,17 +31,13 @@ FILES = {"v2": ("memory.max", "memory.current", "inactive_file"),
 class MemoryLimit:
     total: int  # bytes this process may use
     free: int  # bytes of it free now
-    holder: str  # who sets `total`, to be followed by "has" / the figure
-
-    @property
-    def limited(self) -> bool:
-        return self.holder != "the host"
+    cgroup: Path | None  # the memory cgroup whose limit `total` is; None: the host's memory
 
 
 def memory_limit(proc: Path = Path("/proc/self")) -> MemoryLimit:
     """The host's memory, or the tightest memory cgroup's limit above this process."""
     host = psutil.virtual_memory()
-    best = MemoryLimit(host.total, host.available, "the host")
+    best = MemoryLimit(host.total, host.available, None)
     for directory, version in _cgroup_directories(proc, "memory"):
         limit_file, usage_file, cache_line = FILES[version]
         limit = _read_limit(directory / limit_file)
@@ -49,8 +45,7 @@ def memory_limit(proc: Path = Path("/proc/self")) -> MemoryLimit:
             continue
         # page cache the kernel reclaims before it kills counts as free, as `docker stats`
         used = _read_int(directory / usage_file) - _stat(directory / "memory.stat", cache_line)
-        best = MemoryLimit(limit, max(0, min(host.available, limit - used)),
-                           f"the memory cgroup {directory}")
+        best = MemoryLimit(limit, max(0, min(host.available, limit - used)), directory)
     return best
 
 

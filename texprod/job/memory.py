@@ -143,7 +143,7 @@ def _device_total(device: str) -> tuple[int, str]:
     if device.startswith("cuda"):
         return torch.cuda.get_device_properties(torch.device(device)).total_memory, "device has"
     limit = host.memory_limit()
-    return limit.total, (limit.holder.removeprefix("the ") + " allows" if limit.limited
+    return limit.total, (f"memory cgroup {limit.cgroup} allows" if limit.cgroup
                          else "device has")
 
 
