@@ -245,8 +245,8 @@ def test_a_job_waits_for_a_first_worker_and_says_so(model, tmp_path, caplog):
     with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster:
         spec = job_spec(model, tmp_path / "out", render={"cluster": cluster.scheduler_address})
-        job = threading.Thread(target=lambda: done.append(run_job(parse_spec(spec))))
         done: list = []
+        job = threading.Thread(target=lambda: done.append(run_job(parse_spec(spec))))
         job.start()
         for _ in range(300):  # 30 s at most
             if "no worker has joined yet" in caplog.text or not job.is_alive():
