@@ -203,8 +203,10 @@ def test_a_failed_upload_keeps_the_checked_print_and_the_rerun_only_uploads_it(
     assert sorted(kept) == sorted(f"{job_dir.name}{ext}" for ext in (
         ".tif", ".proof.jpg", ".thumb.jpg"))
     assert main(["generate", str(tmp_path / "spec.yaml"), "--dry-run"]) == 0
+    dry_run = capsys.readouterr().out
     assert "an earlier run's checked outputs wait there: the job would verify and upload " \
-           "them, rendering nothing" in capsys.readouterr().out
+           "them, rendering nothing" in dry_run
+    assert "estimate  no render: the kept outputs would be read back and uploaded" in dry_run
     admin_client().create_bucket(Bucket=bucket)
     tiles, result = tiles_of_a_run()
     assert tiles == [] and "render" not in result.timings and result.report.ok

@@ -416,15 +416,19 @@ def _generate(args: argparse.Namespace) -> int:
     spec = load_spec(spec_path, args.overrides)  # spec errors stop here, before any run
     if args.dry_run:
         from texprod.job.executors import check_cluster
+        from texprod.job.kept import is_kept
         from texprod.job.memory import check_memory
         from texprod.job.pipeline import describe_plan, measured_estimate
 
         plan = plan_job(spec, spec_path.parent)
         memory = check_memory(plan)  # before the estimate renders a batch of its tiles
         workers = check_cluster(plan, spec_path.parent)  # a cluster elsewhere: its workers
-        plan.estimate = measured_estimate(plan, workers)
+        kept = is_kept(plan)  # an earlier run's checked outputs: the job would only upload
+        plan.estimate = ("no render: the kept outputs would be read back and uploaded" if kept
+                         else measured_estimate(plan, workers))
         print(describe_plan(plan, memory, workers))
-        check_disk_space(plan)
+        if not kept:
+            check_disk_space(plan)
         return 0
     if not args.verbose:  # a flow run's logs go to its API; the terminal gets bar and summary
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
