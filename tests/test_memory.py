@@ -154,7 +154,7 @@ def memory_cgroup():
 
 def test_a_container_memory_limit_is_what_the_plan_is_checked_against(memory_cgroup,
                                                                       tmp_path):
-    """On a 23 GiB host, a job in a 1 GiB cgroup (a container's limit) needing ~2.5 GiB:
+    """On a 23 GiB host, a job in a 1 GiB cgroup (a container's limit) needing 5.3 GiB:
     before, the plan passed against the host's memory and the kernel killed the job
     without a word (exit 137); now it is refused in one line naming the cgroup, and a
     tiling that fits shows the cgroup's limit in the dry run."""
