@@ -427,8 +427,7 @@ def _generate(args: argparse.Namespace) -> int:
         plan.estimate = ("no render: the kept outputs would be read back and uploaded" if kept
                          else measured_estimate(plan, workers))
         print(describe_plan(plan, memory, workers))
-        if not kept:
-            check_disk_space(plan)
+        check_disk_space(plan)
         return 0
     if not args.verbose:  # a flow run's logs go to its API; the terminal gets bar and summary
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")

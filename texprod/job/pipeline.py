@@ -159,6 +159,8 @@ def check_disk_space(plan: JobPlan) -> None:
     come early (stripes finish about in order), counted as one stripe when it shares the
     output's file system and as the whole output when it does not."""
     check_directories(plan)
+    if is_kept(plan):  # an earlier run's checked outputs wait: nothing to render or write
+        return
     needs: dict[Path, list[tuple[str, int]]] = {}
     stripe = math.ceil(plan.output_bytes * plan.stripes[0].h / plan.geometry.height_px)
     spool_dir, out_dir = (existing_ancestor(d) for d in (plan.spool_dir.parent,
@@ -436,11 +438,8 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
                                                                 registry=spec.registry))
         plan = stage("plan", lambda: plan_job(spec, spec_dir, model_path))
     check_memory(plan)
-    was_kept = is_kept(plan)  # an earlier run's checked outputs need no room to render
-    if was_kept:
-        check_directories(plan)
-    else:
-        check_disk_space(plan)
+    was_kept = is_kept(plan)
+    check_disk_space(plan)
     check_destination(plan)
     prepare_directories(plan)
     lock = job_lock(plan).acquire()  # another live job on the same name is refused here
