@@ -201,6 +201,38 @@ def test_a_worker_refuses_stripes_beyond_its_memory_limit_naming_the_settings(tm
     assert list((tmp_path / "out").iterdir()) == []  # no spool, no lock, no partial file
 
 
+def test_workers_check_memory_with_the_drivers_figure_whatever_their_profiler_holds(
+        tmp_path):
+    """A worker checks a job's memory in a task thread, whose frames its sampling profiler
+    holds now and then (here every millisecond): a frame held past its return keeps its
+    tensors alive, so a figure measured there grew at random (CI once read 1.5 GiB in the
+    job where the dry run had said 1.3). Workers take the driver's figure instead."""
+    import dask
+
+    from texprod.job.executors import StripeJob, _checked_plan
+    from texprod.job.memory import memory_need
+    from texprod.job.plan import plan_job
+
+    wide = save_generator(random_generator(GeneratorConfig(filters=(512, 256, 128, 64)), 1),
+                          tmp_path / "wide")
+    spec = job_spec(wide, tmp_path / "out", print={"width_px": 4096, "height_px": 2048},
+                    render={"tile_px": 1024, "batch": 4})
+    plan = plan_job(parse_spec(spec), tmp_path)
+    job = StripeJob.of(plan, tmp_path)
+
+    def network_bytes_checked(_: int) -> int:
+        return _checked_plan(job, distributed.get_worker())[1].maps
+
+    with dask.config.set({"distributed.worker.profile.interval": "1ms"}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                     dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        assert client.run(lambda: dask.config.get("distributed.worker.profile.interval")) \
+            == {address: "1ms" for address in cluster.scheduler_info["workers"]}
+        checked = client.gather(client.map(network_bytes_checked, range(60), pure=False))
+    assert set(checked) == {memory_need(plan).maps}
+
+
 def dry_run(spec: dict, tmp_path: Path) -> int:
     """`texprod generate SPEC --dry-run`, its exit status."""
     from texprod.cli import main

@@ -37,7 +37,7 @@ from texprod.engine.render import Renderer
 from texprod.errors import ConfigError, JobFailure, TexprodError
 from texprod.job import stop
 from texprod.job.cluster import cluster_class, cluster_options
-from texprod.job.memory import MemoryNeed, check_worker_memory
+from texprod.job.memory import MemoryNeed, check_worker_memory, stripe_bytes
 from texprod.job.plan import JobPlan, make_renderer, noise_field, plan_job
 from texprod.job.spec import parse_spec
 from texprod.job.stripes import StripeResult, work_stripe
@@ -53,20 +53,31 @@ class StripeJob:
     spec: dict  # the JobSpec as JSON, tile size and batch fixed by the driver
     spec_dir: str | None  # where the spec's relative paths resolve
     spec_digest: str  # the driver's: a worker's plan must agree, or it renders another job
+    stripe_bytes: tuple[int, int]  # the driver's measure (memory.stripe_bytes), used as is
 
     @classmethod
     def of(cls, plan: JobPlan, spec_dir: Path | None) -> StripeJob:
-        spec = plan.spec.model_dump(mode="json")
-        spec["render"].update(tile_px=plan.tile_px, batch=plan.batch, cluster=None)
-        return cls(spec, str(spec_dir) if spec_dir else None, plan.spec_digest)
+        return cls(_worker_spec(plan), str(spec_dir) if spec_dir else None, plan.spec_digest,
+                   stripe_bytes(plan))
 
     @property
     def key(self) -> str:
-        """What a prepared job is kept under: the digest (the image) and every setting that
-        changes a stripe's work but not the image (plates as channels or files, the colour
-        engine, the device): two jobs alike in the one but not the other are two jobs."""
-        text = json.dumps([self.spec, self.spec_digest], sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _job_key(self.spec, self.spec_digest)
+
+
+def _worker_spec(plan: JobPlan) -> dict:
+    """The plan's spec as JSON, with the tiling the driver chose and no cluster."""
+    spec = plan.spec.model_dump(mode="json")
+    spec["render"].update(tile_px=plan.tile_px, batch=plan.batch, cluster=None)
+    return spec
+
+
+def _job_key(spec: dict, spec_digest: str) -> str:
+    """What a prepared job is kept under: the digest (the image) and every setting that
+    changes a stripe's work but not the image (plates as channels or files, the colour
+    engine, the device): two jobs alike in the one but not the other are two jobs."""
+    text = json.dumps([spec, spec_digest], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass
@@ -89,7 +100,7 @@ KEEP_PREPARED = 2
 def prepare(plan: JobPlan) -> _Prepared:
     """Make `plan` ready to work stripes in this process (once per job and process)."""
     with _prepared_lock:
-        key = StripeJob.of(plan, None).key
+        key = _job_key(_worker_spec(plan), plan.spec_digest)
         ready = _prepared.get(key)
         if ready is None:
             renderer = make_renderer(plan)
@@ -130,6 +141,7 @@ def _checked_plan(job: StripeJob, worker) -> tuple[JobPlan, MemoryNeed | None]:
                          f"{job.spec_digest[:12]}): give every host the same model")
     if worker is None:
         return plan, None
+    plan.stripe_bytes = job.stripe_bytes  # the same image: the same shapes
     return plan, check_worker_memory(plan, worker.address, worker.state.nthreads,
                                      worker.memory_manager.memory_limit)
 

@@ -52,15 +52,7 @@ class MemoryNeed:
 
 def memory_need(plan: JobPlan) -> MemoryNeed:
     """What the plan's stripes need in memory at once on the device that renders them."""
-    # the shapes do not depend on the device: measured with a CPU copy of the network, so
-    # that planning never initialises CUDA
-    renderer = Renderer(plan.checkpoint.generator, "cpu", plan.spec.render.precision)
-    stripe = plan.stripes[0]  # the tallest: the others are as high or less
-    output = "uint8" if plan.render_bits == 8 else "uint16"
-    maps = render_bytes(renderer, stripe.tiles, plan.batch, output)
-    bands = plan.colour.bands + (len(plan.plates.plates) if plan.plates_in_tiff else 0)
-    pixels = stripe.h * plan.geometry.width_px * (3 * plan.render_bits + bands
-                                                  * plan.colour.bits) // 8
+    maps, pixels = stripe_bytes(plan)
     kind, options = cluster_options(plan.spec.render)
     on_gpu = plan.device.startswith("cuda")
     if kind == "in-process":  # a GPU renders one stripe at a time (the render lock)
@@ -79,6 +71,23 @@ def memory_need(plan: JobPlan) -> MemoryNeed:
         return need
     total, holder = _device_total(device)
     return replace(need, total=total, holder=f"the {holder}")
+
+
+def stripe_bytes(plan: JobPlan) -> tuple[int, int]:
+    """(network, pixels): the bytes of the network's tensors at the peak of a batch and of
+    a stripe's rendered and converted pixels; measured once and kept in the plan."""
+    if plan.stripe_bytes is None:
+        # the shapes do not depend on the device: measured with a CPU copy of the network,
+        # so that planning never initialises CUDA
+        renderer = Renderer(plan.checkpoint.generator, "cpu", plan.spec.render.precision)
+        stripe = plan.stripes[0]  # the tallest: the others are as high or less
+        output = "uint8" if plan.render_bits == 8 else "uint16"
+        maps = render_bytes(renderer, stripe.tiles, plan.batch, output)
+        bands = plan.colour.bands + (len(plan.plates.plates) if plan.plates_in_tiff else 0)
+        pixels = stripe.h * plan.geometry.width_px * (3 * plan.render_bits + bands
+                                                      * plan.colour.bits) // 8
+        plan.stripe_bytes = maps, pixels
+    return plan.stripe_bytes
 
 
 def check_memory(plan: JobPlan) -> MemoryNeed:
@@ -103,7 +112,10 @@ def check_worker_memory(plan: JobPlan, worker: str, threads: int,
     host's memory) for the `threads` stripes it renders at once on a CPU, the GPU's memory
     for the one it renders there. Without it the nanny restarts the worker at its limit,
     the stripe moves to the next worker, and the job ends minutes later in a KilledWorker
-    that names no setting. Returns what the worker needs and has."""
+    that names no setting. The plan carries the driver's `stripe_bytes`: measured in a
+    Dask task, whose frames the worker's sampling profiler holds now and then, a tensor
+    could outlive its last use and the figure grow at random. Returns what the worker
+    needs and has."""
     need = memory_need(plan)  # its sizes; where and how many at once are the worker's
     on_gpu = need.device.startswith("cuda")
     at_once = 1 if on_gpu else min(threads, len(plan.stripes))

@@ -86,6 +86,9 @@ class JobPlan:
     deliverable_bytes: int  # likewise for the files beside it (plate files, map, PDF)
     repeat: RepeatPeriod | None = None  # texture.repeat given as a period in mm
     estimate: str = ""
+    # (network, pixels): the bytes one stripe holds at its peak, measured once by
+    # job.memory; a Dask worker's plan takes the driver's (see StripeJob.stripe_bytes)
+    stripe_bytes: tuple[int, int] | None = None
 
     @property
     def short_digest(self) -> str:
