@@ -101,13 +101,19 @@ CASES = [
 ]
 
 
+def _no_api_env(tmp_path: Path) -> dict[str, str]:
+    """This environment without a Prefect API: the job runs in the command's process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return {**env, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+
+
 def _run(tmp_path, model, sections, overrides, env_extra, preexec=None, env=None):
     sections = {k: (v(tmp_path, model) if callable(v) else v) for k, v in sections.items()}
     for section in sections.values():
         if isinstance(section, dict) and callable(section.get("dir")):
             section["dir"] = section["dir"](tmp_path)
     path = _spec(tmp_path, model, **sections)
-    env = dict(env or {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")})
+    env = dict(env or _no_api_env(tmp_path))
     env.setdefault("PREFECT_HOME", str(tmp_path / "prefect-home"))
     env.update(env_extra)
     args = [TEXPROD, "generate", str(path), *[a for o in overrides for a in ("--set", o)]]
@@ -175,20 +181,14 @@ def test_a_failed_upload_keeps_the_checked_print_and_the_rerun_only_uploads_it(
     from tests.s3_server import admin_client
     from texprod.cli import format_summary, main
     from texprod.files import sha256_file
-    from texprod.job.pipeline import inline, run_job
+    from texprod.job.pipeline import run_job
     from texprod.job.spec import load_spec
     from texprod.storage import StorageError
 
     bucket = s3_bucket.removeprefix("s3://")
     spec = load_spec(_spec(tmp_path, model, output={"dir": f"{s3_bucket}/prints/"}))
     staging = tmp_path / "out" / f"texprod-staging-{os.getuid()}"
-
-    def store_gone_at_upload(name, work):
-        if name == "upload":
-            for listed in admin_client().list_objects_v2(Bucket=bucket).get("Contents", []):
-                admin_client().delete_object(Bucket=bucket, Key=listed["Key"])
-            admin_client().delete_bucket(Bucket=bucket)
-        return inline(name, work)
+    store_gone_at_upload = _store_gone_at_upload(bucket)
 
     def tiles_of_a_run() -> tuple[list, object]:
         tiles: list = []
@@ -232,6 +232,65 @@ def test_a_failed_upload_keeps_the_checked_print_and_the_rerun_only_uploads_it(
     assert list(staging.iterdir()) == []
 
 
+def _store_gone_at_upload(bucket: str):
+    """A stage runner for `run_job`: the bucket is deleted on the S3 server (an outage)
+    as the upload stage starts."""
+    from tests.s3_server import admin_client
+    from texprod.job.pipeline import inline
+
+    def runner(name, work):
+        if name == "upload":
+            for listed in admin_client().list_objects_v2(Bucket=bucket).get("Contents", []):
+                admin_client().delete_object(Bucket=bucket, Key=listed["Key"])
+            admin_client().delete_bucket(Bucket=bucket)
+        return inline(name, work)
+    return runner
+
+
+def test_kept_outputs_are_uploaded_by_a_machine_too_small_to_render_them(model, s3_bucket,
+                                                                         tmp_path):
+    """Uploading kept outputs renders nothing, so the memory check stays out of its way:
+    here the rerun runs in a real 512 MiB memory cgroup (a smaller container) and asks
+    for a one-pass render, which that cgroup refuses when there is something to render."""
+    from tests.cgroups import joining, made_cgroup
+    from tests.s3_server import admin_client
+    from texprod.files import sha256_file
+    from texprod.job.pipeline import run_job
+    from texprod.job.spec import load_spec
+    from texprod.storage import StorageError
+
+    bucket = s3_bucket.removeprefix("s3://")
+    path = _spec(tmp_path, model, output={"dir": f"{s3_bucket}/prints/"},
+                 print={"width_mm": 347, "height_mm": 347, "dpi": 300},  # 17 Mpx
+                 render={"tile_px": "auto"})
+    limit = str(512 * 2**20)
+    with made_cgroup("memory", {"v2": {"memory.max": limit},
+                                "v1": {"memory.limit_in_bytes": limit}}) as small:
+        def one_pass_in_the_small_cgroup(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([TEXPROD, "generate", str(path), "--set", "render.tile_px=0",
+                                   *args], capture_output=True, text=True, timeout=300,
+                                  env=_no_api_env(tmp_path), preexec_fn=joining(small))
+
+        refused = one_pass_in_the_small_cgroup()  # nothing kept: it would render
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert refused.stderr.startswith("texprod: error: render: a one-pass render needs")
+        assert f"memory cgroup {small} allows 0.5 GiB" in refused.stderr
+        with pytest.raises(StorageError):
+            run_job(load_spec(path), stage=_store_gone_at_upload(bucket))
+        (job_dir,) = (tmp_path / "out" / f"texprod-staging-{os.getuid()}").iterdir()
+        kept = sha256_file(job_dir / f"{job_dir.name}.tif")
+        admin_client().create_bucket(Bucket=bucket)
+        dry_run = one_pass_in_the_small_cgroup("--dry-run")
+        uploaded = one_pass_in_the_small_cgroup()
+    assert dry_run.returncode == 0, dry_run.stderr[-2000:]
+    assert "estimate  no render: the kept outputs would be read back" in dry_run.stdout
+    assert uploaded.returncode == 0, uploaded.stderr[-2000:]
+    assert "render     none: uploaded the checked outputs" in uploaded.stdout, uploaded.stdout
+    local = tmp_path / "uploaded.tif"
+    admin_client().download_file(bucket, f"prints/{job_dir.name}.tif", str(local))
+    assert sha256_file(local) == kept
+
+
 def test_a_full_disk_while_writing_is_a_job_failure(model, tmp_path):
     def limit():  # the file system refuses writes past 200 kB: EFBIG, as on a full disk
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -248,9 +307,8 @@ def test_a_bug_keeps_its_traceback_and_says_so(model, tmp_path):
               "def broken(*args, **kwargs):\n    raise ZeroDivisionError('a bug')\n"
               "texprod.job.pipeline.run_job = broken  # fault injection\n"
               "from texprod.cli import main\nsys.exit(main(sys.argv[1:]))\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    done = subprocess.run([sys.executable, "-c", script, "generate", str(path)], env=env,
+    done = subprocess.run([sys.executable, "-c", script, "generate", str(path)],
+                          env=_no_api_env(tmp_path),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "ZeroDivisionError: a bug" in done.stderr

@@ -417,13 +417,14 @@ def _generate(args: argparse.Namespace) -> int:
     if args.dry_run:
         from texprod.job.executors import check_cluster
         from texprod.job.kept import is_kept
-        from texprod.job.memory import check_memory
+        from texprod.job.memory import check_memory, memory_need
         from texprod.job.pipeline import describe_plan, measured_estimate
 
         plan = plan_job(spec, spec_path.parent)
-        memory = check_memory(plan)  # before the estimate renders a batch of its tiles
-        workers = check_cluster(plan, spec_path.parent)  # a cluster elsewhere: its workers
         kept = is_kept(plan)  # an earlier run's checked outputs: the job would only upload
+        # checked before the estimate renders a batch of its tiles; an upload needs none
+        memory = memory_need(plan) if kept else check_memory(plan)
+        workers = check_cluster(plan, spec_path.parent)  # a cluster elsewhere: its workers
         plan.estimate = ("no render: the kept outputs would be read back and uploaded" if kept
                          else measured_estimate(plan, workers))
         print(describe_plan(plan, memory, workers))

@@ -437,8 +437,9 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         model_path = stage("fetch-model", lambda: resolve_model(spec.model, spec_dir,
                                                                 registry=spec.registry))
         plan = stage("plan", lambda: plan_job(spec, spec_dir, model_path))
-    check_memory(plan)
     was_kept = is_kept(plan)
+    if not was_kept:  # uploading kept outputs renders nothing: any machine may do it
+        check_memory(plan)
     check_disk_space(plan)
     check_destination(plan)
     prepare_directories(plan)
@@ -447,6 +448,7 @@ def run_job(spec: JobSpec, spec_dir: Path | None = None, progress: Progress | No
         sweep_dead_temporaries(plan.outputs.tiff.parent)
         kept = take_kept(plan)  # checked outputs an earlier run could not upload
         if kept is None and was_kept:  # they were dropped: the render needs its room
+            check_memory(plan)
             check_disk_space(plan)
         spool = open_spool(plan) if kept is None else None
     except BaseException:
