@@ -72,16 +72,19 @@ def test_make_deploy_on_an_empty_server_creates_pool_and_limit(prefect_server, t
         assert "'work_pool_name': 'gpu'" in deployment.stdout
 
 
-def _tiny_deployment(tmp_path: Path, interval_s: int) -> tuple[Path, Path]:
-    """A prefect.yaml for one deployment of generate-texture on a tiny spec, with an active
-    interval schedule; returns it and the job's output directory."""
+def _tiny_deployment(tmp_path: Path, interval_s: int | None, name: str = "scheduled",
+                     size_mm: int = 20, tile_px: int | str = 32) -> tuple[Path, Path]:
+    """A prefect.yaml for one deployment of generate-texture on a tiny generator's spec,
+    with an active interval schedule (None: none); returns it and the job's output
+    directory."""
     model = save_generator(random_generator(TINY, 2), tmp_path / "tiny", name="tiny")
     out = tmp_path / "out"
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump({
-        "name": "scheduled", "seed": 1, "model": str(model),
-        "print": {"width_mm": 20, "height_mm": 20, "dpi": 100, "bleed_mm": 1, "color": "cmyk"},
-        "render": {"device": "cpu", "tile_px": 32},
+        "name": name, "seed": 1, "model": str(model),
+        "print": {"width_mm": size_mm, "height_mm": size_mm, "dpi": 100, "bleed_mm": 1,
+                  "color": "cmyk"},
+        "render": {"device": "cpu", "tile_px": tile_px},
         "output": {"dir": str(out)},
     }))
     config = tmp_path / "prefect.yaml"
@@ -89,9 +92,10 @@ def _tiny_deployment(tmp_path: Path, interval_s: int) -> tuple[Path, Path]:
         "name": "texprod-test", "prefect-version": "3.8.8", "build": None, "push": None,
         "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
         "deployments": [{
-            "name": "every-few-seconds", "entrypoint": "flows/generate.py:generate_texture",
+            "name": "every-few-seconds" if interval_s else "by-hand",
+            "entrypoint": "flows/generate.py:generate_texture",
             "parameters": {"spec": str(spec)}, "work_pool": {"name": "gpu"},
-            "schedules": [{"interval": interval_s, "active": True}],
+            "schedules": [{"interval": interval_s, "active": True}] if interval_s else [],
         }],
     }))
     return config, out
@@ -182,6 +186,95 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     assert "no such checkpoint" in text and "/no/such/model" in text
     assert "Deployment generate-texture/every-few-seconds." in text
     assert text.endswith(f"{prefect_server.url}/runs/flow-run/{failed.id}")
+
+
+def test_an_operator_cancels_a_run_mid_render_and_it_leaves_nothing(prefect_server,
+                                                                    tmp_path):
+    """Cancel on a run's page while its stripes render: the worker stops the flow run's
+    process; the run ends Cancelled within seconds, leaves no file, spool or lock behind,
+    and the next run of the same job completes."""
+    env = server_env(prefect_server, PREFECT_WORKER_QUERY_SECONDS="1",
+                     PREFECT_WORKER_PREFETCH_SECONDS="5")
+    config, out = _tiny_deployment(tmp_path, None, name="cancelled", size_mm=1800,
+                                   tile_px="auto")  # 50 Mpx: ~10 s of stripes on 2 cores
+    assert make("server-objects", env).returncode == 0
+    prefect = str(VENV / "bin" / "prefect")
+    deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file",
+                               str(config)], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    worker_log = tmp_path / "worker.log"
+    with open(worker_log, "wb") as log:
+        worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        run_id = _start_run(prefect_server, "generate-texture/by-hand")
+        _wait_for_stripes(prefect_server, run_id, timeout_s=150, log=worker_log)
+        asked = time.monotonic()
+        cancel = subprocess.run([prefect, "flow-run", "cancel", str(run_id)], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+        state = _wait_for_final_state(prefect_server, run_id, timeout_s=90)
+        took = time.monotonic() - asked
+        _wait_for_flow_run_processes_to_exit(worker.pid, timeout_s=60)
+        left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
+        next_run = _start_run(prefect_server, "generate-texture/by-hand")
+        finished = _wait_for_final_state(prefect_server, next_run, timeout_s=150)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert state.is_cancelled(), f"{state}: {worker_log.read_text()[-3000:]}"
+    assert took < 30, f"cancelled {took:.0f} s after the operator asked"
+    assert left == [], left
+    assert finished.is_completed(), f"{finished}: {worker_log.read_text()[-3000:]}"
+    (tiff,) = out.glob("cancelled-*.tif")
+    assert inspect_tiff(tiff).ok
+
+
+def _start_run(server: PrefectServer, deployment: str):
+    """A run of `deployment` created now, as Run on its page does; its id."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}), \
+            get_client(sync_client=True) as client:
+        found = client.read_deployment_by_name(deployment)
+        return client.create_flow_run_from_deployment(found.id).id
+
+
+def _wait_for_stripes(server: PrefectServer, run_id, timeout_s: float, log: Path) -> None:
+    """Until a render-stripe task run of the flow run has completed, and not all have."""
+    from prefect.client.schemas.filters import FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + timeout_s
+    with temporary_settings({PREFECT_API_URL: server.api_url}), \
+            get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            stripes = [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[run_id]))) if t.name.startswith("render-stripe")]
+            if any(t.state and t.state.is_completed() for t in stripes):
+                return
+            run = client.read_flow_run(run_id)
+            if run.state and run.state.is_final():
+                pytest.fail(f"run ended {run.state} before the test could cancel it: "
+                            f"{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+    pytest.fail(f"no stripe of run {run_id} done within {timeout_s} s: "
+                f"{log.read_text()[-3000:]}")
+
+
+def _wait_for_final_state(server: PrefectServer, run_id, timeout_s: float):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + timeout_s
+    with temporary_settings({PREFECT_API_URL: server.api_url}), \
+            get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            state = client.read_flow_run(run_id).state
+            if state and state.is_final():
+                return state
+            time.sleep(0.5)
+    pytest.fail(f"run {run_id} not final within {timeout_s} s")
 
 
 def test_make_alerts_refuses_a_short_window_and_fails_in_one_line_with_the_api_down(
