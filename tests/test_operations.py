@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -73,7 +74,7 @@ def test_make_deploy_on_an_empty_server_creates_pool_and_limit(prefect_server, t
 
 
 def _tiny_deployment(tmp_path: Path, interval_s: int | None, name: str = "scheduled",
-                     size_mm: int = 20, tile_px: int | str = 32) -> tuple[Path, Path]:
+                     size_mm: int = 20, render: dict | None = None) -> tuple[Path, Path]:
     """A prefect.yaml for one deployment of generate-texture on a tiny generator's spec,
     with an active interval schedule (None: none); returns it and the job's output
     directory."""
@@ -84,7 +85,7 @@ def _tiny_deployment(tmp_path: Path, interval_s: int | None, name: str = "schedu
         "name": name, "seed": 1, "model": str(model),
         "print": {"width_mm": size_mm, "height_mm": size_mm, "dpi": 100, "bleed_mm": 1,
                   "color": "cmyk"},
-        "render": {"device": "cpu", "tile_px": tile_px},
+        "render": {"device": "cpu", "tile_px": 32, **(render or {})},
         "output": {"dir": str(out)},
     }))
     config = tmp_path / "prefect.yaml"
@@ -188,15 +189,17 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     assert text.endswith(f"{prefect_server.url}/runs/flow-run/{failed.id}")
 
 
+@pytest.mark.parametrize("cluster", ["in-process", "local"])
 def test_an_operator_cancels_a_run_mid_render_and_it_leaves_nothing(prefect_server,
-                                                                    tmp_path):
+                                                                    tmp_path, cluster):
     """Cancel on a run's page while its stripes render: the worker stops the flow run's
-    process; the run ends Cancelled within seconds, leaves no file, spool or lock behind,
-    and the next run of the same job completes."""
+    process; the run ends Cancelled within seconds, leaves no file, spool, lock or Dask
+    worker process (one would hold a GPU) behind, and the next run of the job completes."""
     env = server_env(prefect_server, PREFECT_WORKER_QUERY_SECONDS="1",
                      PREFECT_WORKER_PREFETCH_SECONDS="5")
+    render = {"tile_px": "auto", **({"cluster": cluster} if cluster != "in-process" else {})}
     config, out = _tiny_deployment(tmp_path, None, name="cancelled", size_mm=1800,
-                                   tile_px="auto")  # 50 Mpx: ~10 s of stripes on 2 cores
+                                   render=render)  # 50 Mpx: ~10 s of stripes on 2 cores
     assert make("server-objects", env).returncode == 0
     prefect = str(VENV / "bin" / "prefect")
     deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file",
@@ -217,6 +220,8 @@ def test_an_operator_cancels_a_run_mid_render_and_it_leaves_nothing(prefect_serv
         state = _wait_for_final_state(prefect_server, run_id, timeout_s=90)
         took = time.monotonic() - asked
         _wait_for_flow_run_processes_to_exit(worker.pid, timeout_s=60)
+        stray = [_cmdline(p) for p in psutil.Process(worker.pid).children(recursive=True)
+                 if "prefect worker" not in _cmdline(p)]
         left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
         next_run = _start_run(prefect_server, "generate-texture/by-hand")
         finished = _wait_for_final_state(prefect_server, next_run, timeout_s=150)
@@ -226,6 +231,7 @@ def test_an_operator_cancels_a_run_mid_render_and_it_leaves_nothing(prefect_serv
     assert state.is_cancelled(), f"{state}: {worker_log.read_text()[-3000:]}"
     assert took < 30, f"cancelled {took:.0f} s after the operator asked"
     assert left == [], left
+    assert stray == [], stray
     assert finished.is_completed(), f"{finished}: {worker_log.read_text()[-3000:]}"
     (tiff,) = out.glob("cancelled-*.tif")
     assert inspect_tiff(tiff).ok
@@ -398,8 +404,6 @@ def _wait_for_run(server: PrefectServer, deployment: str, state: str, timeout_s:
 
 def _wait_for_flow_run_processes_to_exit(worker_pid: int, timeout_s: float) -> None:
     """Until no `python -m prefect.engine` (a flow run) is left under the worker."""
-    import psutil
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -413,8 +417,6 @@ def _wait_for_flow_run_processes_to_exit(worker_pid: int, timeout_s: float) -> N
 
 
 def _cmdline(process) -> str:
-    import psutil
-
     try:
         return " ".join(process.cmdline())
     except psutil.Error:  # it ended meanwhile
