@@ -89,6 +89,10 @@ UI_API_URL ?= http://$(UI_HOST):$(PORT)/api
 # GPUs that may render at once across all deployments (the texprod-gpu concurrency limit)
 GPU_SLOTS ?= 1
 GPU_LIMIT ?= texprod-gpu
+# A worker's flow runs send a heartbeat every HEARTBEAT_S; a texprod run silent for
+# UNRESPONSIVE_S (its host died) is marked Crashed (flows/unresponsive.py)
+HEARTBEAT_S ?= 60
+UNRESPONSIVE_S ?= 600
 
 # Local Prefect server with the UI at http://$(HOST):$(PORT) (SQLite under ~/.prefect); Ctrl-C stops it.
 # --port alone leaves the UI calling :4200: the API and UI settings get the port too.
@@ -98,16 +102,18 @@ server: $(PY)
 	  PREFECT_UI_URL=$(UI_API_URL:/api=) $(PREFECT) server start --host $(HOST) --port $(PORT)
 
 # What deployments and workers need on the server, created when missing (idempotent):
-# the process work pool `gpu` and the global concurrency limit the flow holds while rendering
+# the process work pool `gpu`, the global concurrency limit the flow holds while rendering,
+# and the automation that marks Crashed a run whose host died
 server-objects: $(PY)
 	$(NEED_API)
+	$(PY) -m flows.unresponsive --after "$(UNRESPONSIVE_S)"
 	$(PREFECT) work-pool inspect gpu >/dev/null 2>&1 || $(PREFECT) work-pool create gpu --type process
 	$(PREFECT) gcl inspect $(GPU_LIMIT) >/dev/null 2>&1 || $(PREFECT) gcl create $(GPU_LIMIT) --limit $(GPU_SLOTS)
 
 # Process worker on pool `gpu` (created if missing), one run at a time; GPU=N pins it to one GPU
 worker: server-objects
-	TEXPROD_HOME=$(CURDIR) $(if $(GPU),CUDA_VISIBLE_DEVICES=$(GPU)) \
-	  $(PREFECT) worker start --pool gpu --limit 1 $(if $(GPU),--name $(shell hostname)-gpu$(GPU))
+	TEXPROD_HOME=$(CURDIR) PREFECT_FLOWS_HEARTBEAT_FREQUENCY=$(HEARTBEAT_S) \
+	  $(if $(GPU),CUDA_VISIBLE_DEVICES=$(GPU)) $(PREFECT) worker start --pool gpu --limit 1 $(if $(GPU),--name $(shell hostname)-gpu$(GPU))
 
 # Create or update every deployment in infra/prefect.yaml (schedules arrive inactive);
 # creates the work pool and the GPU concurrency limit first when they are missing

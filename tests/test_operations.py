@@ -25,6 +25,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 
 from flows.alerts import AUTOMATION, BLOCK, LATE_AUTOMATION
+from flows.unresponsive import UNRESPONSIVE_AUTOMATION
 from tests.prefect_server import REPO, VENV, PrefectServer, server_env
 from tests.s3_server import TEST_ENV, admin_client
 from texprod.engine import GeneratorConfig, random_generator
@@ -56,9 +57,19 @@ def test_make_deploy_on_an_empty_server_creates_pool_and_limit(prefect_server, t
                        capture_output=True)
         assert subprocess.run([prefect, kind, "inspect", name], env=env,
                               capture_output=True).returncode != 0
+    unresponsive = (UNRESPONSIVE_AUTOMATION,)
+    _alerts(prefect_server, delete=True, names=unresponsive)
+    too_short = make("server-objects", env, "UNRESPONSIVE_S=30")
+    assert too_short.returncode == 2 and "UNRESPONSIVE_S: got 30, must be at least 60 " \
+        "seconds" in too_short.stderr, too_short.stderr
+    assert _alerts(prefect_server, names=unresponsive) == []  # and nothing else was made:
+    assert subprocess.run([prefect, "work-pool", "inspect", "gpu"], env=env,
+                          capture_output=True).returncode != 0
     for attempt in (1, 2):  # the second run finds everything in place and changes nothing
         done = make("deploy", env)
         assert done.returncode == 0, f"attempt {attempt}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    (saved,) = _alerts(prefect_server, names=unresponsive)  # replaced, not added: one
+    assert saved.trigger.within.total_seconds() == 600 and saved.enabled
     pool = subprocess.run([prefect, "work-pool", "inspect", "gpu"], env=env,
                           capture_output=True, text=True)
     assert pool.returncode == 0 and "process" in pool.stdout
@@ -96,6 +107,8 @@ def _tiny_deployment(tmp_path: Path, interval_s: int | None, name: str = "schedu
             "name": "every-few-seconds" if interval_s else "by-hand",
             "entrypoint": "flows/generate.py:generate_texture",
             "parameters": {"spec": str(spec)}, "work_pool": {"name": "gpu"},
+            # one run at a time, the others wait: as infra/prefect.yaml's deployments
+            "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
             "schedules": [{"interval": interval_s, "active": True}] if interval_s else [],
         }],
     }))
@@ -237,6 +250,80 @@ def test_an_operator_cancels_a_run_mid_render_and_it_leaves_nothing(prefect_serv
     assert inspect_tiff(tiff).ok
 
 
+def test_a_run_whose_host_dies_is_marked_crashed_and_alerts(prefect_server, tmp_path):
+    """The GPU host loses power mid-render: no process is left to end the run, which would
+    show Running for good. Silent for UNRESPONSIVE_S (here 60 s, heartbeats every 30 s),
+    the server marks it Crashed, and the failure alert posts it; the deployment's one slot
+    is free again for its next run. (The dead run's slot of the GPU limit returns when
+    its lease runs out, 5 min: this test's runs hold none.)"""
+    env = server_env(prefect_server, PREFECT_WORKER_QUERY_SECONDS="1",
+                     PREFECT_WORKER_PREFETCH_SECONDS="5", TEXPROD_GPU_LIMIT="none-here")
+    config, out = _tiny_deployment(tmp_path, None, name="host-died", size_mm=1800,
+                                   render={"tile_px": "auto"})
+    prefect = str(VENV / "bin" / "prefect")
+    with _webhook() as (hook_url, posts):
+        try:
+            objects = make("server-objects", env, "UNRESPONSIVE_S=60")
+            assert objects.returncode == 0, objects.stdout + objects.stderr
+            assert "silent for 60 s are marked Crashed" in objects.stdout
+            assert make("alerts", env, f"ALERT_URL={hook_url}").returncode == 0
+            deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all",
+                                       "--prefect-file", str(config)], cwd=REPO, env=env,
+                                      capture_output=True, text=True, timeout=120)
+            assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr
+            worker_log = tmp_path / "worker.log"
+            with open(worker_log, "wb") as log:
+                worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}",
+                                           "UNRESPONSIVE_S=60", "HEARTBEAT_S=30"], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+            try:
+                run_id = _start_run(prefect_server, "generate-texture/by-hand")
+                _wait_for_stripes(prefect_server, run_id, timeout_s=150, log=worker_log)
+                (engine,) = [p for p in psutil.Process(worker.pid).children(recursive=True)
+                             if "prefect.engine" in _cmdline(p)]
+                assert engine.environ()["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+            finally:  # the host goes: the worker and the run's process, at once
+                host = [worker.pid, *(p.pid for p in
+                                      psutil.Process(worker.pid).children(recursive=True))]
+                for pid in host:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                worker.wait(timeout=30)
+            died = time.monotonic()
+            assert _read_run(prefect_server, run_id).state.is_running()
+            state = _wait_for_final_state(prefect_server, run_id, timeout_s=180)
+            took = time.monotonic() - died
+            deadline = time.monotonic() + 60
+            while not posts and time.monotonic() < deadline:
+                time.sleep(0.5)
+            # the host is back: the deployment's one slot is free again, the next run runs
+            with open(worker_log, "ab") as log:
+                worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}",
+                                           "UNRESPONSIVE_S=60", "HEARTBEAT_S=30"], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+            try:
+                next_run = _wait_for_final_state(
+                    prefect_server, _start_run(prefect_server, "generate-texture/by-hand"),
+                    timeout_s=150)
+            finally:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(timeout=30)
+        finally:
+            _alerts(prefect_server, delete=True,
+                    names=(AUTOMATION, LATE_AUTOMATION, UNRESPONSIVE_AUTOMATION))
+    assert state.is_crashed(), state
+    assert state.message.startswith("no heartbeat from the run's process for 60 s"), state
+    assert took < 60 + 30 + 30, f"Crashed {took:.0f} s after the host died"
+    assert len(posts) == 1, posts
+    assert posts[0]["text"].startswith("texprod: generate-texture run host-died-seed1 crashed")
+    assert "no heartbeat from the run's process" in posts[0]["text"]
+    assert next_run.is_completed(), f"{next_run}: {worker_log.read_text()[-3000:]}"
+    (tiff,) = out.glob("host-died-*.tif")
+    assert inspect_tiff(tiff).ok
+
+
 def _start_run(server: PrefectServer, deployment: str):
     """A run of `deployment` created now, as Run on its page does; its id."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -294,6 +381,10 @@ def test_make_alerts_refuses_a_short_window_and_fails_in_one_line_with_the_api_d
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert "alerts: the Prefect API at http://127.0.0.1:9/api did not take them: " \
         "ConnectError" in done.stderr
+    objects = make("server-objects", env, timeout=120)  # its first step saves an automation
+    assert objects.returncode != 0 and "Traceback" not in objects.stderr, objects.stderr
+    assert "unresponsive: the Prefect API at http://127.0.0.1:9/api did not take the " \
+        "automation: ConnectError" in objects.stderr
 
 
 @contextlib.contextmanager
@@ -330,14 +421,15 @@ def _alert_block(server: PrefectServer) -> str:
     return json.dumps(block.data, default=str)
 
 
-def _alerts(server: PrefectServer, delete: bool = False) -> list:
-    """The server's texprod alert automations (deleted, with `delete`)."""
+def _alerts(server: PrefectServer, delete: bool = False,
+            names: tuple[str, ...] = (AUTOMATION, LATE_AUTOMATION)) -> list:
+    """The server's texprod automations of these names, alerts by default (deleted, with
+    `delete`)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: server.api_url}), \
             get_client(sync_client=True) as client:
-        found = [a for name in (AUTOMATION, LATE_AUTOMATION)
-                 for a in client.read_automations_by_name(name)]
+        found = [a for name in names for a in client.read_automations_by_name(name)]
         for automation in found if delete else []:
             client.delete_automation(automation.id)
         return found
