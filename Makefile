@@ -116,7 +116,7 @@ worker: server-objects
 	  $(if $(GPU),CUDA_VISIBLE_DEVICES=$(GPU)) $(PREFECT) worker start --pool gpu --limit 1 $(if $(GPU),--name $(shell hostname)-gpu$(GPU))
 
 # Create or update every deployment in infra/prefect.yaml (schedules arrive inactive);
-# creates the work pool and the GPU concurrency limit first when they are missing
+# first saves the server objects above (pool, GPU limit, dead-run automation)
 deploy: server-objects
 	env -u TEXPROD_HOME $(PREFECT) --no-prompt deploy --all --prefect-file infra/prefect.yaml
 

@@ -42,8 +42,8 @@ def save_unresponsive_automation(after_s: int = AFTER_S) -> Automation:
         for old in client.read_automations_by_name(UNRESPONSIVE_AUTOMATION):
             client.delete_automation(old.id)
     message = (f"no heartbeat from the run's process for {after_s} s: its host or worker "
-               "died (power, kernel, a reclaimed node); run the job again, it resumes its "
-               "stripe spool where the disk survived")
+               "died (power, kernel, a reclaimed node); run the job again: it resumes from "
+               "its stripe spool if the host's disk kept it")
     return Automation(
         name=UNRESPONSIVE_AUTOMATION,
         description=f"Marks a texprod run Crashed when its process has sent no heartbeat "
