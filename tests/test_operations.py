@@ -202,17 +202,16 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     assert text.endswith(f"{prefect_server.url}/runs/flow-run/{failed.id}")
 
 
-@pytest.mark.parametrize("cluster", ["in-process", "local"])
 def test_an_operator_cancels_a_run_mid_render_and_it_leaves_nothing(prefect_server,
-                                                                    tmp_path, cluster):
-    """Cancel on a run's page while its stripes render: the worker stops the flow run's
-    process; the run ends Cancelled within seconds, leaves no file, spool, lock or Dask
-    worker process (one would hold a GPU) behind, and the next run of the job completes."""
+                                                                    tmp_path):
+    """Cancel on a run's page while its stripes render, in-process and on a local Dask
+    cluster: the worker stops the flow run's process; the run ends Cancelled within
+    seconds, leaves no file, spool, lock or Dask worker process (one would hold a GPU)
+    behind, and the next run of the job completes."""
     env = server_env(prefect_server, PREFECT_WORKER_QUERY_SECONDS="1",
                      PREFECT_WORKER_PREFETCH_SECONDS="5")
-    render = {"tile_px": "auto", **({"cluster": cluster} if cluster != "in-process" else {})}
     config, out = _tiny_deployment(tmp_path, None, name="cancelled", size_mm=1800,
-                                   render=render)  # 50 Mpx: ~10 s of stripes on 2 cores
+                                   render={"tile_px": "auto"})  # 50 Mpx: ~10 s of stripes
     assert make("server-objects", env).returncode == 0
     prefect = str(VENV / "bin" / "prefect")
     deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file",
@@ -223,28 +222,37 @@ def test_an_operator_cancels_a_run_mid_render_and_it_leaves_nothing(prefect_serv
     with open(worker_log, "wb") as log:
         worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cancelled = {}  # cluster: (final state, seconds after the cancel, files left, processes)
     try:
-        run_id = _start_run(prefect_server, "generate-texture/by-hand")
-        _wait_for_stripes(prefect_server, run_id, timeout_s=150, log=worker_log)
-        asked = time.monotonic()
-        cancel = subprocess.run([prefect, "flow-run", "cancel", str(run_id)], env=env,
-                                capture_output=True, text=True, timeout=60)
-        assert cancel.returncode == 0, cancel.stdout + cancel.stderr
-        state = _wait_for_final_state(prefect_server, run_id, timeout_s=90)
-        took = time.monotonic() - asked
-        _wait_for_flow_run_processes_to_exit(worker.pid, timeout_s=60)
-        stray = [_cmdline(p) for p in psutil.Process(worker.pid).children(recursive=True)
-                 if "prefect worker" not in _cmdline(p)]
-        left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
-        next_run = _start_run(prefect_server, "generate-texture/by-hand")
-        finished = _wait_for_final_state(prefect_server, next_run, timeout_s=150)
+        for cluster in ("in-process", "local"):
+            overrides = [] if cluster == "in-process" else [f"render.cluster={cluster}"]
+            run_id = _start_run(prefect_server, "generate-texture/by-hand", overrides)
+            _wait_for_stripes(prefect_server, run_id, timeout_s=150, log=worker_log)
+            dask_workers = [p for p in psutil.Process(worker.pid).children(recursive=True)
+                            if "multiprocessing.spawn" in _cmdline(p)]
+            assert bool(dask_workers) == (cluster == "local"), cluster  # one per core
+            asked = time.monotonic()
+            cancel = subprocess.run([prefect, "flow-run", "cancel", str(run_id)], env=env,
+                                    capture_output=True, text=True, timeout=60)
+            assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+            state = _wait_for_final_state(prefect_server, run_id, timeout_s=90)
+            took = time.monotonic() - asked
+            _wait_for_flow_run_processes_to_exit(worker.pid, timeout_s=60)
+            stray = [_cmdline(p) for p in psutil.Process(worker.pid).children(recursive=True)
+                     if "prefect worker" not in _cmdline(p)]
+            left = sorted(str(p.relative_to(out)) for p in out.rglob("*")) \
+                if out.exists() else []
+            cancelled[cluster] = (state, took, left, stray)
+        finished = _wait_for_final_state(
+            prefect_server, _start_run(prefect_server, "generate-texture/by-hand"),
+            timeout_s=150)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
-    assert state.is_cancelled(), f"{state}: {worker_log.read_text()[-3000:]}"
-    assert took < 30, f"cancelled {took:.0f} s after the operator asked"
-    assert left == [], left
-    assert stray == [], stray
+    for cluster, (state, took, left, stray) in cancelled.items():
+        assert state.is_cancelled(), f"{cluster}: {state}: {worker_log.read_text()[-3000:]}"
+        assert took < 30, f"{cluster}: cancelled {took:.0f} s after the operator asked"
+        assert (left, stray) == ([], []), cluster
     assert finished.is_completed(), f"{finished}: {worker_log.read_text()[-3000:]}"
     (tiff,) = out.glob("cancelled-*.tif")
     assert inspect_tiff(tiff).ok
@@ -324,14 +332,16 @@ def test_a_run_whose_host_dies_is_marked_crashed_and_alerts(prefect_server, tmp_
     assert inspect_tiff(tiff).ok
 
 
-def _start_run(server: PrefectServer, deployment: str):
-    """A run of `deployment` created now, as Run on its page does; its id."""
+def _start_run(server: PrefectServer, deployment: str, overrides: list[str] | None = None):
+    """A run of `deployment` created now, as Run on its page does (with `overrides` of
+    the spec); its id."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: server.api_url}), \
             get_client(sync_client=True) as client:
         found = client.read_deployment_by_name(deployment)
-        return client.create_flow_run_from_deployment(found.id).id
+        return client.create_flow_run_from_deployment(
+            found.id, parameters={"overrides": overrides} if overrides else None).id
 
 
 def _wait_for_stripes(server: PrefectServer, run_id, timeout_s: float, log: Path) -> None:
