@@ -7,7 +7,7 @@ would stay Running on the dashboard for good, with no alert. This saves on the s
 automation, `texprod: a run stopped responding`: a texprod run with no heartbeat, and no
 end, for `--after` seconds since its last heartbeat is set Crashed, which the failure alert
 (`make alerts`) then posts. `make server-objects` (and so `make worker` and `make deploy`)
-saves it; running it again replaces it.
+saves it; running it again keeps it, or replaces it for another window.
 
     python -m flows.unresponsive --after 600
 """
@@ -37,9 +37,16 @@ ALIVE_OR_ENDED = {HEARTBEAT, *(f"prefect.flow-run.{state}" for state in (
 
 
 def save_unresponsive_automation(after_s: int = AFTER_S) -> Automation:
-    """The automation, replacing any earlier one of the same name."""
+    """The automation: the one saved before if it has this window, else a new one that
+    replaces it. Every `make worker` saves it, and the server's trigger service, reloading
+    automations replaced under it, was seen firing another automation 4 times for one
+    event: kept as it is, it is not churned."""
     with get_client(sync_client=True) as client:
-        for old in client.read_automations_by_name(UNRESPONSIVE_AUTOMATION):
+        saved = client.read_automations_by_name(UNRESPONSIVE_AUTOMATION)
+        if len(saved) == 1 and saved[0].enabled \
+                and saved[0].trigger.within == timedelta(seconds=after_s):
+            return saved[0]
+        for old in saved:
             client.delete_automation(old.id)
     message = (f"no heartbeat from the run's process for {after_s} s: its host or worker "
                "died (power, kernel, a reclaimed node); run the job again: it resumes from "

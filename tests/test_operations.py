@@ -145,15 +145,9 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     assert sorted(a.name for a in _alerts(prefect_server)) == sorted([AUTOMATION,
                                                                       LATE_AUTOMATION])
     assert hook_url not in _alert_block(prefect_server)  # a credential: masked by the API
-    deployed = subprocess.run(
-        [str(VENV / "bin" / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file",
-         str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    _deploy(config, env)
     worker_log = tmp_path / "worker.log"
-    with open(worker_log, "wb") as log:
-        worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with _worker(env, worker_log) as worker:
         run = _wait_for_run(prefect_server, "every-few-seconds", "completed", timeout_s=150,
                             log=worker_log)
         _pause_schedules(env, "generate-texture/every-few-seconds")
@@ -169,10 +163,7 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
         # its process sends its last logs as it exits: stopping the worker before then
         # would kill it with them unsent
         _wait_for_flow_run_processes_to_exit(worker.pid, timeout_s=60)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
-        _pause_schedules(env, "generate-texture/every-few-seconds")
+    _pause_schedules(env, "generate-texture/every-few-seconds")
     assert not failed.auto_scheduled
     failed_logs = _run_logs(prefect_server, failed.id)
     assert _read_run(prefect_server, failed.id).name.endswith("-FAILED")
@@ -192,7 +183,7 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     while not posts and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(2)  # room for a wrong second post to arrive
-    assert len(posts) == 1, posts or server_log[-3000:]
+    assert len(posts) == 1, "\n\n".join(p["text"] for p in posts) or server_log[-3000:]
     text = posts[0]["text"]
     # (the -FAILED suffix comes from the flow's own failure hook, racing the alert)
     assert text.startswith("texprod: generate-texture run "
@@ -212,18 +203,11 @@ def test_an_operator_cancels_a_run_mid_render_and_it_leaves_nothing(prefect_serv
                      PREFECT_WORKER_PREFETCH_SECONDS="5")
     config, out = _tiny_deployment(tmp_path, None, name="cancelled", size_mm=1800,
                                    render={"tile_px": "auto"})  # 50 Mpx: ~10 s of stripes
-    assert make("server-objects", env).returncode == 0
+    _deploy(config, env)
     prefect = str(VENV / "bin" / "prefect")
-    deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file",
-                               str(config)], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=120)
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     worker_log = tmp_path / "worker.log"
-    with open(worker_log, "wb") as log:
-        worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     cancelled = {}  # cluster: (final state, seconds after the cancel, files left, processes)
-    try:
+    with _worker(env, worker_log) as worker:
         for cluster in ("in-process", "local"):
             overrides = [] if cluster == "in-process" else [f"render.cluster={cluster}"]
             run_id = _start_run(prefect_server, "generate-texture/by-hand", overrides)
@@ -246,9 +230,6 @@ def test_an_operator_cancels_a_run_mid_render_and_it_leaves_nothing(prefect_serv
         finished = _wait_for_final_state(
             prefect_server, _start_run(prefect_server, "generate-texture/by-hand"),
             timeout_s=150)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
     for cluster, (state, took, left, stray) in cancelled.items():
         assert state.is_cancelled(), f"{cluster}: {state}: {worker_log.read_text()[-3000:]}"
         assert took < 30, f"{cluster}: cancelled {took:.0f} s after the operator asked"
@@ -268,36 +249,27 @@ def test_a_run_whose_host_dies_is_marked_crashed_and_alerts(prefect_server, tmp_
                      PREFECT_WORKER_PREFETCH_SECONDS="5", TEXPROD_GPU_LIMIT="none-here")
     config, out = _tiny_deployment(tmp_path, None, name="host-died", size_mm=1800,
                                    render={"tile_px": "auto"})
-    prefect = str(VENV / "bin" / "prefect")
+    short = ("UNRESPONSIVE_S=60", "HEARTBEAT_S=30")
+    worker_log = tmp_path / "worker.log"
     with _webhook() as (hook_url, posts):
         try:
-            objects = make("server-objects", env, "UNRESPONSIVE_S=60")
+            objects = make("server-objects", env, *short)
             assert objects.returncode == 0, objects.stdout + objects.stderr
             assert "silent for 60 s are marked Crashed" in objects.stdout
             assert make("alerts", env, f"ALERT_URL={hook_url}").returncode == 0
-            deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all",
-                                       "--prefect-file", str(config)], cwd=REPO, env=env,
-                                      capture_output=True, text=True, timeout=120)
-            assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr
-            worker_log = tmp_path / "worker.log"
-            with open(worker_log, "wb") as log:
-                worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}",
-                                           "UNRESPONSIVE_S=60", "HEARTBEAT_S=30"], env=env,
-                                          stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
-            try:
+            _deploy(config, env)
+            with _worker(env, worker_log, *short) as worker:
                 run_id = _start_run(prefect_server, "generate-texture/by-hand")
                 _wait_for_stripes(prefect_server, run_id, timeout_s=150, log=worker_log)
                 (engine,) = [p for p in psutil.Process(worker.pid).children(recursive=True)
                              if "prefect.engine" in _cmdline(p)]
                 assert engine.environ()["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
-            finally:  # the host goes: the worker and the run's process, at once
+                # the host goes: the worker and the run's process, at once
                 host = [worker.pid, *(p.pid for p in
                                       psutil.Process(worker.pid).children(recursive=True))]
                 for pid in host:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                worker.wait(timeout=30)
             died = time.monotonic()
             assert _read_run(prefect_server, run_id).state.is_running()
             state = _wait_for_final_state(prefect_server, run_id, timeout_s=180)
@@ -306,18 +278,10 @@ def test_a_run_whose_host_dies_is_marked_crashed_and_alerts(prefect_server, tmp_
             while not posts and time.monotonic() < deadline:
                 time.sleep(0.5)
             # the host is back: the deployment's one slot is free again, the next run runs
-            with open(worker_log, "ab") as log:
-                worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}",
-                                           "UNRESPONSIVE_S=60", "HEARTBEAT_S=30"], env=env,
-                                          stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
-            try:
+            with _worker(env, worker_log, *short):
                 next_run = _wait_for_final_state(
                     prefect_server, _start_run(prefect_server, "generate-texture/by-hand"),
                     timeout_s=150)
-            finally:
-                os.killpg(worker.pid, signal.SIGTERM)
-                worker.wait(timeout=30)
         finally:
             _alerts(prefect_server, delete=True,
                     names=(AUTOMATION, LATE_AUTOMATION, UNRESPONSIVE_AUTOMATION))
@@ -330,6 +294,30 @@ def test_a_run_whose_host_dies_is_marked_crashed_and_alerts(prefect_server, tmp_
     assert next_run.is_completed(), f"{next_run}: {worker_log.read_text()[-3000:]}"
     (tiff,) = out.glob("host-died-*.tif")
     assert inspect_tiff(tiff).ok
+
+
+def _deploy(config: Path, env: dict[str, str]) -> None:
+    """Every deployment of the prefect.yaml `config`, as `make deploy` deploys its own."""
+    deployed = subprocess.run([str(VENV / "bin" / "prefect"), "--no-prompt", "deploy", "--all",
+                               "--prefect-file", str(config)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+
+
+@contextlib.contextmanager
+def _worker(env: dict[str, str], log: Path, *make_args: str):
+    """`make worker` (with `make_args`) in a session of its own, its output added to `log`;
+    stopped with SIGTERM at the end, unless the test killed it."""
+    with open(log, "ab") as out:
+        worker = subprocess.Popen(["make", "-C", str(REPO), "worker", f"VENV={VENV}",
+                                   *make_args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        yield worker
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
 
 
 def _start_run(server: PrefectServer, deployment: str, overrides: list[str] | None = None):
