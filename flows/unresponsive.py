@@ -37,10 +37,9 @@ ALIVE_OR_ENDED = {HEARTBEAT, *(f"prefect.flow-run.{state}" for state in (
 
 
 def save_unresponsive_automation(after_s: int = AFTER_S) -> Automation:
-    """The automation: the one saved before if it has this window, else a new one that
-    replaces it. Every `make worker` saves it, and the server's trigger service, reloading
-    automations replaced under it, was seen firing another automation 4 times for one
-    event: kept as it is, it is not churned."""
+    """The automation: the one saved before if it has this window (every `make worker`
+    saves it, and a restarted worker should not replace server objects under the trigger
+    service), else a new one that replaces it."""
     with get_client(sync_client=True) as client:
         saved = client.read_automations_by_name(UNRESPONSIVE_AUTOMATION)
         if len(saved) == 1 and saved[0].enabled \

@@ -178,13 +178,18 @@ def _schedule_worker_failure_alert(prefect_server, env, config, out, tmp_path, h
     assert not warnings, warnings
     server_log = prefect_server.log.read_text()
     assert "InvalidRequestError" not in server_log, server_log[-3000:]
-    # the failed run, and only it, posted one alert: from the server, with cause and link
+    # the failed run, and only it, posted an alert: from the server, with cause and link
     deadline = time.monotonic() + 60
     while not posts and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(2)  # room for a wrong second post to arrive
-    assert len(posts) == 1, "\n\n".join(p["text"] for p in posts) or server_log[-3000:]
-    text = posts[0]["text"]
+    texts = {p["text"] for p in posts}
+    assert len(texts) == 1, "\n\n".join(texts) or server_log[-3000:]
+    (text,) = texts
+    if len(posts) > 1:  # one event, handled again: only when the test server's SQLite was
+        # locked as its trigger service handled it (Prefect then redelivers the event and
+        # the alert posts again; seen once in CI, 4 posts)
+        assert "database is locked" in prefect_server.log.read_text(), len(posts)
     # (the -FAILED suffix comes from the flow's own failure hook, racing the alert)
     assert text.startswith("texprod: generate-texture run "
                            + failed.name.removesuffix("-FAILED"))
