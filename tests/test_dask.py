@@ -292,13 +292,18 @@ def test_a_job_waits_for_a_first_worker_and_says_so(model, tmp_path, caplog):
 
 def test_an_unreachable_scheduler_is_a_clear_error_and_leaves_nothing(model, tmp_path,
                                                                        capsys):
+    import dask
+
     spec = job_spec(model, tmp_path / "out", render={"cluster": "tcp://127.0.0.1:9"})
-    assert dry_run(spec, tmp_path) == 2
-    assert capsys.readouterr().err.startswith("texprod: error: render.cluster: cannot reach "
-                                              "the Dask scheduler at tcp://127.0.0.1:9: ")
-    with pytest.raises(TexprodError, match=r"render.cluster: cannot reach the Dask "
-                                           r"scheduler at tcp://127.0.0.1:9"):
-        run_job(parse_spec(spec))
+    # Dask's own setting bounds the wait (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+        assert dry_run(spec, tmp_path) == 2
+        assert capsys.readouterr().err.startswith("texprod: error: render.cluster: cannot "
+                                                  "reach the Dask scheduler at "
+                                                  "tcp://127.0.0.1:9: ")
+        with pytest.raises(TexprodError, match=r"render.cluster: cannot reach the Dask "
+                                               r"scheduler at tcp://127.0.0.1:9: .* after 3 s"):
+            run_job(parse_spec(spec))
     assert list((tmp_path / "out").iterdir()) == []  # no spool, no lock, no partial file
 
 

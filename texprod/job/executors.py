@@ -326,8 +326,8 @@ def _connect(address: str):
     """A Dask client of the scheduler at `address`, or a ConfigError saying it is not there."""
     from distributed import Client  # lazy: see stripe_executor
 
-    try:
-        return Client(address, timeout="20s")
+    try:  # waits Dask's `distributed.comm.timeouts.connect` (30 s unless configured)
+        return Client(address)
     except OSError as e:
         raise ConfigError(f"render.cluster: cannot reach the Dask scheduler at {address}: "
                           f"{e}") from None
