@@ -7,7 +7,7 @@ would stay Running on the dashboard for good, with no alert. This saves on the s
 automation, `texprod: a run stopped responding`: a texprod run with no heartbeat, and no
 end, for `--after` seconds since its last heartbeat is set Crashed, which the failure alert
 (`make alerts`) then posts. `make server-objects` (and so `make worker` and `make deploy`)
-saves it; running it again keeps it, or replaces it for another window.
+saves it; running it again keeps it when unchanged, else replaces it.
 
     python -m flows.unresponsive --after 600
 """
@@ -37,16 +37,21 @@ ALIVE_OR_ENDED = {HEARTBEAT, *(f"prefect.flow-run.{state}" for state in (
 
 
 def save_unresponsive_automation(after_s: int = AFTER_S) -> Automation:
-    """The automation: the one saved before if it has this window (every `make worker`
-    saves it, and a restarted worker should not replace server objects under the trigger
-    service), else a new one that replaces it."""
+    """The automation: the one saved before if it is this one to the letter (every `make
+    worker` saves it, and a restarted worker should not replace server objects under the
+    trigger service), else a new one that replaces it (another window, a newer texprod)."""
+    wanted = unresponsive_automation(after_s)
     with get_client(sync_client=True) as client:
         saved = client.read_automations_by_name(UNRESPONSIVE_AUTOMATION)
-        if len(saved) == 1 and saved[0].enabled \
-                and saved[0].trigger.within == timedelta(seconds=after_s):
+        if len(saved) == 1 and _definition(saved[0]) == _definition(wanted):
             return saved[0]
         for old in saved:
             client.delete_automation(old.id)
+    return wanted.create()
+
+
+def unresponsive_automation(after_s: int) -> Automation:
+    """The automation for a window of `after_s` seconds, not yet saved."""
     message = (f"no heartbeat from the run's process for {after_s} s: its host or worker "
                "died (power, kernel, a reclaimed node); run the job again: it resumes from "
                "its stripe spool if the host's disk kept it")
@@ -62,7 +67,12 @@ def save_unresponsive_automation(after_s: int = AFTER_S) -> Automation:
                              match_related={"prefect.resource.role": "flow",
                                             "prefect.resource.name": FLOWS}),
         actions=[ChangeFlowRunState(state=StateType.CRASHED, message=message)],
-    ).create()
+    )
+
+
+def _definition(automation: Automation) -> dict:
+    """What an automation does, without the id the server gave it."""
+    return automation.model_dump(exclude={"id"})
 
 
 def main(argv: list[str]) -> int:

@@ -73,6 +73,17 @@ def test_make_deploy_on_an_empty_server_creates_pool_and_limit(prefect_server, t
     (first,), (second,) = saved
     assert second.id == first.id  # kept as it was, not replaced under the trigger service
     assert first.trigger.within.total_seconds() == 600 and first.enabled
+    # one that differs in anything (here as an older texprod could have saved it) is replaced
+    from prefect.automations import Automation
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    _alerts(prefect_server, delete=True, names=unresponsive)
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        older = Automation(**first.model_dump(exclude={"id", "description"}),
+                           description="an older texprod's").create()
+    assert make("server-objects", env).returncode == 0
+    (replaced,) = _alerts(prefect_server, names=unresponsive)
+    assert replaced.id != older.id and replaced.description == first.description
     pool = subprocess.run([prefect, "work-pool", "inspect", "gpu"], env=env,
                           capture_output=True, text=True)
     assert pool.returncode == 0 and "process" in pool.stdout
