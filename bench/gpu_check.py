@@ -523,6 +523,7 @@ def job_row(device: str, sizes: dict, work: Path) -> dict:
     the peak RSS is the job's)."""
     import torch
 
+    from texprod.job.memory import memory_need
     from texprod.job.pipeline import measured_estimate, run_job
     from texprod.job.spec import parse_spec
     from texprod.models import save_generator
@@ -552,6 +553,8 @@ def job_row(device: str, sizes: dict, work: Path) -> dict:
             "busy": result.stripe_seconds, "workers": result.workers,
             "bytes": summary["bytes"], "sha256": summary["sha256"], "tac_max": result.tac_max,
             "preflight_ok": result.report.ok, "rss_mb": rss_mb,
+            # the plan's model of the device's memory, beside the peak it had
+            "planned_mb": memory_need(result.plan).need / 2**20,
             "gpu_mb": torch.cuda.max_memory_allocated() / 2**20
             if device == "cuda" else None}
 
@@ -763,7 +766,8 @@ def job_section(job: dict) -> list[str]:
                   f"file {job['bytes'] / 2**30:.2f} GiB, TAC max {job['tac_max']:.1f}%, "
                   f"preflight {'ok' if job['preflight_ok'] else 'FAILED'}; host peak RSS "
                   f"{job['rss_mb']:.0f} MB"
-                  + (f", GPU peak {job['gpu_mb']:.0f} MB" if job["gpu_mb"] else "") + ".",
+                  + (f", GPU peak {job['gpu_mb']:.0f} MB (planned "
+                     f"{job.get('planned_mb', 0):.0f} MB)" if job["gpu_mb"] else "") + ".",
                   *(["", f"`generate --dry-run` estimate, measured after the job: "
                      f"{job['estimate']}"] if job.get("estimate") else [])]
 

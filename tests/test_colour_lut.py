@@ -208,5 +208,6 @@ def test_the_preview_shrinks_to_the_same_bytes_where_the_pixels_are(dtype, top):
     rows = np.random.default_rng(3).integers(0, top + 1, (70, 131, 3)).astype(dtype)
     for factor in (1, 2, 8):
         cpu = shrink_preview(rows, factor)
-        device = shrink_preview_tensor(torch.from_numpy(rows), factor).numpy()
-        assert device.dtype == np.uint8 and np.array_equal(device, cpu)
+        for chunk_px in (1, 1000, 2**22):  # a block of rows at a time, or all at once
+            device = shrink_preview_tensor(torch.from_numpy(rows), factor, chunk_px).numpy()
+            assert device.dtype == np.uint8 and np.array_equal(device, cpu)

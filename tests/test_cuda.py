@@ -158,6 +158,87 @@ def test_the_pinned_copy_back_is_exact_and_waits_for_the_tensor():
         assert np.array_equal(host, expected)
 
 
+def test_a_stripe_renders_and_converts_without_waiting_for_the_device():
+    """A blocking copy to the GPU (a tensor made from Python numbers, a CPU tensor moved
+    per batch) or a value read back makes Python wait until the device has finished, so
+    it idles while the next batch is prepared. A stripe's render, colour conversion and
+    preview must only queue work: PyTorch's sync debug mode raises at any such call. With
+    every kind of global field, and in repeat mode."""
+    from texprod.engine.noise import NoiseField, QuiltField, TableField
+    from texprod.engine.render import Renderer
+    from texprod.job.stripes import shrink_preview_tensor
+    from texprod.press.colour import DEFAULT_CMYK_PROFILE, ICC_DIR, OutputColour
+    from texprod.press.colour_lut import colour_lut
+
+    gen = random_generator(GeneratorConfig(nz_local=8, nz_global=4, nz_periodic=2, kernel=5,
+                                           filters=(64, 32, 16)), 3)  # 16 px cells
+    weights = torch.rand(2, 6, 9)
+    painted = TableField(weights / weights.sum(0), torch.rand(2, 4) * 2 - 1, (1, 2), 0)
+    fields = [NoiseField(gen.config, 1, waves=gen.waves),
+              NoiseField(gen.config, 1, waves=gen.waves, period=(8, 12)),
+              NoiseField(gen.config, 1, waves=gen.waves,
+                         global_field=QuiltField(4, 2, block=3, transition=2)),
+              NoiseField(gen.config, 1, waves=gen.waves, global_field=painted)]
+    profile = Path(str(ICC_DIR / DEFAULT_CMYK_PROFILE))
+    table = colour_lut(OutputColour("cmyk", profile.read_bytes(), profile, profile.name,
+                                    "relative", True, 8))
+    renderer = Renderer(gen, "cuda", "bf16")
+    plan = renderer.plan(640, 384, 128, x0=-40, y0=24)
+
+    def stripe(field: NoiseField) -> None:
+        rows = renderer.rows(field, plan, batch=3)  # (384, 640, 3) uint8
+        table.apply(rows)
+        shrink_preview_tensor(rows, 4, chunk_px=640 * 64)
+
+    for field in fields:
+        stripe(field)  # the first moves the field's constants and the table there, once
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            stripe(field)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_stripe_leaves_nothing_on_the_device_while_it_is_encoded(model, tmp_path):
+    """The device's memory is planned for one stripe at a time: the stripe's sRGB rows,
+    print pixels and preview are freed before it is encoded, while the next renders."""
+    from texprod.job.executors import prepare
+    from texprod.job.plan import plan_job
+    from texprod.job.spec import parse_spec
+    from texprod.job.stripes import stripe_on_device
+
+    plan = plan_job(parse_spec(spec(model, tmp_path, "cuda", render={"colour_engine": "lut"})))
+    ready = prepare(plan)
+    stripe = plan.stripes[0]
+
+    def work():
+        return stripe_on_device(plan, stripe, ready.field, ready.renderer, ready.lut,
+                                render_lock=ready.render_lock)
+
+    work()  # the first moves the colour table and the field's constants there, once
+    held = torch.cuda.memory_allocated()
+    out, preview, tac, _ = work()
+    assert torch.cuda.memory_allocated() == held
+    assert out.shape == (stripe.h, plan.geometry.width_px, 4) and tac is not None
+    assert preview.shape[2] == 3
+
+
+def test_jobs_in_one_process_take_turns_on_its_gpu(model, tmp_path):
+    """A Dask GPU worker keeps two jobs: they share the GPU's render lock, since its memory
+    is planned for one stripe and cuDNN's switches are process-wide (an fp32 stripe must
+    not render while a tf32 one has turned TF32 on)."""
+    from texprod.job.executors import prepare
+    from texprod.job.plan import plan_job
+    from texprod.job.spec import parse_spec
+
+    locks = [prepare(plan_job(parse_spec(spec(model, tmp_path / p, "cuda",
+                                              render={"precision": p})))).render_lock
+             for p in ("fp32", "tf32")]
+    assert locks[0] is locks[1]
+    assert hasattr(locks[0], "locked")  # a real lock, not the CPU's no-op
+
+
 def test_each_renderer_renders_with_its_own_cudnn_settings():
     """cuDNN's switches are process-wide and a worker keeps the renderers of several jobs:
     building a tf32 renderer must not turn an fp32 one's convolutions into TF32."""

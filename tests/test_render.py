@@ -142,6 +142,19 @@ def test_subpixel_layers_compute_the_same_function(upsample, kernel):
         assert channels_last.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_the_channels_last_pixel_shuffle_moves_the_same_numbers():
+    """On the GPU the sub-pixel layers shuffle channels-last maps themselves (CUDA's
+    pixel_shuffle returns a contiguous tensor): the same values at the same places, and
+    the layout kept for the next convolution."""
+    from texprod.engine.model import pixel_shuffle_channels_last
+
+    for shape in [(2, 12, 5, 7), (1, 4, 1, 1), (3, 256, 9, 4)]:
+        y = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        shuffled = pixel_shuffle_channels_last(y)
+        assert torch.equal(shuffled, torch.nn.functional.pixel_shuffle(y.contiguous(), 2))
+        assert shuffled.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_the_phase_form_computes_only_the_layers_own_taps():
     """A 5x5 transposed conv's phases read 3x3, 3x2, 2x3 and 2x2 inputs: 25 taps, where
     the sub-pixel form's one 3x3 window computes 36."""

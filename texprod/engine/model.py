@@ -151,7 +151,21 @@ class SubpixelUpsampling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad is not None:
             x = nn.functional.pad(x, self.pad)
-        return nn.functional.pixel_shuffle(self.conv(x), 2)
+        y = self.conv(x)  # (B, 4 C_out, h, w)
+        if not y.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last):
+            return pixel_shuffle_channels_last(y)
+        return nn.functional.pixel_shuffle(y, 2)
+
+
+def pixel_shuffle_channels_last(y: torch.Tensor) -> torch.Tensor:
+    """`pixel_shuffle(y, 2)` of a channels-last y, channels-last too, in one copy. (CUDA's
+    pixel_shuffle returns a contiguous tensor, which the next channels-last convolution
+    copies back: two passes over the layer's largest tensor instead of one.)
+    (B, 4 C, h, w) -> (B, C, 2h, 2w)."""
+    b, c4, h, w = y.shape
+    pixels = y.permute(0, 2, 3, 1).reshape(b, h, w, c4 // 4, 2, 2)  # a view: c * 4 + a * 2 + d
+    out = pixels.permute(0, 1, 4, 2, 5, 3).reshape(b, 2 * h, 2 * w, c4 // 4)  # (B, h, a, w, d, C)
+    return out.permute(0, 3, 1, 2)
 
 
 def _phase_taps(kind: str, k: int) -> list[list[tuple[int, int]]]:

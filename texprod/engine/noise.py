@@ -58,13 +58,31 @@ def _coordinate_keys(coords: torch.Tensor, salt: int) -> torch.Tensor:
     return mix32(((coords & MASK32) + salt) & MASK32)
 
 
-def hash_uniform(keys: Sequence[int], ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+class DeviceCopies:
+    """A constant CPU tensor and its copies on the devices it is used on, each made once:
+    a copy from pageable host memory to a GPU waits for all the work queued there, so a
+    copy per batch would leave the GPU idle while Python prepares the next batch."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+        self._copies: dict[str, torch.Tensor] = {}
+
+    def on(self, device: torch.device | str) -> torch.Tensor:
+        copy = self._copies.get(str(device))
+        if copy is None:
+            copy = self._copies[str(device)] = self.tensor.to(device)
+        return copy
+
+
+def hash_uniform(keys: Sequence[int] | torch.Tensor, ys: torch.Tensor, xs: torch.Tensor
+                 ) -> torch.Tensor:
     """Uniform [-1, 1) values for channels `keys` at cells ys x xs.
 
-    keys: C channel keys; ys (..., h), xs (..., w) int64 cell coordinates with the same
-    leading (batch) dims -> (..., C, h, w) float32.
+    keys: C channel keys (int64 on ys' device, or ints); ys (..., h), xs (..., w) int64
+    cell coordinates with the same leading (batch) dims -> (..., C, h, w) float32.
     """
-    k = torch.tensor(list(keys), dtype=torch.int64, device=ys.device)  # (C,)
+    k = keys if isinstance(keys, torch.Tensor) else torch.tensor(  # (C,)
+        list(keys), dtype=torch.int64, device=ys.device)
     rows = mix32(k[:, None] ^ _coordinate_keys(ys, _ROW_SALT)[..., None, :])  # (..., C, h)
     col_keys = _coordinate_keys(xs, _COL_SALT)[..., None, None, :]  # (..., 1, 1, w)
     cells = mix32(rows[..., None] ^ col_keys)  # (..., C, h, w)
@@ -103,9 +121,10 @@ class ConstantField:
         assert latent.dim() == 1, f"latent: got shape {tuple(latent.shape)}, expected (nz_global,)"
         self.latent = latent.to(torch.float32)
         self.nz_global = latent.shape[0]
+        self._latent = DeviceCopies(self.latent)
 
     def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        latent = self.latent.to(ys.device)
+        latent = self._latent.on(ys.device)
         return latent[None, :, None, None].expand(ys.shape[0], -1, ys.shape[1], xs.shape[1])
 
     def constant(self) -> torch.Tensor | None:
@@ -133,7 +152,8 @@ class QuiltField:
                               f"and the block size {min(blocks):g}")
         self.nz_global, self.blocks, self.transition = nz_global, blocks, float(transition)
         self.period_blocks = period_blocks
-        self._keys = [channel_key(seed, STREAM_QUILT, c) for c in range(nz_global)]
+        self._keys = DeviceCopies(torch.tensor(
+            [channel_key(seed, STREAM_QUILT, c) for c in range(nz_global)], dtype=torch.int64))
 
     def constant(self) -> torch.Tensor | None:
         return None
@@ -169,7 +189,7 @@ class QuiltField:
         out = None
         for by, fy in ((y0, 1 - wy), (y1, wy)):
             for bx, fx in ((x0, 1 - wx), (x1, wx)):
-                latent = hash_uniform(self._keys, by, bx)  # (B, nz_global, h, w)
+                latent = hash_uniform(self._keys.on(by.device), by, bx)  # (B, nz_global, h, w)
                 term = latent * (fy[:, None, :, None] * fx[:, None, None, :])
                 out = term if out is None else out + term
         return out
@@ -209,8 +229,7 @@ class TableField:
         inside = (((iy >= 0) & (iy < h))[:, :, None]
                   & ((ix >= 0) & (ix < w))[:, None, :])  # (B, h, w)
         picked = weights[:, iy.clamp(0, h - 1)[:, :, None], ix.clamp(0, w - 1)[:, None, :]]
-        alone = torch.zeros(k, device=ys.device)
-        alone[self.outside] = 1.0
+        alone = (torch.arange(k, device=ys.device) == self.outside).to(torch.float32)  # (K,)
         picked = torch.where(inside[None], picked, alone[:, None, None, None])  # (K, B, h, w)
         # elementwise, not a matmul (TF32 would round it on CUDA); a cell with weights
         # (1, 0, ...) gets its latent exactly: 1 * a + 0 * b == a
@@ -253,9 +272,15 @@ class NoiseField:
                 f"the model has nz_global = {config.nz_global}"
             )
         self.global_field = global_field
-        self._local_keys = [channel_key(seed, STREAM_LOCAL, c) for c in range(config.nz_local)]
+        self._local_keys = DeviceCopies(torch.tensor(
+            [channel_key(seed, STREAM_LOCAL, c) for c in range(config.nz_local)],
+            dtype=torch.int64))
         # phases uniform in [0, 2 pi), one per periodic channel
-        self._phase = (seeded_uniform(seed, STREAM_PHASE, config.nz_periodic) + 1.0) * math.pi
+        phase = (seeded_uniform(seed, STREAM_PHASE, config.nz_periodic) + 1.0) * math.pi
+        self._phase = DeviceCopies(phase.to(torch.float64))
+        # the wave vectors' snapping step in repeat mode: (kx step, ky step)
+        self._step = None if period is None else DeviceCopies(
+            torch.tensor([2 * math.pi / period[1], 2 * math.pi / period[0]]))
 
     def window(self, y0: int, x0: int, h: int, w: int, device: torch.device | str = "cpu"
                ) -> torch.Tensor:
@@ -265,15 +290,18 @@ class NoiseField:
     def windows(self, origins: Sequence[tuple[int, int]], h: int, w: int,
                 device: torch.device | str = "cpu") -> torch.Tensor:
         """Equal-sized windows at cell origins (y0, x0): (B, nz, h, w) float32 on `device`."""
-        start = torch.tensor(list(origins), dtype=torch.int64, device=device)  # (B, 2)
-        ys = start[:, 0:1] + torch.arange(h, dtype=torch.int64, device=device)  # (B, h)
-        xs = start[:, 1:2] + torch.arange(w, dtype=torch.int64, device=device)  # (B, w)
+        # the origins as Python numbers added on the device: a tensor of them would be a
+        # blocking copy to it
+        rows = torch.arange(h, dtype=torch.int64, device=device)
+        cols = torch.arange(w, dtype=torch.int64, device=device)
+        ys = torch.stack([rows + y0 for y0, _ in origins])  # (B, h)
+        xs = torch.stack([cols + x0 for _, x0 in origins])  # (B, w)
         if self.period is not None:
             ys = torch.remainder(ys, self.period[0])
             xs = torch.remainder(xs, self.period[1])
         parts = []
         if self.config.nz_local:
-            parts.append(hash_uniform(self._local_keys, ys, xs))  # (B, nz_local, h, w)
+            parts.append(hash_uniform(self._local_keys.on(ys.device), ys, xs))  # (B, nz_local, h, w)
         z_global = self.global_field.sample(ys, xs)  # (B, nz_global, h, w)
         if self.config.nz_global:
             parts.append(z_global)
@@ -285,9 +313,8 @@ class NoiseField:
         """(N, nz_global) -> (N, nz_periodic, 2) wave vectors, snapped in repeat mode."""
         assert self.waves is not None
         k = self.waves(z_global.to(torch.float32)).to(torch.float32)
-        if self.period is not None:
-            step = torch.tensor([2 * math.pi / self.period[1], 2 * math.pi / self.period[0]],
-                                device=k.device)  # (kx step, ky step)
+        if self._step is not None:
+            step = self._step.on(k.device)  # (kx step, ky step)
             k = torch.round(k / step) * step
         return k
 
@@ -295,9 +322,9 @@ class NoiseField:
                   ) -> torch.Tensor:
         """sin(kx x + ky y + phase): (B, nz_periodic, h, w)."""
         (b, h), w = ys.shape, xs.shape[1]
-        latent = self.global_field.constant()
-        if latent is not None:
-            k = self.wave_vectors(latent.to(xs.device)[None, :])  # (1, P, 2)
+        if self.global_field.constant() is not None:
+            # the field's one latent, as sampled on the device already (every cell holds it)
+            k = self.wave_vectors(z_global[:1, :, 0, 0])  # (1, P, 2)
             k = k[:, :, None, None, :]  # (1, P, 1, 1, 2)
         else:
             flat = z_global.permute(0, 2, 3, 1).reshape(b * h * w, -1)  # (B*h*w, nz_global)
@@ -306,5 +333,5 @@ class NoiseField:
         k = k.to(torch.float64)  # (B or 1, P, h or 1, w or 1, 2)
         arg = (k[..., 0] * xs.to(torch.float64)[:, None, None, :]
                + k[..., 1] * ys.to(torch.float64)[:, None, :, None]
-               + self._phase.to(device=xs.device, dtype=torch.float64)[None, :, None, None])
+               + self._phase.on(xs.device)[None, :, None, None])
         return torch.sin(torch.remainder(arg, 2 * math.pi)).to(torch.float32)

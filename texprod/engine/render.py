@@ -157,6 +157,7 @@ class Renderer:
         self.channels_last = self.device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self._moved: tuple[NoiseField, NoiseField] | None = None  # (a field, on the device)
 
     def plan(self, width: int, height: int, tile_px: int, x0: int = 0, y0: int = 0,
              tile_h_px: int | None = None) -> TilePlan:
@@ -233,6 +234,14 @@ class Renderer:
         if self.device.type == "cuda":
             use_cudnn_settings(self.precision, self.autotune)
 
+    def _field_here(self, field: NoiseField) -> NoiseField:
+        """`field` with its wave MLP on this renderer's device, moved there once per field
+        (the stripes of a job share it): a move is a blocking copy to the GPU."""
+        moved = self._moved
+        if moved is None or moved[0] is not field:
+            moved = self._moved = (field, field_on(field, self.device))
+        return moved[1]
+
     def _one_pass(self, field: NoiseField, plan: TilePlan, output: str) -> torch.Tensor:
         self._use_cudnn_settings()
         return reference_pass(self.generator, field, plan.width, plan.height, plan.x0,
@@ -243,7 +252,7 @@ class Renderer:
                  ) -> Iterator[tuple[list[Tile], torch.Tensor]]:
         """(tiles, their interiors (B, h, w, C) on the device), `batch` tiles at a time."""
         self._use_cudnn_settings()
-        field = field_on(field, self.device)
+        field = self._field_here(field)
         wy, wx = plan.window_cells
         for start in range(0, len(plan.tiles), batch):
             chunk = list(plan.tiles[start: start + batch])

@@ -95,6 +95,18 @@ class _Prepared:
 _prepared: dict[str, _Prepared] = {}  # by StripeJob.key; the last few jobs of this process
 _prepared_lock = threading.Lock()
 KEEP_PREPARED = 2
+_device_locks: dict[int, threading.Lock] = {}  # by CUDA device index
+
+
+def _device_lock(device: torch.device) -> threading.Lock | contextlib.nullcontext:
+    """The render lock of `device`. One stripe at a time on a GPU, whichever job it belongs
+    to: the device's memory is planned for one stripe, and cuDNN's switches (TF32, ...)
+    are process-wide, set by each renderer as it starts a stripe. CPU stripes render side
+    by side."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return _device_locks.setdefault(index, threading.Lock())
 
 
 def prepare(plan: JobPlan) -> _Prepared:
@@ -104,11 +116,9 @@ def prepare(plan: JobPlan) -> _Prepared:
         ready = _prepared.get(key)
         if ready is None:
             renderer = make_renderer(plan)
-            # one stripe at a time on a GPU (memory); CPU stripes render side by side
-            lock = threading.Lock() if plan.device.startswith("cuda") \
-                else contextlib.nullcontext()
             lut = colour_lut(plan.colour) if plan.colour_engine == "lut" else None
-            ready = _Prepared(plan, noise_field(plan), renderer, lock, lut)
+            ready = _Prepared(plan, noise_field(plan), renderer,
+                              _device_lock(renderer.device), lut)
             _prepared[key] = ready
             while len(_prepared) > KEEP_PREPARED:
                 _prepared.pop(next(iter(_prepared)))

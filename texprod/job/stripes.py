@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 PREVIEW_PX = 2048  # the stripes' previews add up to at least this on the long side
 MAX_PREVIEW_FACTOR = TILE  # a power of two dividing every stripe height
+PREVIEW_CHUNK_PX = 2**22  # pixels shrunk at once on the device (48 MB of int32)
 
 TileDone = Callable[[], None]  # called after each rendered tile (progress, stop checks)
 
@@ -120,14 +121,9 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
     # knockout plates change the process inks after conversion: then ink is measured last
     ink_at_the_end = any(p.knockout for p in plan.plates.plates)
     if plan.colour_engine == "lut":
-        with render_lock or contextlib.nullcontext(), _device_memory_named(plan, stripe):
-            rows = _render_on_device(plan, stripe, field, renderer, on_tile)  # (h, W, 3)
-            rendered = time.perf_counter()
-            out_dev, preview_dev, tac = _colour_on_device(plan, stripe, rows, lut,
-                                                          measure_ink=not ink_at_the_end)
-            ready = finished_here(rows.device)
-        # the copies overlap the next stripe's render
-        out, preview = to_host(out_dev, ready), to_host(preview_dev, ready)
+        out, preview, tac, rendered = stripe_on_device(plan, stripe, field, renderer, lut,
+                                                       on_tile, render_lock,
+                                                       measure_ink=not ink_at_the_end)
     else:
         with render_lock or contextlib.nullcontext(), _device_memory_named(plan, stripe):
             pixels = _render_rows(plan, stripe, field, renderer, on_tile)  # (h, W, 3) sRGB
@@ -146,6 +142,26 @@ def work_stripe(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Rend
         preview=preview.tobytes(), preview_shape=preview.shape[:2], tac_max=tac,
         tiles=len(stripe.tiles.tiles), render_s=rendered - started,
         colour_s=coloured - rendered, encode_s=time.perf_counter() - coloured)
+
+
+def stripe_on_device(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer: Renderer,
+                     lut: ColourLUT, on_tile: TileDone | None = None,
+                     render_lock: threading.Lock | contextlib.nullcontext | None = None,
+                     measure_ink: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray, float | None, float]:
+    """Render, convert, ink-check and shrink the preview of a stripe on the render device:
+    (the print's pixels (h, W, bands), the preview (h/f, W/f, 3), the highest total ink,
+    the perf_counter when the render ended). Only those pixels come back, and nothing of
+    the stripe stays on the device: its memory is planned for one stripe at a time, and
+    the next one renders there while this one is encoded."""
+    with render_lock or contextlib.nullcontext(), _device_memory_named(plan, stripe):
+        rows = _render_on_device(plan, stripe, field, renderer, on_tile)  # (h, W, 3)
+        rendered = time.perf_counter()
+        out, preview, tac = _colour_on_device(plan, stripe, rows, lut, measure_ink)
+        ready = finished_here(rows.device)
+        del rows
+    # the copies overlap the next stripe's render
+    return to_host(out, ready), to_host(preview, ready), tac, rendered
 
 
 @contextlib.contextmanager
@@ -334,15 +350,24 @@ def shrink_preview(pixels: np.ndarray, factor: int) -> np.ndarray:
 
 
 
-def shrink_preview_tensor(pixels: torch.Tensor, factor: int) -> torch.Tensor:
+def shrink_preview_tensor(pixels: torch.Tensor, factor: int,
+                          chunk_px: int = PREVIEW_CHUNK_PX) -> torch.Tensor:
     """`shrink_preview` where the pixels are, in the same integer arithmetic (so the same
-    bytes): (h, W, 3) uint8/uint16 -> (h / f, W / f, 3) uint8."""
-    x = pixels.to(torch.int32)
-    if pixels.dtype == torch.uint16:
-        x = (x + 128) // 257
-    if factor > 1:
-        h, w = pixels.shape[0] // factor, pixels.shape[1] // factor
-        blocks = x[: h * factor, : w * factor].reshape(h, factor, w, factor, 3)
-        area = factor * factor
-        x = (blocks.sum(dim=(1, 3)) + area // 2) // area
-    return x.to(torch.uint8).contiguous()
+    bytes): (h, W, 3) uint8/uint16 -> (h / f, W / f, 3) uint8. Blocks of rows at a time,
+    so the int32 arithmetic holds about `chunk_px` pixels, not a stripe, beside it."""
+    h, w = pixels.shape[0] // factor, pixels.shape[1] // factor
+    pixels = pixels[: h * factor, : w * factor]  # (h f, w f, 3)
+    step = factor * max(1, chunk_px // max(1, pixels.shape[1] * factor))
+    parts = []
+    for y in range(0, pixels.shape[0], step):
+        x = pixels[y: y + step].to(torch.int32)  # (step, w f, 3)
+        if pixels.dtype == torch.uint16:
+            x = (x + 128) // 257
+        if factor > 1:
+            blocks = x.reshape(x.shape[0] // factor, factor, w, factor, 3)
+            area = factor * factor
+            x = (blocks.sum(dim=(1, 3)) + area // 2) // area
+        parts.append(x.to(torch.uint8))
+    if not parts:
+        return pixels.new_zeros((h, w, 3), dtype=torch.uint8)
+    return torch.cat(parts).contiguous()

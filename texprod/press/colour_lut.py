@@ -90,7 +90,8 @@ class ColourLUT:
         pos = rgb.to(torch.float32) * ((g - 1) / top_in)  # (n, 3) in grid units
         base = pos.floor().clamp_(0, g - 2)
         frac, order = (pos - base).clamp_(0, 1).sort(dim=1, descending=True)  # (n, 3) each
-        strides = torch.tensor([g * g, g, 1], device=rgb.device)
+        # (g^2, g, 1), made on the device: a tensor copied there would wait for the GPU
+        strides = g ** torch.arange(2, -1, -1, device=rgb.device)
         corner = (base[:, 0] * (g * g) + base[:, 1] * g + base[:, 2]).long()  # (n,) exact
         steps = strides[order].cumsum(dim=1)  # (n, 3) offsets of the other 3 corners
         # (n, 4): (1 - f0), (f0 - f1), (f1 - f2), f2 for the base and the 3 corners after it
@@ -145,10 +146,11 @@ def ink_coverage(cmyk: torch.Tensor) -> tuple[float, int, int]:
     if h * w == 0:
         return 0.0, 0, 0
     rows = max(1, _chunk_px(cmyk.device) // w)
-    best, where = 0, 0  # all-zero ink: 0 % at the first pixel
+    peaks, places = [], []  # per block, left on the device: reading each would wait for it
     for y in range(0, h, rows):
         total = cmyk[y: y + rows].to(torch.int32).sum(dim=2)  # (rows, W) int32
-        peak = int(total.max())
-        if peak > best:  # strictly: the first block holding the maximum wins, like argmax
-            best, where = peak, y * w + int(total.argmax())
+        peaks.append(total.max())
+        places.append(total.argmax() + y * w)
+    block = int(torch.stack(peaks).argmax())  # the first block holding the maximum, like
+    best, where = int(peaks[block]), int(places[block])  # argmax (all zero: pixel 0)
     return best * 100.0 / TOPS[cmyk.dtype], where // w, where % w
