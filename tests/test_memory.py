@@ -184,3 +184,24 @@ def test_a_container_memory_limit_is_what_the_plan_is_checked_against(memory_cgr
     assert fits.returncode == 0, fits.stderr[-2000:]
     memory = next(row for row in fits.stdout.splitlines() if row.startswith("memory"))
     assert memory.endswith(f"; the memory cgroup {memory_cgroup} allows 1.0 GiB"), memory
+
+
+def test_the_ways_a_gpu_runs_out_of_memory_are_named_as_such():
+    """Besides torch.OutOfMemoryError, a full GPU shows as cuDNN finding no algorithm whose
+    workspace fits, or an allocation failing inside cuDNN, cuBLAS or a CUDA call (PyTorch's
+    own messages): each fails the job with the advice to lower tile_px or batch. Other
+    errors keep their own message."""
+    import torch
+
+    from texprod.job.stripes import out_of_device_memory
+
+    for message in ("GET was unable to find an engine to execute this computation",
+                    "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+                    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+                    "CUDA error: out of memory"):
+        assert out_of_device_memory(RuntimeError(message)), message
+    assert out_of_device_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+    for other in (RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED"),
+                  RuntimeError("CUDA error: an illegal memory access was encountered"),
+                  ValueError("out of memory")):
+        assert not out_of_device_memory(other), other

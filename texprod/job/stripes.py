@@ -164,6 +164,19 @@ def stripe_on_device(plan: JobPlan, stripe: Stripe, field: NoiseField, renderer:
     return to_host(out, ready), to_host(preview, ready), tac, rendered
 
 
+# How a GPU's memory running out shows besides torch.OutOfMemoryError: cuDNN finding no
+# algorithm whose workspace fits (PyTorch's "GET was unable to find an engine..."), an
+# allocation inside cuDNN or cuBLAS, a CUDA call's own error
+OUT_OF_MEMORY_SIGNS = ("out of memory", "unable to find an engine", "STATUS_ALLOC_FAILED")
+
+
+def out_of_device_memory(error: BaseException) -> bool:
+    """Whether `error`, raised while rendering on a GPU, says its memory ran out."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and any(sign in str(error)
+                                                for sign in OUT_OF_MEMORY_SIGNS))
+
+
 @contextlib.contextmanager
 def _device_memory_named(plan: JobPlan, stripe: Stripe):
     """A GPU out of memory fails the job in one line that says what to change. The plan's
@@ -171,7 +184,9 @@ def _device_memory_named(plan: JobPlan, stripe: Stripe):
     device, cuDNN's workspaces."""
     try:
         yield
-    except torch.OutOfMemoryError as e:
+    except RuntimeError as e:
+        if not (plan.device.startswith("cuda") and out_of_device_memory(e)):
+            raise
         raise JobFailure(
             f"render: {plan.device} ran out of memory on stripe {stripe.index} ({plan.tiling}, "
             f"{plan.spec.render.precision}): lower render.tile_px or render.batch, or free the "
