@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +36,11 @@ PACKAGES = [
     "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions",
     "boto3", "botocore", "s3transfer", "jmespath",
     "pikepdf",  # needs lxml, Pillow and packaging, which the device has
+    # the `cluster` step: a local Dask cluster (dask-cuda needs cuda-core, nvidia-ml-py,
+    # pandas, click and the rest of Dask's needs, which the device has)
+    "dask", "distributed", "dask-cuda", "rapids-dask-dependency", "partd", "locket",
+    "tornado", "zict", "tblib",
+    "importlib-metadata", "lazy-importer",  # dask's on Python < 3.12 (the dry run here)
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64"]
@@ -45,7 +50,7 @@ BOTOCORE_SERVICES = ("s3", "sts", "sso", "sso-oidc")
 def download(name: str, dest: Path) -> None:
     """The wheel of `name` at this environment's version, for CPython 3.12 on x86_64; a
     pure-Python package published only as an sdist (pyvips) is built into a wheel here."""
-    pinned = f"{name}=={version(name)}"
+    pinned = f"{name}=={pinned_version(name)}"
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     got = subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
@@ -64,6 +69,18 @@ def download(name: str, dest: Path) -> None:
             raise SystemExit(f"{pinned}: no wheel for CPython 3.12 x86_64 and its sdist does "
                              f"not build a pure-Python one:\n{got.stderr}")
         shutil.copy(built[0], dest)
+
+
+def pinned_version(name: str) -> str:
+    """The version installed here, else (dask-cuda: CUDA machines only) constraints.txt's."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        for line in (REPO / "constraints.txt").read_text().splitlines():
+            if line.partition("==")[0].strip().lower() == name.lower():
+                return line.partition("==")[2].split(";")[0].strip()
+        raise SystemExit(f"{name}: neither installed here nor pinned in constraints.txt") \
+            from None
 
 
 def slim_botocore(wheel: Path) -> None:
