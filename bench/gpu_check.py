@@ -522,6 +522,30 @@ def _texture(side: int, sizes: dict):
 # --------------------------------------------------------------------------------- job
 
 
+def _reference_model(sizes: dict, work: Path) -> Path:
+    from texprod.models import save_generator
+
+    return save_generator(_reference_generator(sizes), work / "reference", overwrite=True)
+
+
+def _square_print(model: Path, device: str, side: int, out: Path, render: dict,
+                  output: dict | None = None):
+    """The spec of a side x side CMYK LZW (tiled) print of `model` at 300 dpi, bf16 on
+    CUDA (fp32 in the dry run), written to `out`."""
+    from texprod.job.spec import parse_spec
+
+    side_mm = side / 300 * 25.4
+    return parse_spec({
+        "name": "gpu-check", "model": str(model), "seed": 7,
+        "print": {"width_mm": side_mm, "height_mm": side_mm, "dpi": 300, "bleed_mm": 0,
+                  "color": "cmyk"},
+        "tiff": {"compression": "lzw", "layout": "tiled"},
+        "render": {"device": device, "precision": "bf16" if device == "cuda" else "fp32",
+                   **render},
+        "output": {"dir": str(out), **(output or {})},
+    })
+
+
 def job_row(device: str, sizes: dict, work: Path) -> dict:
     """A side x side CMYK LZW print through `run_job` (its step's process is its own, so
     the peak RSS is the job's)."""
@@ -529,21 +553,10 @@ def job_row(device: str, sizes: dict, work: Path) -> dict:
 
     from texprod.job.memory import memory_need
     from texprod.job.pipeline import measured_estimate, run_job
-    from texprod.job.spec import parse_spec
-    from texprod.models import save_generator
 
-    model = save_generator(_reference_generator(sizes), work / "reference", overwrite=True)
     side = sizes["job"]
-    side_mm = side / 300 * 25.4
-    spec = parse_spec({
-        "name": "gpu-check", "model": str(model), "seed": 7,
-        "print": {"width_mm": side_mm, "height_mm": side_mm, "dpi": 300, "bleed_mm": 0,
-                  "color": "cmyk"},
-        "tiff": {"compression": "lzw", "layout": "tiled"},
-        "render": {"device": device, "colour_engine": "lut",
-                   "precision": "bf16" if device == "cuda" else "fp32"},
-        "output": {"dir": str(work / "out")},
-    })
+    spec = _square_print(_reference_model(sizes, work), device, side, work / "out",
+                         {"colour_engine": "lut"})
     result = run_job(spec)
     summary = result.summary()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -569,22 +582,16 @@ def cluster_row(device: str, sizes: dict, work: Path) -> dict:
     then in this process: the same bytes (scaling out changes no pixel), and what the
     cluster costs (its start and the stripes' travel)."""
     from texprod.job.pipeline import run_job
-    from texprod.job.spec import parse_spec
-    from texprod.models import save_generator
 
-    model = save_generator(_reference_generator(sizes), work / "reference", overwrite=True)
+    model = _reference_model(sizes, work)
     side = sizes["cluster"]
     kind = "local-cuda" if device == "cuda" else "local"
 
     def job(cluster: str | None) -> tuple[dict, float]:
-        spec = parse_spec({
-            "name": "gpu-check-cluster", "model": str(model), "seed": 7,
-            "print": {"width_mm": side / 300 * 25.4, "height_mm": side / 300 * 25.4,
-                      "dpi": 300, "bleed_mm": 0, "color": "cmyk"},
-            "render": {"device": device, "precision": "bf16" if device == "cuda" else "fp32",
-                       "cluster": cluster, **({"workers": 2} if cluster == "local" else {})},
-            "output": {"dir": str(work / (cluster or "in-process")), "proof": False},
-        })
+        spec = _square_print(model, device, side, work / (cluster or "in-process"),
+                             {"cluster": cluster,
+                              **({"workers": 2} if cluster == "local" else {})},
+                             {"proof": False})
         started = time.perf_counter()
         result = run_job(spec)
         seconds = time.perf_counter() - started

@@ -26,6 +26,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from lock_dependencies import locked  # noqa: E402 - constraints.txt's pins, one parser
+
 WHEELS = REPO / ".whl"
 BUDGET = 64 * 2**20  # the working tree and the wheels, together
 # what texprod imports at its top and the device does not have (its image's package list:
@@ -76,11 +79,11 @@ def pinned_version(name: str) -> str:
     try:
         return version(name)
     except PackageNotFoundError:
-        for line in (REPO / "constraints.txt").read_text().splitlines():
-            if line.partition("==")[0].strip().lower() == name.lower():
-                return line.partition("==")[2].split(";")[0].strip()
-        raise SystemExit(f"{name}: neither installed here nor pinned in constraints.txt") \
-            from None
+        pinned = locked(REPO / "constraints.txt").get(name)
+        if pinned is None:
+            raise SystemExit(f"{name}: neither installed here nor pinned in "
+                             "constraints.txt") from None
+        return pinned
 
 
 def slim_botocore(wheel: Path) -> None:

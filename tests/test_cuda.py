@@ -164,10 +164,10 @@ def test_a_stripe_renders_and_converts_without_waiting_for_the_device():
     it idles while the next batch is prepared. A stripe's render, colour conversion and
     preview must only queue work: PyTorch's sync debug mode raises at any such call. With
     every kind of global field, and in repeat mode."""
+    from tests.test_colour_lut import FOGRA39, cmyk
     from texprod.engine.noise import NoiseField, QuiltField, TableField
     from texprod.engine.render import Renderer
     from texprod.job.stripes import shrink_preview_tensor
-    from texprod.press.colour import DEFAULT_CMYK_PROFILE, ICC_DIR, OutputColour
     from texprod.press.colour_lut import colour_lut
 
     gen = random_generator(GeneratorConfig(nz_local=8, nz_global=4, nz_periodic=2, kernel=5,
@@ -179,9 +179,7 @@ def test_a_stripe_renders_and_converts_without_waiting_for_the_device():
               NoiseField(gen.config, 1, waves=gen.waves,
                          global_field=QuiltField(4, 2, block=3, transition=2)),
               NoiseField(gen.config, 1, waves=gen.waves, global_field=painted)]
-    profile = Path(str(ICC_DIR / DEFAULT_CMYK_PROFILE))
-    table = colour_lut(OutputColour("cmyk", profile.read_bytes(), profile, profile.name,
-                                    "relative", True, 8))
+    table = colour_lut(cmyk(FOGRA39))
     renderer = Renderer(gen, "cuda", "bf16")
     plan = renderer.plan(640, 384, 128, x0=-40, y0=24)
 

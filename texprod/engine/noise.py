@@ -23,6 +23,7 @@ from typing import Protocol
 import torch
 
 from texprod.engine.config import GeneratorConfig
+from texprod.engine.devices import DeviceCopies
 from texprod.errors import ConfigError
 
 MASK32 = 0xFFFFFFFF
@@ -56,22 +57,6 @@ def channel_key(seed: int, stream: int, channel: int) -> int:
 
 def _coordinate_keys(coords: torch.Tensor, salt: int) -> torch.Tensor:
     return mix32(((coords & MASK32) + salt) & MASK32)
-
-
-class DeviceCopies:
-    """A constant CPU tensor and its copies on the devices it is used on, each made once:
-    a copy from pageable host memory to a GPU waits for all the work queued there, so a
-    copy per batch would leave the GPU idle while Python prepares the next batch."""
-
-    def __init__(self, tensor: torch.Tensor):
-        self.tensor = tensor
-        self._copies: dict[str, torch.Tensor] = {}
-
-    def on(self, device: torch.device | str) -> torch.Tensor:
-        copy = self._copies.get(str(device))
-        if copy is None:
-            copy = self._copies[str(device)] = self.tensor.to(device)
-        return copy
 
 
 def hash_uniform(keys: Sequence[int] | torch.Tensor, ys: torch.Tensor, xs: torch.Tensor
@@ -211,20 +196,14 @@ class TableField:
         self.latents = latents.to(torch.float32)  # (K, nz_global)
         self.origin, self.outside = origin, outside
         self.nz_global = latents.shape[1]
-        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weights and latents on `device`, copied there once (every tile samples them)."""
-        if device not in self._on_device:
-            self._on_device[device] = (self.weights.to(device), self.latents.to(device))
-        return self._on_device[device]
+        self._weights, self._latents = DeviceCopies(self.weights), DeviceCopies(self.latents)
 
     def constant(self) -> torch.Tensor | None:
         return None
 
     def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         k, h, w = self.weights.shape
-        weights, latents = self._tables(ys.device)
+        weights, latents = self._weights.on(ys.device), self._latents.on(ys.device)
         iy, ix = ys - self.origin[0], xs - self.origin[1]  # (B, h), (B, w)
         inside = (((iy >= 0) & (iy < h))[:, :, None]
                   & ((ix >= 0) & (ix < w))[:, None, :])  # (B, h, w)

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from texprod.engine.devices import indexed
 from texprod.engine.noise import NoiseField
 from texprod.engine.render import Renderer
 from texprod.errors import ConfigError, JobFailure, TexprodError
@@ -105,8 +106,7 @@ def _device_lock(device: torch.device) -> threading.Lock | contextlib.nullcontex
     by side."""
     if device.type != "cuda":
         return contextlib.nullcontext()
-    index = torch.cuda.current_device() if device.index is None else device.index
-    return _device_locks.setdefault(index, threading.Lock())
+    return _device_locks.setdefault(indexed(device).index, threading.Lock())
 
 
 def prepare(plan: JobPlan) -> _Prepared:

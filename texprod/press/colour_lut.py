@@ -10,14 +10,16 @@ total ink (TAC) there too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyvips
 import torch
 
+from texprod.engine.devices import DeviceCopies
 from texprod.press.colour import OutputColour, to_output
 
 # pixels per step of apply / ink_coverage, which bounds the temporaries (~150 B a pixel).
@@ -42,8 +44,6 @@ class ColourLUT:
     nodes: torch.Tensor  # (G, G, G, bands) float32 in [0, 1], on the CPU
     bits: int  # output depth, 8 or 16
     key: tuple
-    _on_device: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def grid(self) -> int:
@@ -53,16 +53,13 @@ class ColourLUT:
     def bands(self) -> int:
         return self.nodes.shape[-1]
 
+    @functools.cached_property
+    def _flat(self) -> DeviceCopies:  # (G^3, bands), and its copies on devices
+        return DeviceCopies(self.nodes.reshape(-1, self.bands))
+
     def table(self, device: torch.device) -> torch.Tensor:
         """The nodes flattened to (G^3, bands) on `device`, copied there once and kept."""
-        device = torch.device(device)
-        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0": one copy
-            device = torch.device("cuda", torch.cuda.current_device())
-        name = str(device)
-        with self._lock:
-            if name not in self._on_device:
-                self._on_device[name] = self.nodes.reshape(-1, self.bands).to(device)
-            return self._on_device[name]
+        return self._flat.on(device)
 
     def apply(self, rgb: torch.Tensor) -> torch.Tensor:
         """(..., 3) uint8/uint16 sRGB -> (..., bands) uint8/uint16 (self.bits), same device."""
